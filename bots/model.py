@@ -1,0 +1,52 @@
+"""The contract between the engine and whatever produces replies.
+
+``bots`` knows messages, not chats: a ``ChatModel`` takes a list of role/content messages and
+streams text back through a callback, then returns the whole reply with the server's usage figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+MessageRole = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: MessageRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """A complete reply. ``finish_reason == "length"`` means the reply was cut at ``max_tokens``."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+
+
+TextSink = Callable[[str], Awaitable[None]]
+
+
+class ChatModel(Protocol):
+    async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
+        """Produce a reply; each new piece of text is passed to ``on_text`` as it arrives.
+
+        Raises a ``bots.errors.ModelError`` subclass when the call fails after its retries.
+        """
+        ...
+
+    async def check(self) -> str:
+        """Reach the server once and describe what answered (for ``chatbridge check``)."""
+        ...
+
+    async def aclose(self) -> None: ...
