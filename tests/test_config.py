@@ -1,0 +1,73 @@
+"""Configuration: the example file documents exactly the real keys, env overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from adapters.config import Config, ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def _document_keys(document: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, value in document.items():
+        if isinstance(value, dict):
+            keys |= _document_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def test_example_file_lists_every_key_and_only_real_keys() -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    assert _document_keys(document) == _keys(Config)
+
+
+def test_example_file_shows_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("CHATBRIDGE_"):
+            monkeypatch.delenv(name)
+    assert load_config(EXAMPLE) == Config()
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: from-file\n  temperature: 0.1\n")
+    monkeypatch.setenv("CHATBRIDGE_MODEL__NAME", "from-env")
+    monkeypatch.setenv("CHATBRIDGE_MODEL__API_KEY", "sk-env")
+    config = load_config(path)
+    assert config.model.name == "from-env"
+    assert config.model.temperature == 0.1
+    assert config.model.api_key.get_secret_value() == "sk-env"
+    assert "sk-env" not in repr(config)
+
+
+def test_missing_default_file_is_fine_but_an_explicit_one_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config().store.backend == "sqlite"
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- model\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path)
