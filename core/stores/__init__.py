@@ -1,0 +1,71 @@
+"""The store backends: how one is chosen from the settings, and the few rules every backend computes
+the same way (which usage rows a delta touches, where a rate window starts, how often to sweep).
+
+Backends are imported only when chosen, so a bridge on the memory store never loads a database driver,
+and the backend modules can import the shared rules from here without a cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import assert_never
+
+from core.settings import StoreBackend, StoreSettings
+from core.store import ALL_SUBJECTS, Store, UsageDelta
+
+
+def create_store(settings: StoreSettings) -> Store:
+    """The configured backend, not yet opened (the caller owns ``open``/``close``)."""
+    match settings.backend:
+        case StoreBackend.MEMORY:
+            from core.stores.memory import MemoryStore
+
+            return MemoryStore()
+        case StoreBackend.SQLITE:
+            from core.stores.sqlite import SqliteStore
+
+            return SqliteStore(settings.sqlite_path)
+        case StoreBackend.REDIS:
+            raise NotImplementedError(
+                "store.backend 'redis' is not built yet; use 'sqlite' (one process) or 'memory' for now"
+            )
+    assert_never(settings.backend)
+
+
+def usage_subjects(delta: UsageDelta) -> tuple[str, ...]:
+    """The usage rows one delta adds to, each once.
+
+    In a private chat the chat may carry the user's own identity (Telegram does this), and counting
+    that row twice would double the user's figures.
+    """
+    return tuple(dict.fromkeys((ALL_SUBJECTS, delta.user_id, delta.chat_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class FixedWindow:
+    """A rate-limit window aligned to ``floor(now / window_s)``, so every process counts into the same
+    window for the same instant without agreeing on when it started."""
+
+    index: int
+    ends_at: float
+
+    @classmethod
+    def at(cls, now: float, window_s: float) -> FixedWindow:
+        index = math.floor(now / window_s)
+        return cls(index, (index + 1) * window_s)
+
+
+@dataclass(slots=True)
+class PruneTimer:
+    """Expired dedupe marks, rate windows and sessions are swept at most once per ``interval_s``: often
+    enough that an embedded store stays bounded, rarely enough that a message pays nothing for it."""
+
+    interval_s: float
+    next_at: float = 0.0
+
+    def due(self, now: float) -> bool:
+        if now < self.next_at:
+            return False
+        self.next_at = now + self.interval_s
+        return True

@@ -1,0 +1,339 @@
+"""The sqlite store: one file that survives restarts, the default for a bridge that runs as one process.
+
+One aiosqlite connection in WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of its own,
+and a power cut loses at most the last moments of usage and turns, never the file. Every statement and
+transaction runs under one asyncio lock, because statements of other tasks on the same connection
+would otherwise land inside an open transaction and be rolled back with it.
+
+Per-session ordering stays in this process (``LocalOrdering``); the file only keeps what must
+outlive it. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
+a minute, so the file stays bounded. Reading a session never deletes it: the engine decides when a
+session is idle and clears it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import cast
+
+import aiosqlite
+
+from core.store import (
+    ALL_SUBJECTS,
+    AccessDecision,
+    PendingMessage,
+    Role,
+    SessionInfo,
+    SessionState,
+    StoreUnavailable,
+    Turn,
+    UsageDelta,
+    UsageTotals,
+)
+from core.stores import FixedWindow, PruneTimer, usage_subjects
+from core.stores.local_ordering import LocalOrdering
+
+PRUNE_INTERVAL_S = 60.0
+BUSY_TIMEOUT_MS = 5000
+"""How long to wait for another process (``chatbridge check``, a backup) that holds the write lock."""
+MIN_SQLITE = (3, 35, 0)
+"""``RETURNING`` keeps dedupe and rate counting to one atomic statement."""
+
+_SCHEMA = """
+BEGIN;
+CREATE TABLE IF NOT EXISTS sessions (
+    key         TEXT PRIMARY KEY,
+    last_active REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    turn_count  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+CREATE TABLE IF NOT EXISTS turns (
+    session_key TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    role        TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    content     TEXT NOT NULL,
+    tokens      INTEGER NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS turns_by_session ON turns (session_key, seq);
+CREATE TABLE IF NOT EXISTS seen (
+    key        TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_at);
+CREATE TABLE IF NOT EXISTS rate_windows (
+    key          TEXT PRIMARY KEY,
+    window_index INTEGER NOT NULL,
+    hits         INTEGER NOT NULL,
+    expires_at   REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rate_windows_by_expiry ON rate_windows (expires_at);
+CREATE TABLE IF NOT EXISTS access (
+    identity TEXT PRIMARY KEY,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'deny'))
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    subject           TEXT NOT NULL,
+    day               TEXT NOT NULL,
+    messages          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    PRIMARY KEY (subject, day)
+) WITHOUT ROWID;
+COMMIT;
+"""
+
+_FIRST_SEEN = """
+INSERT INTO seen (key, expires_at) VALUES (:key, :expires_at)
+ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE seen.expires_at <= :now
+RETURNING 1
+"""
+
+_COUNT_HIT = """
+INSERT INTO rate_windows (key, window_index, hits, expires_at) VALUES (:key, :index, 1, :ends_at)
+ON CONFLICT (key) DO UPDATE SET
+    hits = CASE WHEN rate_windows.window_index = excluded.window_index THEN rate_windows.hits + 1 ELSE 1 END,
+    window_index = excluded.window_index,
+    expires_at = excluded.expires_at
+RETURNING hits
+"""
+
+_INSERT_TURN = """
+INSERT INTO turns (session_key, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+_TOUCH_SESSION = """
+INSERT INTO sessions (key, last_active, expires_at, turn_count) VALUES (?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    last_active = excluded.last_active,
+    expires_at = excluded.expires_at,
+    turn_count = sessions.turn_count + excluded.turn_count
+"""
+
+_ADD_USAGE_ROW = "(?, ?, ?, ?, ?, ?)"
+_ADD_USAGE = """
+INSERT INTO usage (subject, day, messages, prompt_tokens, completion_tokens, errors) VALUES {rows}
+ON CONFLICT (subject, day) DO UPDATE SET
+    messages = messages + excluded.messages,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    errors = errors + excluded.errors
+"""
+
+_PRUNE = (
+    "DELETE FROM seen WHERE expires_at <= :now",
+    "DELETE FROM rate_windows WHERE expires_at <= :now",
+    "DELETE FROM turns WHERE session_key IN (SELECT key FROM sessions WHERE expires_at <= :now)",
+    "DELETE FROM sessions WHERE expires_at <= :now",
+)
+
+
+class SqliteStore:
+    """A ``Store`` in one sqlite file; sqlite errors surface as ``StoreUnavailable``."""
+
+    def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._ordering = LocalOrdering()
+        self._prune = PruneTimer(prune_interval_s)
+
+    async def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"the sqlite store needs sqlite >= {'.'.join(map(str, MIN_SQLITE))}, "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
+        if self._db is not None:
+            return
+        try:
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open sqlite store {self._path}: {exc}") from exc
+        self._db = db
+        try:
+            async with self._using() as db:
+                await db.execute("PRAGMA journal_mode = WAL")
+                await db.execute("PRAGMA synchronous = NORMAL")
+                await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await db.executescript(_SCHEMA)
+            await self._now()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Waits for the statement or transaction in flight, then closes; closing twice is fine."""
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def ping(self) -> None:
+        async with self._using() as db:
+            await db.execute_fetchall("SELECT 1")
+
+    # --- dedupe ---------------------------------------------------------------------------------
+    async def first_seen(self, key: str, ttl_s: float) -> bool:
+        now = await self._now()
+        async with self._using() as db:
+            rows = await db.execute_fetchall(
+                _FIRST_SEEN, {"key": key, "expires_at": now + ttl_s, "now": now}
+            )
+        return bool(list(rows))
+
+    # --- per-session ordering -------------------------------------------------------------------
+    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
+        self._ordering.enqueue(session_key, item)
+
+    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+        """``ttl_s`` does not apply: the lease lives in this process, and a holder that fails releases."""
+        return self._ordering.lease(session_key)
+
+    async def take_pending(self, session_key: str) -> list[PendingMessage]:
+        return self._ordering.take_pending(session_key)
+
+    # --- sessions -------------------------------------------------------------------------------
+    async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
+        """Reads the newest turns backwards on the (session_key, seq) index: the cost does not grow
+        with the length of the history."""
+        async with self._using() as db:
+            head = list(
+                await db.execute_fetchall("SELECT last_active FROM sessions WHERE key = ?", (session_key,))
+            )
+            if not head:
+                return None
+            rows = await db.execute_fetchall(
+                "SELECT role, content, tokens, created_at FROM turns WHERE session_key = ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (session_key, max(max_turns, 0)),
+            )
+        turns = [Turn(cast(Role, role), content, tokens, created_at) for role, content, tokens, created_at in rows]
+        turns.reverse()
+        return SessionState(session_key, turns, head[0][0])
+
+    async def commit_turns(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
+    ) -> None:
+        """All turns and the session row in one transaction. ``last_active`` is the newest turn's
+        ``created_at``, stamped by the engine's clock, which also measures idle time; ``ttl_s`` sets
+        when the row may be pruned. Committing no turns only checks the fence."""
+        self._ordering.check_fence(session_key, fence)
+        if not turns:
+            return
+        expires_at = await self._now() + ttl_s
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
+                )
+            )
+            first_seq: int = rows[0][0]
+            await db.executemany(
+                _INSERT_TURN,
+                [
+                    (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
+                    for i, turn in enumerate(turns)
+                ],
+            )
+            await db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
+
+    async def clear_session(self, session_key: str) -> bool:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM turns WHERE session_key = ?", (session_key,))
+            cursor = await db.execute("DELETE FROM sessions WHERE key = ?", (session_key,))
+            return cursor.rowcount > 0
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Most recently active first."""
+        async with self._using() as db:
+            rows = await db.execute_fetchall(
+                "SELECT key, last_active, turn_count FROM sessions WHERE turn_count > 0"
+                " ORDER BY last_active DESC"
+            )
+        return [SessionInfo(key, last_active, turn_count) for key, last_active, turn_count in rows]
+
+    # --- rate limits ----------------------------------------------------------------------------
+    async def count_hit(self, key: str, window_s: float) -> int:
+        window = FixedWindow.at(await self._now(), window_s)
+        async with self._using() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    _COUNT_HIT, {"key": key, "index": window.index, "ends_at": window.ends_at}
+                )
+            )
+        hits: int = rows[0][0]
+        return hits
+
+    # --- runtime access lists -------------------------------------------------------------------
+    async def access_overrides(self) -> dict[str, AccessDecision]:
+        async with self._using() as db:
+            rows = await db.execute_fetchall("SELECT identity, decision FROM access")
+        return {identity: AccessDecision(decision) for identity, decision in rows}
+
+    async def set_access(self, identity: str, decision: AccessDecision) -> None:
+        async with self._using() as db:
+            await db.execute(
+                "INSERT INTO access (identity, decision) VALUES (?, ?)"
+                " ON CONFLICT (identity) DO UPDATE SET decision = excluded.decision",
+                (identity, decision.value),
+            )
+
+    # --- usage ----------------------------------------------------------------------------------
+    async def add_usage(self, delta: UsageDelta) -> None:
+        """One statement for all subjects, so a crash never leaves the totals disagreeing."""
+        subjects = usage_subjects(delta)
+        figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
+        params = [value for subject in subjects for value in (subject, delta.day, *figures)]
+        sql = _ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects)))
+        async with self._using() as db:
+            await db.execute(sql, params)
+
+    async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
+        async with self._using() as db:
+            rows = await db.execute_fetchall(
+                "SELECT day, messages, prompt_tokens, completion_tokens, errors FROM usage"
+                " WHERE subject = ? ORDER BY day DESC LIMIT ?",
+                (subject, max(days, 0)),
+            )
+        return [UsageTotals(*row) for row in rows]
+
+    # --- plumbing -------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _using(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, to this task alone, with sqlite errors turned into ``StoreUnavailable``."""
+        async with self._lock:
+            if self._db is None:
+                raise StoreUnavailable(f"sqlite store {self._path} is not open")
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """All or nothing; ``IMMEDIATE`` takes the write lock up front, so a second process cannot
+        make the transaction fail halfway with ``SQLITE_BUSY``."""
+        async with self._using() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.execute("COMMIT")
+
+    async def _now(self) -> float:
+        """The current time, deleting expired rows first when a sweep is due."""
+        now = time.time()
+        if self._prune.due(now):
+            async with self._transaction() as db:
+                for statement in _PRUNE:
+                    await db.execute(statement, {"now": now})
+        return now
