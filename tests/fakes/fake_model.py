@@ -1,0 +1,261 @@
+"""A local fake of an OpenAI-compatible chat-completions server, for tests.
+
+It speaks the real wire format (JSON bodies, SSE streams, error objects, ``Retry-After``) over real
+HTTP on 127.0.0.1, so the production client runs its own code path against it. Tests queue what the
+next requests should get with ``script``; once the queue is empty every request gets an echo of its
+last user message, which keeps engine tests readable without scripting each turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+MODEL_ID = "fake-model"
+
+
+@dataclass
+class Reply:
+    """A normal answer. ``text=None`` echoes the last user message like the default reply."""
+
+    text: str | None = None
+    finish_reason: str = "stop"
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    chunk_chars: int = 4
+
+
+@dataclass
+class Status:
+    """An error answer. Without ``json_body`` the body is an OpenAI-style error object."""
+
+    code: int
+    json_body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Malformed:
+    """A 200 whose body (or SSE data line, when streaming) is not valid JSON."""
+
+
+@dataclass
+class CutStream:
+    """Streams ``text`` and then drops the connection: no finish_reason, no ``[DONE]``.
+
+    To a non-streaming request it sends half of the JSON body before dropping the connection.
+    """
+
+    text: str = "partial"
+
+
+@dataclass
+class Hang:
+    """Accepts the request and never answers, until the server stops."""
+
+
+Step = Reply | Status | Malformed | CutStream | Hang
+
+
+class FakeModel:
+    """The fake server.
+
+    ``requests`` and ``auth_headers`` record every chat-completions call in arrival order, failed
+    ones included. ``default_delay_s`` is the latency of unscripted replies; ``list_models = False``
+    makes ``GET /v1/models`` answer 404, like the servers and proxies that lack it.
+    """
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.auth_headers: list[str | None] = []
+        self.default_delay_s = 0.0
+        self.list_models = True
+        self._steps: deque[Step] = deque()
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def script(self, *steps: Step) -> None:
+        """Queue answers; each chat-completions request takes the oldest one."""
+        self._steps.extend(steps)
+
+    def user_texts(self) -> list[str]:
+        """The last user message of each request, which is what most assertions care about."""
+        return [_last_user_text(body) for body in self.requests]
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models)
+        # handler_cancellation: a client that gives up (timeout) ends its handler, so hanging or
+        # slow requests do not pile up; a short shutdown_timeout keeps stop() quick as a backstop.
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/v1"
+
+    async def stop(self) -> None:
+        """Release hanging and delayed handlers first, so shutdown does not wait on them."""
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- handlers -------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if not self.list_models:
+            return web.json_response(_error_body("not found"), status=404)
+        return web.json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "fake"}]})
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        self.requests.append(body)
+        self.auth_headers.append(request.headers.get("Authorization"))
+        step = self._steps.popleft() if self._steps else Reply(delay_s=self.default_delay_s)
+        streaming = body.get("stream") is True
+        match step:
+            case Hang():
+                await self._stopping.wait()
+                return web.json_response(_error_body("fake model stopped"), status=503)
+            case Status():
+                return _status_response(step)
+            case Malformed():
+                return await self._malformed(request, streaming)
+            case CutStream():
+                return await self._cut_stream(request, body, step.text, streaming)
+            case Reply():
+                await self._pause(step.delay_s)
+                reply = _Completion(body, step)
+                if streaming:
+                    return await self._stream(request, reply, step)
+                return web.json_response(reply.completion())
+
+    async def _stream(self, request: web.Request, reply: _Completion, step: Reply) -> web.StreamResponse:
+        response = await _open_sse(request)
+        events = [reply.chunk({"role": "assistant", "content": ""})]
+        size = max(step.chunk_chars, 1)
+        events += [reply.chunk({"content": reply.text[i : i + size]}) for i in range(0, len(reply.text), size)]
+        events.append(reply.chunk({}, finish_reason=step.finish_reason))
+        if reply.include_usage:
+            events.append(reply.usage_chunk())
+        for index, event in enumerate(events):
+            if index and step.chunk_delay_s:
+                await self._pause(step.chunk_delay_s)
+            await _send(response, json.dumps(event))
+        await _send(response, "[DONE]")
+        return response
+
+    async def _malformed(self, request: web.Request, streaming: bool) -> web.StreamResponse:
+        if not streaming:
+            return web.Response(text='{"choices": [', content_type="application/json")
+        response = await _open_sse(request)
+        await _send(response, '{"choices": [{"delta": ')
+        await _send(response, "[DONE]")
+        return response
+
+    async def _cut_stream(self, request: web.Request, body: dict[str, Any], text: str, streaming: bool) -> web.StreamResponse:
+        """Streaming: one chunk carrying ``text``. Not streaming: the first half of the JSON body."""
+        reply = _Completion(body, Reply(text=text))
+        if streaming:
+            response = await _open_sse(request)
+            await _send(response, json.dumps(reply.chunk({"role": "assistant", "content": text})))
+        else:
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            whole = json.dumps(reply.completion()).encode()
+            await response.write(whole[: len(whole) // 2])
+        # Closing the socket mid-body leaves the chunked encoding unterminated, as a crashed or
+        # restarted server does; aiohttp's own write_eof afterwards meets a closed transport and
+        # is ignored.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake early when the server stops, so stop() never waits out a long delay."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+class _Completion:
+    """One reply's text and usage, rendered as a chat.completion or as its chunks."""
+
+    def __init__(self, body: dict[str, Any], step: Reply) -> None:
+        self.text = step.text if step.text is not None else "echo: " + _last_user_text(body)
+        self.finish_reason = step.finish_reason
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self._model = body.get("model") or MODEL_ID
+        self._id = "chatcmpl-" + uuid.uuid4().hex[:12]
+        self._created = int(time.time())
+        self._usage = _usage(body, self.text)
+
+    def completion(self) -> dict[str, Any]:
+        message = {"role": "assistant", "content": self.text}
+        choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
+        return {**self._envelope("chat.completion"), "choices": [choice], "usage": self._usage}
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+
+    def usage_chunk(self) -> dict[str, Any]:
+        return {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self._usage}
+
+    def _envelope(self, kind: str) -> dict[str, Any]:
+        return {"id": self._id, "object": kind, "created": self._created, "model": self._model}
+
+
+def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
+    """A deterministic stand-in for token counts, so tests can assert exact figures."""
+    messages = body.get("messages") or []
+    characters = sum(len(str(message.get("content") or "")) for message in messages)
+    prompt = characters // 4 + 4 * len(messages)
+    completion = len(text) // 4 + 1
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
+
+
+def _error_body(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
+
+
+def _status_response(step: Status) -> web.Response:
+    body = step.json_body if step.json_body is not None else _error_body(f"fake status {step.code}")
+    return web.json_response(body, status=step.code, headers=step.headers)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request body; a body that is not a JSON object is recorded as ``{}`` rather than crashing."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+async def _open_sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    return response
+
+
+async def _send(response: web.StreamResponse, data: str) -> None:
+    await response.write(f"data: {data}\n\n".encode())
