@@ -1,0 +1,472 @@
+"""The shared reply renderer: how long replies are split, and how streamed replies reach a platform.
+
+A fake channel records every platform call with the (fake) time it was made, so the tests can check
+what the user ends up seeing and that the edit pacing was honoured, without waiting in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from core.channel import PlatformLimits, PlatformRateLimited
+from core.render import StreamRenderer, send_text, split_message, typing_indicator
+
+
+@dataclass
+class FakeClock:
+    """Time that moves only when a test or the renderer's ``sleep`` moves it."""
+
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Call:
+    at: float
+    kind: str
+    index: int
+    text: str
+
+
+@dataclass
+class FakeChannel:
+    """An in-memory ReplyChannel. ``rate_limit_calls`` maps call numbers (1-based, sends and edits
+    together) to a retry-after the platform answers that call with instead of performing it."""
+
+    limits: PlatformLimits
+    clock: FakeClock = field(default_factory=FakeClock)
+    rate_limit_calls: dict[int, float] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    attempts: int = 0
+    typing_calls: int = 0
+
+    async def send(self, text: str) -> object:
+        self._attempt(text)
+        self.messages.append(text)
+        self.calls.append(Call(self.clock(), "send", len(self.messages) - 1, text))
+        return len(self.messages) - 1
+
+    async def edit(self, handle: object, text: str) -> None:
+        assert isinstance(handle, int) and self.limits.can_edit
+        self._attempt(text)
+        self.messages[handle] = text
+        self.calls.append(Call(self.clock(), "edit", handle, text))
+
+    async def typing(self) -> None:
+        self.typing_calls += 1
+
+    def _attempt(self, text: str) -> None:
+        assert 0 < len(text) <= self.limits.max_message_chars
+        self.attempts += 1
+        if self.attempts in self.rate_limit_calls:
+            raise PlatformRateLimited(self.rate_limit_calls[self.attempts])
+
+
+def channel(max_chars: int = 4096, interval: float = 1.0, can_edit: bool = True, **kwargs: object) -> FakeChannel:
+    return FakeChannel(PlatformLimits(max_chars, interval, can_edit), **kwargs)  # type: ignore[arg-type]
+
+
+def renderer_for(chan: FakeChannel) -> StreamRenderer:
+    return StreamRenderer(chan, clock=chan.clock, sleep=chan.clock.sleep)
+
+
+def without_whitespace(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def rejoined(chunks: list[str]) -> str:
+    """The chunks glued back, minus the fence lines added where a code block was split."""
+    glued = "\x00".join(chunks)
+    return re.sub(r"\n(`{3,}|~{3,})\x00\1[^\n]*\n", "\n", glued).replace("\x00", "\n")
+
+
+def code_block(lang: str, lines: int, width: int = 20) -> str:
+    body = "\n".join(f"line_{i:03d} = {'x' * (width - 11)}" for i in range(lines))
+    return f"```{lang}\n{body}\n```"
+
+
+def long_reply(seed: int = 7) -> str:
+    """Prose, lists and code blocks of every size, as a model might answer."""
+    rng = random.Random(seed)
+    words = ["the", "renderer", "splits", "long", "replies", "at", "paragraphs", "lines", "and", "words", "x" * 45]
+    parts: list[str] = []
+    for index in range(40):
+        kind = index % 5
+        if kind == 3:
+            parts.append(code_block(rng.choice(["python", "js", ""]), rng.randint(1, 15)))
+        elif kind == 4:
+            parts.append("\n".join(f"- {' '.join(rng.choices(words, k=rng.randint(2, 9)))}" for _ in range(4)))
+        else:
+            parts.append(" ".join(rng.choices(words, k=rng.randint(3, 60))))
+    return "\n\n".join(parts)
+
+
+# --- split_message --------------------------------------------------------------------------------
+
+
+def test_short_text_is_one_message_without_outer_whitespace() -> None:
+    assert split_message("\n\n  Hello there.  \n", 100) == ["Hello there."]
+    assert split_message("", 100) == []
+    assert split_message(" \n\n ", 100) == []
+
+
+def test_prefers_a_paragraph_break() -> None:
+    first = "First paragraph, a sentence.\nWith a second line here."
+    second = "Second paragraph words."
+    assert split_message(f"{first}\n\n{second}", 60) == [first, second]
+
+
+def test_prefers_a_line_break_over_a_space() -> None:
+    lines = ["alpha beta gamma delta", "epsilon zeta eta theta", "iota kappa lambda mu"]
+    assert split_message("\n".join(lines), 50) == ["\n".join(lines[:2]), lines[2]]
+
+
+def test_breaks_between_words_when_a_paragraph_has_no_line_breaks() -> None:
+    text = " ".join(f"word{i}" for i in range(60))
+    chunks = split_message(text, 40)
+    assert all(len(chunk) <= 40 for chunk in chunks)
+    assert " ".join(chunks) == text
+    assert all(re.fullmatch(r"(word\d+ ?)+", chunk) for chunk in chunks)
+
+
+def test_cuts_inside_a_word_only_when_there_is_no_space() -> None:
+    assert split_message("x" * 120, 50) == ["x" * 50, "x" * 50, "x" * 20]
+
+
+def test_does_not_chop_at_an_early_break_when_a_later_one_exists() -> None:
+    text = "Title\n\n" + " ".join(["lorem"] * 40)
+    chunks = split_message(text, 100)
+    assert len(chunks[0]) > 50
+    assert without_whitespace("".join(chunks)) == without_whitespace(text)
+
+
+def test_keeps_a_code_block_whole_when_it_fits_a_message() -> None:
+    intro = "Here is the code you asked for, with a short explanation before it."
+    block = code_block("python", 5)
+    text = f"{intro}\n{block}\n\nAnd a closing remark."
+    chunks = split_message(text, 130)
+    assert block in chunks[1]
+    assert chunks[0] == intro
+    assert all(chunk.count("```") % 2 == 0 for chunk in chunks)
+
+
+def test_an_oversized_code_block_is_closed_and_reopened_with_its_language() -> None:
+    block = code_block("python", 30)
+    text = f"Intro line.\n\n{block}\n\nOutro line."
+    chunks = split_message(text, 120)
+    code_chunks = [chunk for chunk in chunks if "line_" in chunk]
+    assert len(code_chunks) > 2
+    for chunk in code_chunks:
+        assert len(chunk) <= 120
+        assert chunk.startswith("```python\n") and chunk.endswith("\n```")
+    assert chunks[0] == "Intro line." and chunks[-1] == "Outro line."
+    assert rejoined(chunks) == text.replace("\n\n", "\n")
+
+
+def test_a_reopened_block_keeps_its_indentation_and_tilde_fence() -> None:
+    body = "\n".join(f"    indented_{i} = {i}" for i in range(20))
+    text = f"~~~~yaml\n{body}\n~~~~"
+    chunks = split_message(text, 100)
+    assert len(chunks) > 2
+    for chunk in chunks:
+        assert chunk.startswith("~~~~yaml\n    indented_") and chunk.endswith("\n~~~~")
+
+
+def test_no_chunk_exceeds_the_limit_or_has_boundary_whitespace_and_no_text_is_lost() -> None:
+    text = long_reply()
+    for limit in (60, 150, 500, 2000):
+        chunks = split_message(text, limit)
+        assert all(len(chunk) <= limit for chunk in chunks)
+        assert all(chunk == chunk.strip() for chunk in chunks)
+        assert without_whitespace(rejoined(chunks)) == without_whitespace(text)
+
+
+def test_split_is_prefix_stable_so_completed_chunks_never_change() -> None:
+    text = long_reply(seed=3)[:3000]
+    for limit in (70, 300):
+        final = split_message(text, limit)
+        for end in range(1, len(text) + 1):
+            chunks = split_message(text[:end], limit)
+            completed = chunks[:-1]
+            assert completed == final[: len(completed)], (limit, end)
+
+
+def test_random_texts_stay_prefix_stable_and_within_the_limit() -> None:
+    pieces = ["word", "longerword", "y" * 30, " ", " ", "\n", "\n\n", "\n```py\n", "\n```\n", "\n  ~~~\n", "``", "\t", "ü中"]
+    for seed in range(40):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(5, 60)))
+        for limit in (15, 40):
+            final = split_message(text, limit)
+            assert all(0 < len(chunk) <= limit for chunk in final)
+            for end in range(1, len(text) + 1):
+                completed = split_message(text[:end], limit)[:-1]
+                assert completed == final[: len(completed)], (seed, limit, end)
+
+
+def test_splitting_a_100_kb_reply_is_fast() -> None:
+    text = (long_reply() + "\n\n") * (100_000 // len(long_reply()) + 1)
+    started = time.perf_counter()
+    chunks = split_message(text, 4096)
+    assert time.perf_counter() - started < 1.0
+    assert len(chunks) >= 25
+
+
+def test_rejects_a_nonsensical_limit() -> None:
+    with pytest.raises(ValueError):
+        split_message("text", 0)
+
+
+# --- StreamRenderer -------------------------------------------------------------------------------
+
+
+async def stream(renderer: StreamRenderer, chan: FakeChannel, text: str, step: int, tick: float) -> None:
+    for start in range(0, len(text), step):
+        await renderer.push(text[start : start + step])
+        chan.clock.now += tick
+
+
+async def test_streaming_never_edits_more_often_than_the_interval() -> None:
+    chan = channel(max_chars=4096, interval=1.0)
+    renderer = renderer_for(chan)
+    text = " ".join(f"token{i}" for i in range(400))
+    await stream(renderer, chan, text, step=7, tick=0.1)
+    await renderer.finish(text)
+    times = [call.at for call in chan.calls]
+    assert len(times) > 5
+    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in itertools.pairwise(times))
+    assert chan.messages == [text]
+    assert renderer.messages_sent == 1 and renderer.edits_made == len(chan.calls) - 1
+
+
+async def test_push_only_buffers_until_the_interval_has_passed() -> None:
+    chan = channel(interval=1.0)
+    renderer = renderer_for(chan)
+    await renderer.push("Hello")
+    await renderer.push(" world")
+    await renderer.push("!")
+    assert chan.messages == ["Hello"]
+    chan.clock.now += 1.0
+    await renderer.push("")
+    assert chan.messages == ["Hello world!"]
+
+
+async def test_a_long_streamed_reply_ends_up_exactly_as_split_message() -> None:
+    chan = channel(max_chars=200, interval=0.5)
+    renderer = renderer_for(chan)
+    text = long_reply()[:4000]
+    await stream(renderer, chan, text, step=13, tick=0.2)
+    await renderer.finish(text)
+    expected = split_message(text, 200)
+    assert chan.messages == expected
+    assert renderer.messages_sent == len(expected)
+    sends = [call.index for call in chan.calls if call.kind == "send"]
+    assert sends == list(range(len(expected)))
+
+
+async def test_a_message_is_complete_before_the_next_one_starts_and_never_touched_again() -> None:
+    chan = channel(max_chars=120, interval=0.0)
+    renderer = renderer_for(chan)
+    text = long_reply(seed=11)[:2500]
+    await stream(renderer, chan, text, step=5, tick=0.0)
+    await renderer.finish(text)
+    final = split_message(text, 120)
+    assert chan.messages == final
+    for index in range(len(final) - 1):
+        next_send = next(n for n, call in enumerate(chan.calls) if call.kind == "send" and call.index == index + 1)
+        calls_on_message = [n for n, call in enumerate(chan.calls) if call.index == index]
+        assert max(calls_on_message) < next_send
+        assert chan.calls[max(calls_on_message)].text == final[index]
+
+
+async def test_finish_with_an_appended_note_lands_the_whole_text() -> None:
+    chan = channel(max_chars=100, interval=1.0)
+    renderer = renderer_for(chan)
+    text = " ".join(["partial answer"] * 20)
+    await stream(renderer, chan, text, step=9, tick=0.3)
+    final = f"{text}\n\n(The model stopped here: the reply hit the length limit.)"
+    await renderer.finish(final)
+    assert chan.messages == split_message(final, 100)
+
+
+async def test_the_final_text_lands_even_when_the_platform_answers_429() -> None:
+    chan = channel(interval=1.0, rate_limit_calls={2: 7.5})
+    renderer = renderer_for(chan)
+    await renderer.push("Thinking about it")
+    chan.clock.now += 0.2
+    await renderer.finish("Thinking about it: the answer is 42.")
+    assert chan.messages == ["Thinking about it: the answer is 42."]
+    assert 7.5 in chan.clock.sleeps
+    assert chan.calls[-1].at - chan.calls[0].at >= 7.5
+
+
+async def test_a_429_during_push_postpones_updates_without_sleeping() -> None:
+    chan = channel(interval=1.0, rate_limit_calls={2: 5.0})
+    renderer = renderer_for(chan)
+    await renderer.push("one")
+    chan.clock.now += 1.0
+    await renderer.push(" two")  # answered 429
+    for _ in range(8):
+        chan.clock.now += 0.5
+        await renderer.push(" more")
+    assert chan.clock.sleeps == [] and len(chan.calls) == 1
+    await renderer.finish("one two" + " more" * 8)
+    assert chan.messages == ["one two" + " more" * 8]
+    assert [call.at - 1000.0 for call in chan.calls] == [0.0, 6.0]
+
+
+async def test_finish_gives_up_after_a_bounded_number_of_429s() -> None:
+    chan = channel(rate_limit_calls={n: 1.0 for n in range(1, 50)})
+    renderer = renderer_for(chan)
+    with pytest.raises(PlatformRateLimited):
+        await renderer.finish("never lands")
+    assert chan.attempts == 5
+
+
+async def test_identical_text_is_not_edited_again() -> None:
+    chan = channel(interval=1.0)
+    renderer = renderer_for(chan)
+    await renderer.push("Complete answer.")
+    chan.clock.now += 5
+    await renderer.push("")
+    await renderer.finish("Complete answer.")
+    assert [call.kind for call in chan.calls] == ["send"]
+    assert renderer.edits_made == 0
+
+
+async def test_finish_waits_for_the_interval_before_its_edit() -> None:
+    chan = channel(interval=1.0)
+    renderer = renderer_for(chan)
+    await renderer.push("Hel")
+    chan.clock.now += 0.25
+    await renderer.finish("Hello")
+    assert chan.clock.sleeps == [0.75]
+    assert chan.messages == ["Hello"]
+
+
+async def test_a_channel_that_cannot_edit_gets_only_the_finished_reply() -> None:
+    chan = channel(max_chars=50, interval=0.5, can_edit=False)
+    renderer = renderer_for(chan)
+    text = " ".join(["streamed words"] * 10)
+    await stream(renderer, chan, text, step=4, tick=1.0)
+    assert chan.calls == []
+    await renderer.finish(text)
+    assert chan.messages == split_message(text, 50)
+    assert {call.kind for call in chan.calls} == {"send"}
+    assert renderer.edits_made == 0 and renderer.messages_sent == len(chan.messages)
+
+
+async def test_finishing_with_nothing_sends_nothing() -> None:
+    chan = channel()
+    renderer = renderer_for(chan)
+    await renderer.push("  \n")
+    await renderer.finish("")
+    assert chan.calls == []
+
+
+async def test_a_shorter_final_text_supersedes_surplus_messages() -> None:
+    chan = channel(max_chars=30, interval=0.0)
+    renderer = renderer_for(chan)
+    await stream(renderer, chan, "word " * 20, step=5, tick=0.0)
+    await renderer.finish("Sorry, something went wrong.")
+    assert chan.messages[0] == "Sorry, something went wrong."
+    assert set(chan.messages[1:]) == {"…"}
+
+
+# --- send_text ------------------------------------------------------------------------------------
+
+
+async def test_send_text_splits_and_waits_out_a_429() -> None:
+    chan = channel(max_chars=40, rate_limit_calls={2: 3.0})
+    text = " ".join(["help text"] * 12)
+    await send_text(chan, text, sleep=chan.clock.sleep)
+    assert chan.messages == split_message(text, 40)
+    assert chan.clock.sleeps == [3.0]
+
+
+# --- typing_indicator -----------------------------------------------------------------------------
+
+
+async def test_typing_is_signalled_at_once_repeatedly_and_stops_on_exit() -> None:
+    chan = channel()
+    async with typing_indicator(chan, interval_s=0.01):
+        assert chan.typing_calls == 1
+        await asyncio.sleep(0.1)
+    seen = chan.typing_calls
+    assert seen >= 3
+    await asyncio.sleep(0.05)
+    assert chan.typing_calls == seen
+
+
+async def test_a_failing_typing_signal_never_breaks_the_reply(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenTyping(FakeChannel):
+        async def typing(self) -> None:
+            self.typing_calls += 1
+            raise ConnectionError("platform down")
+
+    chan = BrokenTyping(PlatformLimits(100, 0.0))
+    with caplog.at_level(logging.DEBUG, logger="chatbridge.render"):
+        async with typing_indicator(chan, interval_s=0.01):
+            await asyncio.sleep(0.05)
+    assert chan.typing_calls >= 2
+    warnings = [r for r in caplog.records if r.name == "chatbridge.render" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "platform down" in warnings[0].getMessage()
+
+
+async def test_typing_stops_when_the_body_raises() -> None:
+    chan = channel()
+    with pytest.raises(RuntimeError):
+        async with typing_indicator(chan, interval_s=0.01):
+            raise RuntimeError("model failed")
+    seen = chan.typing_calls
+    await asyncio.sleep(0.03)
+    assert chan.typing_calls == seen
+
+
+async def test_a_failed_intermediate_edit_does_not_lose_the_reply() -> None:
+    """A network error on a streamed edit is skipped; the final text still lands whole."""
+
+    class FlakyChannel:
+        limits = PlatformLimits(max_message_chars=100, min_edit_interval_s=0.0)
+
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+            self.calls = 0
+
+        async def send(self, text: str) -> object:
+            self.messages.append(text)
+            return len(self.messages) - 1
+
+        async def edit(self, handle: object, text: str) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionResetError("blip")
+            assert isinstance(handle, int)
+            self.messages[handle] = text
+
+        async def typing(self) -> None:
+            pass
+
+    channel = FlakyChannel()
+    renderer = StreamRenderer(channel)
+    for piece in ["one ", "two ", "three"]:
+        await renderer.push(piece)
+    await renderer.finish("one two three")
+    assert channel.messages == ["one two three"]
