@@ -1,0 +1,375 @@
+"""The engine: one incoming event in, at most one answer out, following design section 2.
+
+The order of the checks differs from the design's list in one respect, on purpose: the pure checks
+(bot authors, whether the message addresses the bot at all) run before anything touches the store.
+The effect is the same, but group chatter that is not for the bot costs no store round trip, and a
+denied user is only ever told so when they actually addressed the bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bots.errors import (
+    ContextTooLong,
+    ModelAccessDenied,
+    ModelError,
+    ModelRateLimited,
+    ModelTimeout,
+)
+from bots.model import ChatModel, ModelReply, TextSink
+from core import texts
+from core.access import AccessPolicy
+from core.channel import ReplyChannel
+from core.commands import CommandContext, Commands
+from core.events import IncomingMessage
+from core.render import StreamRenderer, send_text, typing_indicator
+from core.sessions import session_key
+from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
+from core.store import PendingMessage, StaleLease, Store, StoreUnavailable, Turn, UsageDelta
+from core.tokens import TokenCounter
+from core.triggers import Addressed, CommandName, address
+from core.usage import RunningTotals, day_of
+from core.window import Budget, Window, build_window
+
+log = logging.getLogger("chatbridge.engine")
+
+DEDUPE_TTL_S = 6 * 3600.0
+"""Platform redeliveries (Slack retries, webhook retries, gateway replays) come within minutes."""
+DENIED_NOTICE_TTL_S = 24 * 3600.0
+"""A denied user is told at most once a day, so the bot cannot be used to spam a chat."""
+RATE_WINDOW_S = 60.0
+
+
+class Outcome(StrEnum):
+    ANSWERED = "answered"
+    JOINED = "joined"
+    COMMAND = "command"
+    DUPLICATE = "duplicate"
+    IGNORED_BOT = "ignored_bot"
+    NOT_ADDRESSED = "not_addressed"
+    DENIED = "denied"
+    RATE_LIMITED = "rate_limited"
+    REFUSED = "refused"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"
+    SHUTTING_DOWN = "shutting_down"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    bot: BotSettings
+    context: ContextSettings
+    session: SessionSettings
+    access: AccessSettings
+    limits: LimitsSettings
+    lease_ttl_s: float = 300.0
+    """How long a crashed holder can block a session in a shared store; longer than any model call."""
+    extra_admins: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Handled:
+    """What one message came to, for the log line."""
+
+    outcome: Outcome
+    session: str = "-"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+_MODEL_ERROR_TEXTS: dict[type[ModelError], str] = {
+    ModelRateLimited: texts.MODEL_RATE_LIMITED,
+    ModelAccessDenied: texts.MODEL_ACCESS_DENIED,
+    ModelTimeout: texts.MODEL_TIMEOUT,
+    ContextTooLong: texts.MESSAGE_OVER_CONTEXT,
+}
+
+
+def model_error_text(error: ModelError) -> str:
+    for kind, text in _MODEL_ERROR_TEXTS.items():
+        if isinstance(error, kind):
+            return text
+    return texts.MODEL_UNAVAILABLE
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        model: ChatModel,
+        tokens: TokenCounter,
+        settings: EngineSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._tokens = tokens
+        self._settings = settings
+        self._clock = clock
+        self._access = AccessPolicy(settings.access, settings.extra_admins)
+        self._system_prompt = settings.bot.system_prompt
+        self._system_tokens = tokens.count(self._system_prompt)
+        self.totals = RunningTotals()
+        self._commands = Commands(
+            store=store,
+            access=self._access,
+            bot=settings.bot,
+            session=settings.session,
+            totals=self.totals,
+            clear_session=self.clear_session,
+            clock=clock,
+        )
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    # --- public API -----------------------------------------------------------------------------
+
+    async def handle(self, message: IncomingMessage, channel: ReplyChannel) -> Outcome:
+        """Process one incoming message to the end; never raises for a problem of this one message."""
+        if self._closing:
+            return Outcome.SHUTTING_DOWN
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+            self._idle.clear()
+        started = time.monotonic()
+        handled = _Handled(Outcome.FAILED)
+        try:
+            handled = await self._handle(message, channel)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            handled = _Handled(Outcome.UNAVAILABLE)
+            await self._reply_quietly(channel, texts.TEMPORARILY_UNAVAILABLE)
+        except asyncio.CancelledError:
+            handled = _Handled(Outcome.SHUTTING_DOWN)
+            raise
+        except Exception:
+            log.exception("unexpected error while handling a %s message", message.platform)
+            await self._reply_quietly(channel, texts.INTERNAL_ERROR)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+                if not self._inflight:
+                    self._idle.set()
+            self._log_handled(message, handled, time.monotonic() - started)
+        return handled.outcome
+
+    async def clear_session(self, key: str) -> bool:
+        """Clear under the session's lease, so a reset lands between turns, never inside one."""
+        async with self._store.lease(key, self._settings.lease_ttl_s):
+            return await self._store.clear_session(key)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking messages, let replies in flight finish for up to ``grace_s``, cancel the rest.
+
+        It waits for the handlers, not for the tasks running them: an adapter may call ``handle``
+        from its own long-lived task, which must not be cancelled for outliving the reply.
+        """
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            unfinished = list(self._inflight)
+            log.warning("cancelling %d replies still running after %.0fs", len(unfinished), grace_s)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.wait_for(self._idle.wait(), 5)
+
+    # --- the pipeline ---------------------------------------------------------------------------
+
+    async def _handle(self, message: IncomingMessage, channel: ReplyChannel) -> _Handled:
+        if message.from_bot:
+            return _Handled(Outcome.IGNORED_BOT)
+        addressed = address(message, self._settings.bot)
+        if addressed is None:
+            return _Handled(Outcome.NOT_ADDRESSED)
+        if not await self._store.first_seen(f"msg:{message.dedupe_key}", DEDUPE_TTL_S):
+            return _Handled(Outcome.DUPLICATE)
+        key = session_key(message, self._settings.session.scope)
+        is_admin = self._access.is_admin(message.user_id)
+        if not await self._allowed(message):
+            await self._tell_denied(message, addressed, key, channel)
+            return _Handled(Outcome.DENIED, key)
+        if addressed.command is not None:
+            context = CommandContext(message=message, session_key=key, is_admin=is_admin)
+            await send_text(channel, await self._commands.run(addressed.command, context))
+            return _Handled(Outcome.COMMAND, key)
+        refusal = self._refusal(addressed.text)
+        if refusal:
+            await send_text(channel, refusal)
+            return _Handled(Outcome.REFUSED, key)
+        if await self._over_rate_limit(message.user_id):
+            limit = self._settings.limits.user_messages_per_minute
+            await send_text(channel, texts.RATE_LIMITED.format(limit=limit))
+            return _Handled(Outcome.RATE_LIMITED, key)
+        return await self._take_turn(message, addressed.text, key, channel)
+
+    async def _allowed(self, message: IncomingMessage) -> bool:
+        overrides = await self._store.access_overrides()
+        return self._access.allows(
+            message.user_id, message.chat_id, private=message.is_private, overrides=overrides
+        )
+
+    async def _tell_denied(
+        self, message: IncomingMessage, addressed: Addressed, key: str, channel: ReplyChannel
+    ) -> None:
+        """Denied users learn their identity through /id (to ask an admin) and are told "no" once."""
+        if self._settings.access.on_denied is not OnDenied.REPLY:
+            return
+        command = addressed.command
+        if command is not None and command.name is CommandName.ID:
+            await send_text(channel, texts.identity_card(message.user_id, message.chat_id, key))
+        elif await self._store.first_seen(f"denied-notice:{message.user_id}", DENIED_NOTICE_TTL_S):
+            await send_text(channel, texts.DENIED)
+
+    def _refusal(self, text: str) -> str | None:
+        if not text:
+            return texts.EMPTY_PROMPT
+        limit = self._settings.bot.max_input_chars
+        if len(text) > limit:
+            return texts.MESSAGE_TOO_LONG.format(size=len(text), limit=limit)
+        return None
+
+    async def _over_rate_limit(self, user_id: str) -> bool:
+        limit = self._settings.limits.user_messages_per_minute
+        if limit <= 0:
+            return False
+        return await self._store.count_hit(f"rate:{user_id}", RATE_WINDOW_S) > limit
+
+    async def _take_turn(self, message: IncomingMessage, text: str, key: str, channel: ReplyChannel) -> _Handled:
+        """Queue the message, then, holding the session, answer everything queued as one turn.
+
+        Whoever holds the lease answers all waiting messages of the session at once; a handler that
+        finds the queue empty was answered together with an earlier message.
+        """
+        pending = PendingMessage(message.dedupe_key, message.user_id, text, message.received_at)
+        await self._store.enqueue(key, pending)
+        async with self._store.lease(key, self._settings.lease_ttl_s) as fence:
+            waiting = await self._store.take_pending(key)
+            if not waiting:
+                return _Handled(Outcome.JOINED, key)
+            return await self._answer(message, key, fence, waiting, channel)
+
+    async def _answer(
+        self,
+        message: IncomingMessage,
+        key: str,
+        fence: int,
+        waiting: list[PendingMessage],
+        channel: ReplyChannel,
+    ) -> _Handled:
+        now = self._clock()
+        history = await self._history(key, now)
+        text = "\n".join(item.text for item in waiting)
+        user_turn = Turn("user", text, self._tokens.count(text), now)
+        budget = self._budget()
+        window = build_window(self._system_prompt, self._system_tokens, history, user_turn, budget)
+        if window is None:
+            await send_text(channel, texts.MESSAGE_OVER_CONTEXT)
+            return _Handled(Outcome.REFUSED, key)
+
+        streamed: list[str] = []
+        renderer = StreamRenderer(channel)
+
+        async def on_text(delta: str) -> None:
+            streamed.append(delta)
+            await renderer.push(delta)
+
+        try:
+            async with typing_indicator(channel):
+                reply, window = await self._call_model(window, history, user_turn, budget, on_text)
+        except ModelError as error:
+            log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
+            await self._record_usage(UsageDelta(day_of(now), message.user_id, message.chat_id, errors=1))
+            notice = model_error_text(error)
+            partial = "".join(streamed)
+            await renderer.finish(f"{partial}\n\n{notice}" if partial else notice)
+            return _Handled(Outcome.FAILED, key)
+
+        if not reply.text.strip():
+            await renderer.finish(texts.EMPTY_REPLY)
+            return _Handled(Outcome.FAILED, key)
+        shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
+        await renderer.finish(shown)
+
+        assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
+        try:
+            await self._store.commit_turns(key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s)
+        except StaleLease:
+            log.error("session %s was taken over while answering; this turn was not stored", key)
+            return _Handled(Outcome.FAILED, key)
+        prompt, completion = self._usage_figures(reply, window, assistant_turn)
+        delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
+        await self._record_usage(delta)
+        return _Handled(Outcome.ANSWERED, key, prompt, completion)
+
+    async def _history(self, key: str, now: float) -> list[Turn]:
+        """The stored turns a window may use; an idle-expired session is cleared and starts fresh."""
+        state = await self._store.load_session(key, self._settings.context.max_messages)
+        if state is None:
+            return []
+        if now - state.last_active > self._settings.session.timeout_s:
+            await self._store.clear_session(key)
+            return []
+        return state.turns
+
+    def _budget(self) -> Budget:
+        context = self._settings.context
+        return Budget(context.max_tokens, context.max_messages, self._tokens.message_overhead, self._tokens.scaled)
+
+    async def _call_model(
+        self, window: Window, history: list[Turn], user_turn: Turn, budget: Budget, on_text: TextSink
+    ) -> tuple[ModelReply, Window]:
+        """One call; a context-length refusal from the server halves the prompt and retries once."""
+        try:
+            return await self._model.reply(window.messages, on_text), window
+        except ContextTooLong:
+            tighter = budget.tighter_than(window)
+            smaller = build_window(self._system_prompt, self._system_tokens, history, user_turn, tighter)
+            if smaller is None:
+                raise
+            log.info("server said the context is too long; retrying with %d of %d turns", smaller.history_turns, window.history_turns)
+            return await self._model.reply(smaller.messages, on_text), smaller
+
+    def _usage_figures(self, reply: ModelReply, window: Window, assistant_turn: Turn) -> tuple[int, int]:
+        """The server's figures when it sent them (they also calibrate our estimate), else ours."""
+        if reply.usage is None:
+            return self._tokens.scaled(window.raw_tokens), assistant_turn.tokens
+        self._tokens.calibrate(window.raw_tokens, reply.usage.prompt_tokens)
+        return reply.usage.prompt_tokens, reply.usage.completion_tokens
+
+    async def _record_usage(self, delta: UsageDelta) -> None:
+        self.totals.add(delta)
+        await self._store.add_usage(delta)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _reply_quietly(channel: ReplyChannel, text: str) -> None:
+        """Best effort: when even the apology cannot be delivered there is nothing more to do."""
+        try:
+            await send_text(channel, text)
+        except Exception as exc:  # noqa: BLE001 - the platform failing here must not mask the cause
+            log.warning("could not deliver an error notice: %s", type(exc).__name__)
+
+    @staticmethod
+    def _log_handled(message: IncomingMessage, handled: _Handled, elapsed_s: float) -> None:
+        log.info(
+            "handled platform=%s chat=%s session=%s outcome=%s latency_ms=%.0f tokens_in=%d tokens_out=%d",
+            message.platform,
+            message.chat_id,
+            handled.session,
+            handled.outcome,
+            elapsed_s * 1000,
+            handled.prompt_tokens,
+            handled.completion_tokens,
+        )

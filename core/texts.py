@@ -1,0 +1,71 @@
+"""Every text a user can see from the engine, in one place, so wording stays consistent and reviewable.
+
+None of these may carry a secret, a stack trace or a provider's raw error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+DENIED = "Sorry, you are not allowed to use this bot. An admin can add you; send /id to see your identity."
+ADMIN_ONLY = "Only admins can use /admin commands. Nothing was changed."
+RATE_LIMITED = "You are sending messages faster than this bridge allows ({limit} per minute). Please wait a moment and try again."
+EMPTY_PROMPT = "Yes? Write your question after the mention."
+MESSAGE_TOO_LONG = "That message is too long for me ({size} characters; the limit is {limit}). Please shorten it."
+MESSAGE_OVER_CONTEXT = "That message is too long to fit the model's context window. Please shorten it or split it up."
+SESSION_CLEARED = "Conversation cleared. Let's start fresh."
+SESSION_WAS_EMPTY = "There was nothing to clear; the conversation is already fresh."
+CUT_AT_LENGTH = "(The reply was cut off at the length limit.)"
+EMPTY_REPLY = "The model returned an empty answer. Please try rephrasing."
+TEMPORARILY_UNAVAILABLE = "The bridge is temporarily unavailable. Please try again in a moment; nothing was lost."
+INTERNAL_ERROR = "Something went wrong on our side. Please try again."
+
+MODEL_RATE_LIMITED = "The model provider is rate-limiting this bridge right now. Please try again in a minute."
+MODEL_ACCESS_DENIED = "The model provider refused the request (API key or quota problem). An admin needs to check the bridge's model settings."
+MODEL_TIMEOUT = "The model took too long to answer. Please try again."
+MODEL_UNAVAILABLE = "The model could not be reached or sent a broken answer. Please try again later."
+
+ADMIN_USAGE = (
+    "Admin commands:\n"
+    "/admin sessions: list active sessions\n"
+    "/admin clear <session-key or identity>: clear those sessions\n"
+    "/admin clear all: clear every session\n"
+    "/admin allow <identity>: allow a user or chat\n"
+    "/admin deny <identity>: deny a user or chat\n"
+    "/admin stats: messages, tokens and errors"
+)
+NOT_AN_IDENTITY = "{value!r} is not an identity. Identities look like platform:id, e.g. telegram:123456789."
+CANNOT_DENY_ADMIN = "{identity} is an admin in the configuration and cannot be denied at runtime."
+ACCESS_ALLOWED = "{identity} is now allowed."
+ACCESS_DENIED = "{identity} is now denied."
+CLEARED_SESSIONS = "Cleared {count} session{plural}."
+NO_ACTIVE_SESSIONS = "No active sessions."
+
+
+def identity_card(user_id: str, chat_id: str, session_key: str) -> str:
+    return f"You: {user_id}\nChat: {chat_id}\nSession: {session_key}"
+
+
+def help_text(reset_commands: Iterable[str], *, is_admin: bool, in_group: bool, prefixes: Iterable[str]) -> str:
+    lines = ["Commands:", f"{' or '.join(reset_commands)}: forget this conversation and start fresh"]
+    lines += ["/help: this list", "/id: show your identity, this chat's and the session key"]
+    if is_admin:
+        lines.append("/admin: session, access and usage commands (send /admin for the list)")
+    if in_group:
+        how = "mention me or reply to one of my messages"
+        prefix_list = ", ".join(prefixes)
+        if prefix_list:
+            how += f", or start your message with {prefix_list}"
+        lines.append(f"In groups, {how}.")
+    return "\n".join(lines)
+
+
+def sessions_list(lines: list[str], total: int) -> str:
+    shown = "\n".join(lines)
+    more = f"\n... and {total - len(lines)} more" if total > len(lines) else ""
+    return f"{total} active session{'s' if total != 1 else ''}:\n{shown}{more}"
+
+
+def stats_text(since_start: str, per_day: list[str]) -> str:
+    days = "\n".join(per_day) if per_day else "no usage recorded yet"
+    return f"Since start: {since_start}\nPer day (newest first):\n{days}"

@@ -1,0 +1,36 @@
+"""Usage bookkeeping shared by the engine (which records) and /admin stats (which reports)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from core.store import UsageDelta, UsageTotals
+
+
+def day_of(timestamp: float) -> str:
+    """Usage days are UTC days, so every process of a bridge agrees on where a day ends."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+@dataclass(slots=True)
+class RunningTotals:
+    """Counters since this process started (the store keeps the per-day history)."""
+
+    messages: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+
+    def add(self, delta: UsageDelta) -> None:
+        self.messages += delta.messages
+        self.prompt_tokens += delta.prompt_tokens
+        self.completion_tokens += delta.completion_tokens
+        self.errors += delta.errors
+
+
+def describe(totals: RunningTotals | UsageTotals) -> str:
+    return (
+        f"{totals.messages} messages, {totals.prompt_tokens} tokens in, "
+        f"{totals.completion_tokens} tokens out, {totals.errors} errors"
+    )

@@ -1,0 +1,85 @@
+"""Build the per-request context window from the stored transcript.
+
+The window is a copy: trimming never touches what is stored. Token counts come from the turns
+themselves (counted once, when each turn was created), so the cost here depends on the window's size,
+not on how long the conversation has been going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from bots.model import ChatMessage
+from core.store import Turn
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``tokens`` is the calibrated estimate the budget was checked against; ``raw_tokens`` sums the
+    uncalibrated counts, which is what calibration compares with the server's figure."""
+
+    messages: list[ChatMessage]
+    tokens: int
+    raw_tokens: int
+    history_turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """``scale`` turns a stored raw count into the calibrated estimate for the current model."""
+
+    max_tokens: int
+    max_messages: int
+    message_overhead: int
+    scale: Callable[[int], int]
+
+    def cost(self, tokens: int) -> int:
+        return self.scale(tokens) + self.message_overhead
+
+    def tighter_than(self, window: Window) -> Budget:
+        """Half of what ``window`` used: for when the server says a prompt our estimate let through is
+        too long, so our estimate is evidently low for this model."""
+        return Budget(window.tokens // 2, self.max_messages, self.message_overhead, self.scale)
+
+
+def build_window(
+    system_prompt: str, system_tokens: int, history: Sequence[Turn], user_turn: Turn, budget: Budget
+) -> Window | None:
+    """System prompt + the newest whole user/assistant pairs that fit + the new user turn.
+
+    ``max_messages`` counts every message but the system prompt, the new one included.
+
+    None when the system prompt and the new message alone exceed the budget: the caller refuses such
+    a message rather than sending the model a prompt without it.
+    """
+    system_cost = budget.cost(system_tokens) if system_prompt else 0
+    used = system_cost + budget.cost(user_turn.tokens)
+    if used > budget.max_tokens:
+        return None
+    kept: list[Turn] = [user_turn]
+    for user, assistant in _newest_pairs(history):
+        pair_cost = budget.cost(user.tokens) + budget.cost(assistant.tokens)
+        if used + pair_cost > budget.max_tokens or len(kept) + 2 > budget.max_messages:
+            break
+        used += pair_cost
+        kept += (assistant, user)
+    kept.reverse()
+    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    messages += [ChatMessage(turn.role, turn.content) for turn in kept]
+    raw = sum(turn.tokens + budget.message_overhead for turn in kept)
+    if system_prompt:
+        raw += system_tokens + budget.message_overhead
+    return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)
+
+
+def _newest_pairs(history: Sequence[Turn]) -> Iterator[tuple[Turn, Turn]]:
+    """Yield (user, assistant) pairs from newest to oldest, skipping any turn without its partner."""
+    index = len(history) - 1
+    while index >= 1:
+        assistant, user = history[index], history[index - 1]
+        if assistant.role == "assistant" and user.role == "user":
+            yield user, assistant
+            index -= 2
+        else:
+            index -= 1

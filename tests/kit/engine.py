@@ -1,0 +1,78 @@
+"""An engine wired to a real store and the fake model server, with settings easy to vary per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from bots.openai_client import OpenAIChatModel
+from bots.settings import ModelSettings
+from core.engine import Engine, EngineSettings
+from core.events import ChatKind, IncomingMessage
+from core.settings import (
+    AccessSettings,
+    BotSettings,
+    ContextSettings,
+    LimitsSettings,
+    SessionSettings,
+)
+from core.store import Store
+from core.tokens import TokenCounter
+
+_ids = itertools.count(1)
+
+
+def model_settings(base_url: str, **overrides: Any) -> ModelSettings:
+    values: dict[str, Any] = {"base_url": base_url, "api_key": "sk-test-key", "name": "fake-model", "retry_backoff_s": 0.01, "timeout_s": 5}
+    values.update(overrides)
+    return ModelSettings(**values)
+
+
+def engine_settings(**sections: Any) -> EngineSettings:
+    """Keyword arguments are section overrides, e.g. ``access={"admins": ["telegram:1"]}``."""
+    return EngineSettings(
+        bot=BotSettings(**sections.get("bot", {})),
+        context=ContextSettings(**{"tokenizer": "estimate", **sections.get("context", {})}),
+        session=SessionSettings(**sections.get("session", {})),
+        access=AccessSettings(**sections.get("access", {})),
+        limits=LimitsSettings(**sections.get("limits", {})),
+        lease_ttl_s=30.0,
+        extra_admins=tuple(sections.get("extra_admins", ())),
+    )
+
+
+def make_engine(
+    store: Store,
+    model: OpenAIChatModel,
+    clock: Callable[[], float] | None = None,
+    **sections: Any,
+) -> Engine:
+    kwargs: dict[str, Any] = {}
+    if clock is not None:
+        kwargs["clock"] = clock
+    return Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs)
+
+
+def private(text: str, user: str = "telegram:1", **fields: Any) -> IncomingMessage:
+    return IncomingMessage(
+        platform=user.split(":")[0],
+        message_id=str(next(_ids)),
+        chat_id=user,
+        user_id=user,
+        text=text,
+        chat_kind=ChatKind.PRIVATE,
+        **fields,
+    )
+
+
+def group(text: str, user: str = "telegram:1", chat: str = "telegram:-100", **fields: Any) -> IncomingMessage:
+    return IncomingMessage(
+        platform=chat.split(":")[0],
+        message_id=str(next(_ids)),
+        chat_id=chat,
+        user_id=user,
+        text=text,
+        chat_kind=ChatKind.GROUP,
+        **fields,
+    )

@@ -1,0 +1,79 @@
+"""The context window: newest whole pairs within both budgets, system prompt always first."""
+
+from __future__ import annotations
+
+from core.store import Turn
+from core.window import Budget, build_window
+
+
+def _turn(role: str, content: str, tokens: int) -> Turn:
+    return Turn(role, content, tokens, 0.0)  # type: ignore[arg-type]
+
+
+def _history(pairs: int, tokens: int = 10) -> list[Turn]:
+    turns: list[Turn] = []
+    for n in range(pairs):
+        turns += [_turn("user", f"q{n}", tokens), _turn("assistant", f"a{n}", tokens)]
+    return turns
+
+
+def _budget(max_tokens: int = 1000, max_messages: int = 100, overhead: int = 0) -> Budget:
+    return Budget(max_tokens, max_messages, overhead, lambda tokens: tokens)
+
+
+def test_everything_fits() -> None:
+    window = build_window("sys", 5, _history(3), _turn("user", "new", 5), _budget())
+    assert window is not None
+    assert [m.content for m in window.messages] == ["sys", "q0", "a0", "q1", "a1", "q2", "a2", "new"]
+    assert window.history_turns == 6
+    assert window.raw_tokens == 5 + 60 + 5
+
+
+def test_token_budget_keeps_the_newest_whole_pairs() -> None:
+    window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_tokens=55))
+    assert window is not None
+    assert [m.content for m in window.messages] == ["sys", "q3", "a3", "q4", "a4", "new"]
+
+
+def test_a_pair_that_does_not_fit_whole_is_left_out_whole() -> None:
+    window = build_window("sys", 5, _history(2), _turn("user", "new", 5), _budget(max_tokens=29))
+    assert window is not None
+    assert [m.content for m in window.messages] == ["sys", "new"]
+
+
+def test_message_budget_counts_the_new_message() -> None:
+    window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_messages=4))
+    assert window is not None
+    assert [m.content for m in window.messages] == ["sys", "q4", "a4", "new"]
+
+
+def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
+    history = [_turn("user", "lost question", 1), *_history(2)]
+    history.insert(3, _turn("user", "unanswered", 1))
+    window = build_window("", 0, history, _turn("user", "new", 1), _budget())
+    assert window is not None
+    assert [(m.role, m.content) for m in window.messages] == [
+        ("user", "q0"), ("assistant", "a0"), ("user", "q1"), ("assistant", "a1"), ("user", "new"),
+    ]
+
+
+def test_a_new_message_over_the_budget_gives_none() -> None:
+    assert build_window("sys", 5, [], _turn("user", "huge", 100), _budget(max_tokens=50)) is None
+
+
+def test_overhead_and_calibration_count_against_the_budget() -> None:
+    doubled = Budget(100, 100, 2, lambda tokens: tokens * 2)
+    window = build_window("sys", 5, _history(3), _turn("user", "new", 5), doubled)
+    assert window is not None
+    assert window.history_turns == 2
+    assert window.raw_tokens == (5 + 2) + (5 + 2) + 2 * (10 + 2)
+
+
+def test_a_tighter_budget_keeps_about_half_of_what_was_sent() -> None:
+    budget = _budget(max_tokens=1000)
+    full = build_window("sys", 5, _history(10), _turn("user", "new", 5), budget)
+    assert full is not None and full.tokens == 210
+    half = build_window("sys", 5, _history(10), _turn("user", "new", 5), budget.tighter_than(full))
+    assert half is not None
+    assert half.tokens <= 105
+    assert half.history_turns == 8
