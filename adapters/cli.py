@@ -1,0 +1,157 @@
+"""The ``chatbridge`` command: ``run`` the enabled adapters, ``chat`` in the terminal, ``check`` a setup.
+
+Exit status: 0 on a clean stop, 1 when something failed at run time, 2 for a configuration problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+
+from adapters.base import Adapter, AdapterStartupError
+from adapters.config import Config, ConfigError, load_config
+from adapters.console import ConsoleAdapter
+from adapters.http_server import HttpServer
+from adapters.registry import enabled_adapters
+from adapters.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
+from bots.errors import ModelError
+from bots.openai_client import OpenAIChatModel
+from core.engine import Engine
+from core.store import StoreUnavailable
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("chatbridge")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(logging.WARNING if args.command == "chat" else logging.INFO)
+    try:
+        config = load_config(args.config)
+        return asyncio.run(_COMMANDS[args.command](config))
+    except ConfigError as exc:
+        print(f"chatbridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (AdapterStartupError, StoreUnavailable) as exc:
+        print(f"chatbridge: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatbridge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("run", "start every enabled adapter; stops cleanly on SIGINT/SIGTERM"),
+        ("chat", "talk to the bot in this terminal, with the same engine, commands and store"),
+        ("check", "validate the configuration and reach the model and each enabled platform"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, default=None, help="YAML file (default: config.yaml if present)")
+    return parser
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # httpx logs every request URL at INFO; some platform URLs carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _run(config: Config) -> int:
+    server = HttpServer(config.server.host, config.server.port)
+    adapters = enabled_adapters(config, server)
+    if not adapters:
+        raise ConfigError("adapters: no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)")
+    async with open_runtime(config) as runtime:
+        if server.has_routes:
+            await server.start()
+        try:
+            return await _serve(adapters, runtime.engine)
+        finally:
+            await server.stop()
+
+
+async def _chat(config: Config) -> int:
+    async with open_runtime(config) as runtime:
+        return await _serve([ConsoleAdapter()], runtime.engine)
+
+
+async def _serve(adapters: Sequence[Adapter], engine: Engine) -> int:
+    """Run the adapters until a signal or until one of them ends (the console at end of input).
+
+    Shutdown order: adapters stop taking messages, replies in flight get the grace period, then
+    whatever adapter task is left is cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    running = {asyncio.create_task(adapter.run(engine), name=adapter.name): adapter for adapter in adapters}
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    stopper.cancel()
+    for adapter in running.values():
+        await adapter.stop()
+    await engine.drain(SHUTDOWN_GRACE_S)
+    failed = False
+    for task, adapter in running.items():
+        if task in done and task.exception() is not None:
+            failed = True
+            log.error("adapter %s stopped: %s", adapter.name, task.exception())
+    _, still_running = await asyncio.wait(running, timeout=5)
+    for task in still_running:
+        task.cancel()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _check(config: Config) -> int:
+    rows: list[tuple[str, bool, str]] = [("config", True, "valid")]
+    rows.append(await _probe("store", _check_store(config)))
+    model = OpenAIChatModel(config.model)
+    try:
+        rows.append(await _probe(f"model {config.model.name}", model.check()))
+    finally:
+        await model.aclose()
+    for adapter in enabled_adapters(config, HttpServer(config.server.host, config.server.port)):
+        rows.append(await _probe(f"adapter {adapter.name}", adapter.check()))
+    width = max(len(name) for name, _, _ in rows)
+    for name, ok, detail in rows:
+        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {detail}")
+    return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILED
+
+
+async def _check_store(config: Config) -> str:
+    store = build_store(config)
+    await store.open()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+    return f"{config.store.backend} store reachable"
+
+
+async def _probe(name: str, check: Awaitable[str]) -> tuple[str, bool, str]:
+    try:
+        return name, True, await check
+    except (ModelError, StoreUnavailable, AdapterStartupError) as exc:
+        return name, False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - check reports every failure as a row, never a traceback
+        return name, False, f"{type(exc).__name__}: {exc}"
+
+
+_COMMANDS = {"run": _run, "chat": _chat, "check": _check}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
