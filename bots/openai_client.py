@@ -78,7 +78,10 @@ class OpenAIChatModel:
         self._api_key = settings.api_key.get_secret_value()
         self._owns_http = http_client is None
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
-        self._http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_s))
+        self._http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout_s),
+            limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=100),
+        )
 
     async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)

@@ -17,3 +17,6 @@ class ModelSettings(BaseModel):
     max_retries: int = Field(3, ge=0, le=10)
     retry_backoff_s: float = Field(0.5, gt=0, description="first retry delay; doubles each retry")
     stream: bool = True
+    max_connections: int = Field(
+        1000, ge=1, description="concurrent requests to the model server; more wait for a free one"
+    )
