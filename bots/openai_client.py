@@ -25,6 +25,7 @@ from httpx_sse import EventSource, aconnect_sse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
+from bots.http_pool import PooledClients
 from bots.model import ChatMessage, ModelReply, TextSink, Usage
 from bots.settings import ModelSettings
 
@@ -76,12 +77,13 @@ class OpenAIChatModel:
         self._settings = settings
         self._base_url = settings.base_url.rstrip("/")
         self._api_key = settings.api_key.get_secret_value()
-        self._owns_http = http_client is None
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
-        self._http = http_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout_s),
-            limits=httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=100),
+        self._pools = (
+            PooledClients(timeout_s=settings.timeout_s, max_connections=settings.max_connections)
+            if http_client is None
+            else None
         )
+        self._given_http = http_client
 
     async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
@@ -108,8 +110,14 @@ class OpenAIChatModel:
             raise exc.error from exc.__cause__
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        if self._pools is not None:
+            await self._pools.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._pools is None:
+            assert self._given_http is not None
+            return self._given_http
+        return self._pools.next()
 
     # --- one attempt ----------------------------------------------------------------------------
 
@@ -141,7 +149,7 @@ class OpenAIChatModel:
 
     async def _complete(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         with _network_failures():
-            response = await self._http.post(self._url("chat/completions"), json=body, headers=self._headers())
+            response = await self._http().post(self._url("chat/completions"), json=body, headers=self._headers())
         await self._raise_for_status(response)
         payload = _json_object(response.content, "completion")
         choice = _first_choice(payload)
@@ -157,7 +165,7 @@ class OpenAIChatModel:
             # between and its own errors must not be mistaken for the model server's.
             with _network_failures():
                 source = await stack.enter_async_context(
-                    aconnect_sse(self._http, "POST", self._url("chat/completions"), json=body, headers=self._headers())
+                    aconnect_sse(self._http(), "POST", self._url("chat/completions"), json=body, headers=self._headers())
                 )
             await self._raise_for_status(source.response)
             reply = await self._read_stream(source, sink)
@@ -187,7 +195,7 @@ class OpenAIChatModel:
 
     async def _check_once(self) -> str:
         with _network_failures():
-            response = await self._http.get(self._url("models"), headers=self._headers())
+            response = await self._http().get(self._url("models"), headers=self._headers())
         if response.status_code in (404, 405):
             return await self._check_by_completion()
         await self._raise_for_status(response)
