@@ -8,9 +8,11 @@ last user message, which keeps engine tests readable without scripting each turn
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import sys
 import time
 import uuid
 from collections import deque
@@ -79,6 +81,8 @@ class FakeModel:
         self.auth_headers: list[str | None] = []
         self.default_delay_s = 0.0
         self.list_models = True
+        self.first_content_at: list[float] = []
+        """``time.monotonic()`` when each stream wrote its first piece of text (for benchmarks)."""
         self._steps: deque[Step] = deque()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -152,6 +156,8 @@ class FakeModel:
         for index, event in enumerate(events):
             if index and step.chunk_delay_s:
                 await self._pause(step.chunk_delay_s)
+            if index == 1:
+                self.first_content_at.append(time.monotonic())
             await _send(response, json.dumps(event))
         await _send(response, "[DONE]")
         return response
@@ -259,3 +265,19 @@ async def _open_sse(request: web.Request) -> web.StreamResponse:
 
 async def _send(response: web.StreamResponse, data: str) -> None:
     await response.write(f"data: {data}\n\n".encode())
+
+
+async def _serve_until_stdin_closes(delay_s: float) -> None:
+    """Run on its own: print the base URL, answer with echoes until standard input closes."""
+    server = FakeModel()
+    server.default_delay_s = delay_s
+    await server.start()
+    print(server.base_url, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible server that echoes, for trying chatbridge.")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each reply")
+    asyncio.run(_serve_until_stdin_closes(parser.parse_args().delay))
