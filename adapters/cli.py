@@ -80,10 +80,11 @@ async def _run(config: Config) -> int:
 
 async def _chat(config: Config) -> int:
     async with open_runtime(config) as runtime:
-        return await _serve([ConsoleAdapter()], runtime.engine)
+        # A person pressing Ctrl-C wants out now; the unfinished turn is simply not stored.
+        return await _serve([ConsoleAdapter()], runtime.engine, grace_s=0.0)
 
 
-async def _serve(adapters: Sequence[Adapter], engine: Engine) -> int:
+async def _serve(adapters: Sequence[Adapter], engine: Engine, grace_s: float = SHUTDOWN_GRACE_S) -> int:
     """Run the adapters until a signal or until one of them ends (the console at end of input).
 
     Shutdown order: adapters stop taking messages, replies in flight get the grace period, then
@@ -103,7 +104,7 @@ async def _serve(adapters: Sequence[Adapter], engine: Engine) -> int:
     stopper.cancel()
     for adapter in running.values():
         await adapter.stop()
-    await engine.drain(SHUTDOWN_GRACE_S)
+    await engine.drain(grace_s)
     failed = False
     for task, adapter in running.items():
         if task in done and task.exception() is not None:

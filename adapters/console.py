@@ -73,17 +73,20 @@ class ConsoleAdapter:
         lines = _LineReader(self._stdin)
         if interactive:
             self._stdout.write("chatbridge console. /help lists the commands; Ctrl-D or Ctrl-C quits.\n")
-        while not self._stopped.is_set():
+        try:
+            while not self._stopped.is_set():
+                if interactive:
+                    self._stdout.write(_PROMPT)
+                    self._stdout.flush()
+                line = await self._next_line(lines)
+                if line is None:
+                    break
+                if line.strip():
+                    await self._ask(engine, line.strip())
+        finally:
             if interactive:
-                self._stdout.write(_PROMPT)
+                self._stdout.write("\n")
                 self._stdout.flush()
-            line = await self._next_line(lines)
-            if line is None:
-                break
-            if line.strip():
-                await self._ask(engine, line.strip())
-        if interactive:
-            self._stdout.write("\n")
 
     async def stop(self) -> None:
         self._stopped.set()

@@ -175,11 +175,13 @@ class Engine:
         from its own long-lived task, which must not be cancelled for outliving the reply.
         """
         self._closing = True
+        if self._idle.is_set():
+            return
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
             unfinished = list(self._inflight)
-            log.warning("cancelling %d replies still running after %.0fs", len(unfinished), grace_s)
+            log.info("cancelling %d replies still running after %.0fs", len(unfinished), grace_s)
             for task in unfinished:
                 task.cancel()
             await asyncio.wait_for(self._idle.wait(), 5)
