@@ -31,7 +31,16 @@ from core.events import IncomingMessage
 from core.render import StreamRenderer, send_text, typing_indicator
 from core.sessions import session_key
 from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
-from core.store import PendingMessage, StaleLease, Store, StoreUnavailable, Turn, UsageDelta
+from core.store import (
+    AccessDecision,
+    PendingMessage,
+    SessionState,
+    StaleLease,
+    Store,
+    StoreUnavailable,
+    Turn,
+    UsageDelta,
+)
 from core.tokens import TokenCounter
 from core.triggers import Addressed, CommandName, address
 from core.usage import RunningTotals, day_of
@@ -194,11 +203,12 @@ class Engine:
         addressed = address(message, self._settings.bot)
         if addressed is None:
             return _Handled(Outcome.NOT_ADDRESSED)
-        if not await self._store.first_seen(f"msg:{message.dedupe_key}", DEDUPE_TTL_S):
+        first, overrides = await self._store.first_seen_with_access(f"msg:{message.dedupe_key}", DEDUPE_TTL_S)
+        if not first:
             return _Handled(Outcome.DUPLICATE)
         key = session_key(message, self._settings.session.scope)
         is_admin = self._access.is_admin(message.user_id)
-        if not await self._allowed(message):
+        if not self._allowed(message, overrides):
             await self._tell_denied(message, addressed, key, channel)
             return _Handled(Outcome.DENIED, key)
         if addressed.command is not None:
@@ -215,8 +225,7 @@ class Engine:
             return _Handled(Outcome.RATE_LIMITED, key)
         return await self._take_turn(message, addressed.text, key, channel)
 
-    async def _allowed(self, message: IncomingMessage) -> bool:
-        overrides = await self._store.access_overrides()
+    def _allowed(self, message: IncomingMessage, overrides: dict[str, AccessDecision]) -> bool:
         return self._access.allows(
             message.user_id, message.chat_id, private=message.is_private, overrides=overrides
         )
@@ -254,12 +263,11 @@ class Engine:
         finds the queue empty was answered together with an earlier message.
         """
         pending = PendingMessage(message.dedupe_key, message.user_id, text, message.received_at)
-        await self._store.enqueue(key, pending)
-        async with self._store.lease(key, self._settings.lease_ttl_s) as fence:
-            waiting = await self._store.take_pending(key)
+        async with self._store.lease(key, self._settings.lease_ttl_s, enqueue=pending) as fence:
+            waiting, state = await self._store.take_pending_and_load(key, self._settings.context.max_messages)
             if not waiting:
                 return _Handled(Outcome.JOINED, key)
-            return await self._answer(message, key, fence, waiting, channel)
+            return await self._answer(message, key, fence, waiting, state, channel)
 
     async def _answer(
         self,
@@ -267,10 +275,11 @@ class Engine:
         key: str,
         fence: int,
         waiting: list[PendingMessage],
+        state: SessionState | None,
         channel: ReplyChannel,
     ) -> _Handled:
         now = self._clock()
-        history = await self._history(key, now)
+        history = await self._history(key, now, state)
         text = "\n".join(item.text for item in waiting)
         user_turn = Turn("user", text, self._tokens.count(text), now)
         budget = self._budget()
@@ -314,9 +323,8 @@ class Engine:
         await self._record_usage(delta)
         return _Handled(Outcome.ANSWERED, key, prompt, completion)
 
-    async def _history(self, key: str, now: float) -> list[Turn]:
+    async def _history(self, key: str, now: float, state: SessionState | None) -> list[Turn]:
         """The stored turns a window may use; an idle-expired session is cleared and starts fresh."""
-        state = await self._store.load_session(key, self._settings.context.max_messages)
         if state is None:
             return []
         if now - state.last_active > self._settings.session.timeout_s:

@@ -110,21 +110,37 @@ class Store(Protocol):
         """Mark ``key`` as seen for ``ttl_s`` seconds; True only for the first caller (atomic)."""
         ...
 
+    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
+        """``first_seen`` and ``access_overrides`` in one step: one round trip in a shared store, where
+        every incoming message needs both. The overrides come back whatever the first answer is."""
+        ...
+
     # --- per-session ordering -------------------------------------------------------------------
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         """Append a message to the session's pending queue (arrival order is queue order)."""
         ...
 
-    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+    def lease(
+        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+    ) -> AbstractAsyncContextManager[int]:
         """Hold the session exclusively; yields a fencing token that ``commit_turns`` checks.
 
         Waits while another holder has it. ``ttl_s`` bounds how long a crashed holder can block the
-        session in a shared backend.
+        session in a shared backend. With ``enqueue``, that message is appended to the pending queue
+        first, exactly as ``enqueue`` would (before any waiting, so the current holder can take it);
+        a shared backend does it in the same round trip as its first attempt to take the lease.
         """
         ...
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         """Remove and return every pending message of the session, oldest first."""
+        ...
+
+    async def take_pending_and_load(
+        self, session_key: str, max_turns: int
+    ) -> tuple[list[PendingMessage], SessionState | None]:
+        """``take_pending`` and, only when it took something, ``load_session`` in one step (one round
+        trip in a shared backend). The state is None when nothing was pending or there is no session."""
         ...
 
     # --- sessions -------------------------------------------------------------------------------

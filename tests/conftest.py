@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from tests.fakes.fake_model import FakeModel
+from tests.fakes.redis_server import RedisCluster, RedisSentinel, RedisServer
 
 
 @pytest_asyncio.fixture
@@ -18,3 +21,50 @@ async def fake_model() -> AsyncIterator[FakeModel]:
         yield server
     finally:
         await server.stop()
+
+
+# --- Redis (appended for the redis store; see tests/fakes/redis_server.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the whole run; tests keep apart through their own key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, which it may kill and start again (outages)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A three-master Redis Cluster for the run (the store's ``redis+cluster://`` form)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A master behind a sentinel for the run (the store's ``redis+sentinel://`` form)."""
+    sentinel = RedisSentinel(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()

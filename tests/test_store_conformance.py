@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -33,23 +34,29 @@ from core.stores.local_ordering import LocalOrdering
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"]
+REDIS_FIXTURES = {"redis": "redis_server", "redis-sentinel": "redis_sentinel", "redis-cluster": "redis_cluster"}
 EMBEDDED = ["memory", "sqlite"]
 LEASE_TTL_S = 30.0
 SESSION_TTL_S = 3600.0
 
 
-def store_settings(backend: str, tmp_path: Path) -> StoreSettings:
+def store_settings(backend: str, tmp_path: Path, redis_url: str = "") -> StoreSettings:
     if backend == "memory":
         return StoreSettings(backend=StoreBackend.MEMORY)
     if backend == "sqlite":
         return StoreSettings(backend=StoreBackend.SQLITE, sqlite_path=str(tmp_path / "chatbridge.db"))
+    if backend in REDIS_FIXTURES:
+        # One server for the run; each test its own key prefix, so nothing leaks between tests.
+        return StoreSettings(backend=StoreBackend.REDIS, redis_url=redis_url, redis_key_prefix=f"test:{uuid.uuid4().hex}:")
     raise ValueError(f"no test settings for backend {backend!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    store = create_store(store_settings(request.param, tmp_path))
+    fixture = REDIS_FIXTURES.get(request.param)
+    redis_url = request.getfixturevalue(fixture).url if fixture else ""
+    store = create_store(store_settings(request.param, tmp_path, redis_url))
     await store.open()
     yield store
     await store.close()
@@ -154,6 +161,54 @@ async def test_pending_messages_come_back_in_arrival_order_and_only_once(store: 
     assert await store.take_pending("telegram:1") == []
     assert await store.take_pending("telegram:2") == [pending(9, "telegram:2")]
     assert await store.take_pending("telegram:3") == []
+
+
+async def test_first_seen_with_access_answers_both_in_one_step(store: Store) -> None:
+    assert await store.first_seen_with_access("msg:1", 60) == (True, {})
+    await store.set_access("telegram:9", AccessDecision.DENY)
+    assert await store.first_seen_with_access("msg:1", 60) == (False, {"telegram:9": AccessDecision.DENY})
+    assert await store.first_seen("msg:1", 60) is False
+    assert await store.first_seen_with_access("msg:2", 60) == (True, {"telegram:9": AccessDecision.DENY})
+
+
+async def test_lease_with_enqueue_queues_the_message_before_waiting(store: Store) -> None:
+    taken: list[list[PendingMessage]] = []
+    release_first = asyncio.Event()
+
+    async def hold(item: PendingMessage, gate: asyncio.Event | None = None) -> None:
+        async with store.lease("telegram:1", LEASE_TTL_S, enqueue=item):
+            if gate is not None:
+                await gate.wait()
+            taken.append(await store.take_pending("telegram:1"))
+
+    first = asyncio.create_task(hold(pending(0), release_first))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(hold(pending(1)))
+    third = asyncio.create_task(hold(pending(2)))
+    await asyncio.sleep(0.05)
+    release_first.set()
+    await asyncio.gather(first, second, third)
+    # The first holder finds the messages of both waiters already queued behind its own.
+    assert taken == [[pending(0), pending(1), pending(2)], [], []]
+
+
+async def test_take_pending_and_load_takes_the_queue_and_reads_the_session(store: Store) -> None:
+    assert await store.take_pending_and_load("telegram:1", 10) == ([], None)
+    await store.enqueue("telegram:1", pending(0))
+    assert await store.take_pending_and_load("telegram:1", 10) == ([pending(0)], None)
+
+    await commit(store, "telegram:1", user("q1", 10.0), assistant("a1", 11.0), user("q2", 20.0), assistant("a2", 21.0))
+    await store.enqueue("telegram:1", pending(1))
+    await store.enqueue("telegram:1", pending(2))
+    taken, state = await store.take_pending_and_load("telegram:1", 2)
+    assert taken == [pending(1), pending(2)]
+    assert state is not None and state.key == "telegram:1" and state.last_active == 21.0
+    assert state.turns == [user("q2", 20.0), assistant("a2", 21.0)]
+    # Nothing pending: nothing loaded either (a joined message's handler needs no history).
+    assert await store.take_pending_and_load("telegram:1", 2) == ([], None)
+    await store.enqueue("telegram:1", pending(3))
+    taken, state = await store.take_pending_and_load("telegram:1", 0)
+    assert taken == [pending(3)] and state is not None and state.turns == [] and state.last_active == 21.0
 
 
 async def test_lease_is_exclusive_and_granted_in_arrival_order(store: Store) -> None:
@@ -335,11 +390,6 @@ async def test_usage_is_totalled_per_day_for_all_the_user_and_the_chat(store: St
     assert await store.usage_by_day(10, group) == [UsageTotals("2024-05-01", 3, 30, 12, 1)]
     assert await store.usage_by_day(10, "slack:C1") == [UsageTotals("2024-04-30", 4, 40, 8, 0)]
     assert await store.usage_by_day(10, "telegram:404") == []
-
-
-def test_factory_refuses_redis_until_that_backend_exists() -> None:
-    with pytest.raises(NotImplementedError, match="redis"):
-        create_store(StoreSettings(backend=StoreBackend.REDIS))
 
 
 # --- embedded stores: in-process ordering and sweeping ------------------------------------------

@@ -27,9 +27,9 @@ def create_store(settings: StoreSettings) -> Store:
 
             return SqliteStore(settings.sqlite_path)
         case StoreBackend.REDIS:
-            raise NotImplementedError(
-                "store.backend 'redis' is not built yet; use 'sqlite' (one process) or 'memory' for now"
-            )
+            from core.stores.redis import RedisStore
+
+            return RedisStore(settings.redis_url, settings.redis_key_prefix, settings.redis_max_connections)
     assert_never(settings.backend)
 
 

@@ -44,6 +44,11 @@ class LocalOrdering:
         """How many sessions currently have a queue, a holder or a waiter (boundedness checks)."""
         return len(self._slots)
 
+    def busy(self, session_key: str) -> bool:
+        """Whether a task of this process holds or waits for the session's lease."""
+        slot = self._slots.get(session_key)
+        return slot is not None and slot.users > 0
+
     def enqueue(self, session_key: str, item: PendingMessage) -> None:
         self._slot(session_key).pending.append(item)
 

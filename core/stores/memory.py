@@ -83,16 +83,31 @@ class MemoryStore:
         self._seen[key] = now + ttl_s
         return True
 
+    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
+        return await self.first_seen(key, ttl_s), await self.access_overrides()
+
     # --- per-session ordering -------------------------------------------------------------------
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         self._ordering.enqueue(session_key, item)
 
-    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+    def lease(
+        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+    ) -> AbstractAsyncContextManager[int]:
         """``ttl_s`` does not apply: a holder in this process releases when it fails."""
+        if enqueue is not None:
+            self._ordering.enqueue(session_key, enqueue)
         return self._ordering.lease(session_key)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         return self._ordering.take_pending(session_key)
+
+    async def take_pending_and_load(
+        self, session_key: str, max_turns: int
+    ) -> tuple[list[PendingMessage], SessionState | None]:
+        pending = self._ordering.take_pending(session_key)
+        if not pending:
+            return [], None
+        return pending, await self.load_session(session_key, max_turns)
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:

@@ -1,0 +1,597 @@
+"""The redis store: any number of bridge processes share one Redis and behave as one bridge.
+
+Everything that must be shared lives in Redis, and every key carries an expiry or is bounded:
+
+=========================================  ==========  =====================================================
+key (after ``store.redis_key_prefix``)      type        bound
+=========================================  ==========  =====================================================
+``session:{K}:turns``                       list        expires ``session.timeout_s`` after the last commit
+``session:{K}:meta``                        hash        ``last_active``, ``turn_count``; same expiry as turns
+``session:{K}:pending``                     list        messages waiting for the lease; ``PENDING_TTL_S``
+``session:{K}:lease``                       string      the holder's fencing token; expires after the lease ttl
+``session:{K}:fence``                       string      the session's last token; ``FENCE_TTL_S``
+``sessions``                                zset        session keys by expiry; trimmed on every commit
+``seen:<key>``                              string      dedupe mark, ``SET NX PX``
+``rate:<key>:<window>``                     string      hit counter, expires at the window's end
+``access``                                  hash        runtime allow/deny decisions (one field per identity)
+``usage:{usage}:<day>``                     hash        ``m|p|c|e:<subject>`` counters; ``USAGE_TTL_S``
+``usage:{usage}:days``                      zset        days with usage, at most ``USAGE_DAYS_KEPT``
+=========================================  ==========  =====================================================
+
+``K`` is the session key in a hash tag, so all keys of one session sit in one Cluster slot and each
+Lua script touches one slot only; the usage keys share the ``{usage}`` tag for the same reason.
+
+Per-session ordering across processes is a lease: ``session:{K}:lease`` set with ``PX`` to a fencing
+token. Tokens come from ``max(last token + 1, Redis server time in ms)``, so they keep increasing even
+after the counter expired or Redis restarted empty. ``commit_turns`` appends the turns in one script
+that first checks that the lease still holds the caller's token: a holder whose lease expired (it
+hung, it was paused, Redis lost the key) cannot overwrite what a newer holder wrote. Waiting for the
+lease is a local FIFO queue per session (``LocalOrdering``), so only one task per process polls Redis
+for a busy session, with a short exponential backoff capped by the lease's remaining time.
+
+Round trips: every store method is one round trip (one command, one Lua script or one pipeline),
+except ``list_sessions`` and ``usage_by_day`` (admin commands, two each). The combined methods
+(``first_seen_with_access``, ``lease(enqueue=...)``, ``take_pending_and_load``) exist so that an
+answered message costs 7 round trips; see the README ("Running several processes").
+
+Redis errors and timeouts surface as ``StoreUnavailable``; the client reconnects by itself when
+Redis is back. Scripts are loaded on ``open`` and reloaded transparently (``NOSCRIPT``) after a
+Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from core.store import (
+    ALL_SUBJECTS,
+    AccessDecision,
+    PendingMessage,
+    Role,
+    SessionInfo,
+    SessionState,
+    StaleLease,
+    StoreUnavailable,
+    Turn,
+    UsageDelta,
+    UsageTotals,
+)
+from core.stores import FixedWindow, usage_subjects
+from core.stores.local_ordering import LocalOrdering
+
+log = logging.getLogger("chatbridge.store.redis")
+
+SOCKET_TIMEOUT_S = 5.0
+"""A command that gets no answer for this long fails with ``StoreUnavailable`` (Redis hung)."""
+CONNECT_TIMEOUT_S = 2.0
+HEALTH_CHECK_INTERVAL_S = 30
+"""A pooled connection idle for longer is PINGed before use, so a dead one is replaced quietly."""
+PENDING_TTL_S = 24 * 3600
+"""Queued messages outlive any lease; the next holder of the session takes them."""
+FENCE_TTL_S = 30 * 24 * 3600
+"""The token counter's idle expiry; tokens stay increasing after it thanks to the time floor."""
+USAGE_TTL_S = 400 * 24 * 3600
+USAGE_DAYS_KEPT = 400
+POLL_FIRST_S = 0.002
+POLL_MAX_S = 0.05
+"""Waiting for a lease held elsewhere: retry after 2 ms, doubling up to 50 ms (with jitter)."""
+RATE_KEY_SLACK_MS = 1000
+TURN_CHUNK = 1000
+"""Turns appended per ``RPUSH`` inside the commit script (Lua's ``unpack`` has a stack limit)."""
+
+_USAGE_FIELDS = ("m", "p", "c", "e")
+"""messages, prompt_tokens, completion_tokens, errors."""
+
+
+class _Script:
+    """A Lua script, sent by its SHA1 (``EVALSHA``) and by body only when Redis lost it."""
+
+    __slots__ = ("body", "sha")
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+        self.sha = hashlib.sha1(body.encode()).hexdigest()
+
+
+_ENQUEUE = _Script(
+    """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: lease, fence counter, pending. ARGV: lease ttl ms, counter ttl s, pending ttl s[, item to queue].
+# Returns {1, token} when acquired, {0, remaining ms of the current lease} when not.
+_ACQUIRE = _Script(
+    """
+if ARGV[4] then
+  redis.call('RPUSH', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+local held = redis.call('PTTL', KEYS[1])
+if held ~= -2 then return {0, held} end
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local token = string.format('%d', math.max(last + 1, floor))
+redis.call('SET', KEYS[2], token, 'EX', ARGV[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return {1, token}
+"""
+)
+
+_RELEASE = _Script(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+# KEYS: lease, turns, meta. ARGV: fence, ttl ms, last_active, chunk size, turns...
+_COMMIT = _Script(
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = #ARGV - 4
+if n == 0 then return 1 end
+local chunk = tonumber(ARGV[4])
+for first = 5, #ARGV, chunk do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + chunk - 1, #ARGV)))
+end
+redis.call('HSET', KEYS[3], 'last_active', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'turn_count', n)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return 1
+"""
+)
+
+# KEYS: turns, meta. ARGV: how many of the newest turns. Returns nil or {last_active, {turns...}}.
+_LOAD = _Script(
+    """
+local last = redis.call('HGET', KEYS[2], 'last_active')
+if not last then return false end
+local n = tonumber(ARGV[1])
+if n <= 0 then return {last, {}} end
+return {last, redis.call('LRANGE', KEYS[1], -n, -1)}
+"""
+)
+
+# KEYS: pending, turns, meta. ARGV: how many of the newest turns.
+# Returns {} (nothing pending), {items} (no session) or {items, last_active, {turns...}}.
+_TAKE_AND_LOAD = _Script(
+    """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+if #items == 0 then return {} end
+redis.call('DEL', KEYS[1])
+local last = redis.call('HGET', KEYS[3], 'last_active')
+if not last then return {items} end
+local n = tonumber(ARGV[1])
+if n <= 0 then return {items, last, {}} end
+return {items, last, redis.call('LRANGE', KEYS[2], -n, -1)}
+"""
+)
+
+_COUNT_HIT = _Script(
+    """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
+return n
+"""
+)
+
+# KEYS: the day's hash, the days index. ARGV: day, ttl s, days kept, then field/increment pairs.
+_ADD_USAGE = _Script(
+    """
+for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
+_SCRIPTS = (_ENQUEUE, _ACQUIRE, _RELEASE, _COMMIT, _LOAD, _TAKE_AND_LOAD, _COUNT_HIT, _ADD_USAGE)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _turn_to_json(turn: Turn) -> str:
+    return json.dumps([turn.role, turn.content, turn.tokens, turn.created_at], ensure_ascii=False, separators=(",", ":"))
+
+
+def _turn_from_json(raw: str) -> Turn:
+    role, content, tokens, created_at = json.loads(raw)
+    return Turn(cast(Role, role), content, int(tokens), float(created_at))
+
+
+def _pending_to_json(item: PendingMessage) -> str:
+    return json.dumps(
+        [item.message_key, item.user_id, item.text, item.received_at], ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def _pending_from_json(raw: str) -> PendingMessage:
+    message_key, user_id, text, received_at = json.loads(raw)
+    return PendingMessage(message_key, user_id, text, float(received_at))
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Redis and socket failures become ``StoreUnavailable``, which the engine answers politely."""
+    try:
+        yield
+    except (redis_errors.RedisError, OSError) as exc:
+        raise StoreUnavailable(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def connect(url: str, max_connections: int) -> Any:
+    """A redis-py asyncio client for ``url``.
+
+    - ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), ``unix://...``: one server.
+    - ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``: the master of
+      ``service`` as the sentinels report it, followed across fail-overs.
+    - ``redis+cluster://[user:password@]host:port`` (``rediss+cluster://`` for TLS): a Redis Cluster.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        # One quick retry on a broken connection (for example the first use of a pooled connection
+        # after Redis restarted); timeouts are not retried, because the command may have run.
+        "retry": Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, supported_errors=(redis_errors.ConnectionError,)),
+    }
+    scheme, _, rest = url.partition("://")
+    if scheme == "redis+sentinel":
+        return _sentinel_client(rest, max_connections, options)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from redis.asyncio.cluster import RedisCluster
+
+        base = scheme.removesuffix("+cluster")
+        options.pop("health_check_interval")
+        return RedisCluster.from_url(f"{base}://{rest}", max_connections=max_connections, **options)
+    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=SOCKET_TIMEOUT_S, **options)
+    return Redis.from_pool(pool)
+
+
+def _sentinel_client(rest: str, max_connections: int, options: dict[str, Any]) -> Redis:
+    from redis.asyncio.sentinel import Sentinel
+
+    parts = urlsplit(f"sentinel://{rest}")
+    auth: dict[str, Any] = {}
+    if parts.username:
+        auth["username"] = unquote(parts.username)
+    if parts.password:
+        auth["password"] = unquote(parts.password)
+    hosts = []
+    for address in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = address.rpartition(":")
+        hosts.append((host or address, int(port) if host else 26379))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ValueError("a redis+sentinel:// URL names the service: redis+sentinel://host:26379/mymaster")
+    db = int(path[1]) if len(path) > 1 else 0
+    sentinel_options = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_options, **options, **auth)
+    return cast(Redis, sentinel.master_for(path[0], db=db, max_connections=max_connections))
+
+
+class RedisStore:
+    """A ``Store`` in Redis, shared by every process configured with the same URL and key prefix."""
+
+    def __init__(self, url: str, key_prefix: str = "chatbridge:", max_connections: int = 100) -> None:
+        self._url = url
+        self._prefix = key_prefix
+        self._max_connections = max_connections
+        self._client: Any = None
+        self._local = LocalOrdering()
+        self._cluster = "+cluster://" in url
+
+    # --- keys ---------------------------------------------------------------------------------------
+    def _session(self, session_key: str, part: str) -> str:
+        return f"{self._prefix}session:{{{session_key}}}:{part}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}sessions"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connects lazily: a Redis that is down at start-up only fails the ``ping`` of ``check``,
+        and the bridge serves as soon as it is reachable. Scripts are loaded when Redis answers."""
+        if self._client is not None:
+            return
+        self._client = connect(self._url, self._max_connections)
+        try:
+            await self._load_scripts()
+        except StoreUnavailable as exc:
+            log.warning("redis is not reachable yet (%s); will keep trying on every message", exc)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> None:
+        with _translated("ping"):
+            await self._redis.ping()
+
+    @property
+    def _redis(self) -> Any:
+        if self._client is None:
+            raise StoreUnavailable("redis store is not open")
+        return self._client
+
+    async def _load_scripts(self) -> None:
+        with _translated("script load"):
+            if self._cluster:
+                # Load the slot map before any concurrent use: redis-py's async cluster client
+                # breaks connections when many first commands race to discover the topology.
+                # Scripts are cached by each node on first use (NOSCRIPT -> EVAL).
+                await self._redis.initialize()
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for script in _SCRIPTS:
+                pipe.script_load(script.body)
+            await pipe.execute()
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One round trip, two only when Redis lost its script cache (a restart)."""
+        with _translated("script"):
+            try:
+                return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                return await self._redis.eval(script.body, len(keys), *keys, *args)
+
+    # --- dedupe ---------------------------------------------------------------------------------
+    async def first_seen(self, key: str, ttl_s: float) -> bool:
+        with _translated("first_seen"):
+            return bool(await self._redis.set(f"{self._prefix}seen:{key}", 1, nx=True, px=_ms(ttl_s)))
+
+    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
+        """One pipelined round trip: ``SET NX PX`` and ``HGETALL``."""
+        with _translated("first_seen_with_access"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(f"{self._prefix}seen:{key}", 1, nx=True, px=_ms(ttl_s))
+            pipe.hgetall(f"{self._prefix}access")
+            first, raw = await pipe.execute()
+        return bool(first), {identity: AccessDecision(decision) for identity, decision in raw.items()}
+
+    # --- per-session ordering -------------------------------------------------------------------
+    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
+        await self._eval(_ENQUEUE, [self._session(session_key, "pending")], [_pending_to_json(item), PENDING_TTL_S])
+
+    def lease(
+        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+    ) -> AbstractAsyncContextManager[int]:
+        """Tasks of this process queue locally in arrival order; the first in line polls Redis.
+
+        ``enqueue`` rides on the first attempt to take the lease (one round trip for both) when no
+        other task of this process is already in line; otherwise it is queued at once, before
+        waiting, so that the current holder can take it."""
+        return self._lease(session_key, ttl_s, enqueue)
+
+    @asynccontextmanager
+    async def _lease(self, session_key: str, ttl_s: float, enqueue: PendingMessage | None) -> AsyncIterator[int]:
+        if enqueue is not None and self._local.busy(session_key):
+            await self.enqueue(session_key, enqueue)
+            enqueue = None
+        async with self._local.lease(session_key):
+            token = await self._acquire(session_key, ttl_s, enqueue)
+            try:
+                yield token
+            finally:
+                await self._release(session_key, token)
+
+    async def _acquire(self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None) -> int:
+        keys = [self._session(session_key, part) for part in ("lease", "fence", "pending")]
+        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S]
+        if enqueue is not None:
+            args.append(_pending_to_json(enqueue))
+        delay = POLL_FIRST_S
+        while True:
+            attempt = asyncio.ensure_future(self._eval(_ACQUIRE, keys, tuple(args)))
+            del args[3:]  # the first attempt queues the message; later ones must not
+            try:
+                acquired, value = await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                # The script may still succeed after we stopped waiting: give the lease back then.
+                attempt.add_done_callback(lambda done: self._release_abandoned(session_key, done))
+                raise
+            if int(acquired):
+                return int(value)
+            remaining_s = int(value) / 1000 if int(value) > 0 else delay
+            await asyncio.sleep(min(delay, remaining_s) * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, POLL_MAX_S)
+
+    def _release_abandoned(self, session_key: str, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        acquired, token = done.result()
+        if int(acquired):
+            asyncio.ensure_future(self._release(session_key, int(token)))
+
+    async def _release(self, session_key: str, token: int) -> None:
+        """Best effort: if Redis is unreachable the lease simply expires after its ttl."""
+        try:
+            await self._eval(_RELEASE, [self._session(session_key, "lease")], [token])
+        except StoreUnavailable as exc:
+            log.warning("could not release the lease of %s (it expires by itself): %s", session_key, exc)
+
+    async def take_pending(self, session_key: str) -> list[PendingMessage]:
+        with _translated("take_pending"):
+            raw = await self._redis.lpop(self._session(session_key, "pending"), 2**31 - 1)
+        return [_pending_from_json(item) for item in raw or []]
+
+    async def take_pending_and_load(
+        self, session_key: str, max_turns: int
+    ) -> tuple[list[PendingMessage], SessionState | None]:
+        keys = [self._session(session_key, part) for part in ("pending", "turns", "meta")]
+        result = await self._eval(_TAKE_AND_LOAD, keys, [max(max_turns, 0)])
+        if not result:
+            return [], None
+        pending = [_pending_from_json(raw) for raw in result[0]]
+        if len(result) == 1:
+            return pending, None
+        _, last_active, raw_turns = result
+        return pending, SessionState(session_key, [_turn_from_json(raw) for raw in raw_turns], float(last_active))
+
+    # --- sessions -------------------------------------------------------------------------------
+    async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
+        """``LRANGE -n -1``: the cost does not grow with the length of the history."""
+        keys = [self._session(session_key, "turns"), self._session(session_key, "meta")]
+        result = await self._eval(_LOAD, keys, [max(max_turns, 0)])
+        if not result:
+            return None
+        last_active, raw_turns = result
+        return SessionState(session_key, [_turn_from_json(raw) for raw in raw_turns], float(last_active))
+
+    async def commit_turns(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
+    ) -> None:
+        """Turns, ``last_active`` and ``turn_count`` in one script that checks the fence first; the
+        session index is updated in the same round trip (it is only a hint: listing reads the meta).
+        Committing no turns only checks the fence."""
+        keys = [self._session(session_key, "lease"), self._session(session_key, "turns"), self._session(session_key, "meta")]
+        last_active = repr(turns[-1].created_at) if turns else "0"
+        args = [fence, _ms(ttl_s), last_active, TURN_CHUNK, *(_turn_to_json(turn) for turn in turns)]
+        if not turns:
+            ok = await self._eval(_COMMIT, keys, args)
+        elif self._cluster:
+            # redis-py refuses scripts in cluster pipelines, and the index lives in another slot:
+            # two requests, sent at the same time.
+            ok, _ = await asyncio.gather(self._eval(_COMMIT, keys, args), self._index_session(session_key, ttl_s))
+        else:
+            with _translated("commit_turns"):
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.evalsha(_COMMIT.sha, len(keys), *keys, *args)
+                self._index_session(session_key, ttl_s, pipe)
+                results = await pipe.execute(raise_on_error=False)
+            ok = results[0]
+            if isinstance(ok, redis_errors.NoScriptError):
+                ok = await self._eval(_COMMIT, keys, args)
+            elif isinstance(ok, Exception):
+                with _translated("commit_turns"):
+                    raise ok
+        if not int(ok):
+            raise StaleLease(f"lease {fence} on {session_key!r} is no longer held")
+
+    def _index_session(self, session_key: str, ttl_s: float, pipe: Any = None) -> Any:
+        """Add the session to the index (scored by its expiry) and trim expired ones; into ``pipe``,
+        or as a pipeline of its own (an awaitable) without one."""
+        now_ms = int(time.time() * 1000)
+        target = pipe if pipe is not None else self._redis.pipeline(transaction=False)
+        target.zadd(self._index, {session_key: now_ms + _ms(ttl_s)})
+        target.zremrangebyscore(self._index, "-inf", now_ms)
+        if pipe is None:
+            return self._run_index(target)
+        return None
+
+    @staticmethod
+    async def _run_index(pipe: Any) -> None:
+        with _translated("session index"):
+            await pipe.execute()
+
+    async def clear_session(self, session_key: str) -> bool:
+        with _translated("clear_session"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(self._session(session_key, "turns"), self._session(session_key, "meta"))
+            pipe.zrem(self._index, session_key)
+            deleted, _ = await pipe.execute()
+        return int(deleted) > 0
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Most recently active first. Two round trips: the index, then each session's meta."""
+        now_ms = int(time.time() * 1000)
+        with _translated("list_sessions"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zremrangebyscore(self._index, "-inf", now_ms)
+            pipe.zrange(self._index, 0, -1)
+            _, keys = await pipe.execute()
+            if not keys:
+                return []
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._session(key, "meta"), "last_active", "turn_count")
+            metas = await pipe.execute()
+        infos = [
+            SessionInfo(key, float(last_active), int(turn_count))
+            for key, (last_active, turn_count) in zip(keys, metas, strict=True)
+            if last_active is not None and turn_count is not None and int(turn_count) > 0
+        ]
+        return sorted(infos, key=lambda info: info.last_active, reverse=True)
+
+    # --- rate limits ----------------------------------------------------------------------------
+    async def count_hit(self, key: str, window_s: float) -> int:
+        """The window comes from the shared ``FixedWindow`` rule, so every process (with a synced
+        clock) counts into the same key for the same instant."""
+        window = FixedWindow.at(time.time(), window_s)
+        expire_at_ms = math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS
+        return int(await self._eval(_COUNT_HIT, [f"{self._prefix}rate:{key}:{window.index}"], [expire_at_ms]))
+
+    # --- runtime access lists -------------------------------------------------------------------
+    async def access_overrides(self) -> dict[str, AccessDecision]:
+        with _translated("access_overrides"):
+            raw = await self._redis.hgetall(f"{self._prefix}access")
+        return {identity: AccessDecision(decision) for identity, decision in raw.items()}
+
+    async def set_access(self, identity: str, decision: AccessDecision) -> None:
+        with _translated("set_access"):
+            await self._redis.hset(f"{self._prefix}access", identity, decision.value)
+
+    # --- usage ----------------------------------------------------------------------------------
+    def _usage_day(self, day: str) -> str:
+        return f"{self._prefix}usage:{{usage}}:{day}"
+
+    @property
+    def _usage_days(self) -> str:
+        return f"{self._prefix}usage:{{usage}}:days"
+
+    async def add_usage(self, delta: UsageDelta) -> None:
+        """Every subject's counters of the day in one script, so they never disagree."""
+        figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
+        pairs = [
+            value
+            for subject in usage_subjects(delta)
+            for name, figure in zip(_USAGE_FIELDS, figures, strict=True)
+            for value in (f"{name}:{subject}", figure)
+        ]
+        keys = [self._usage_day(delta.day), self._usage_days]
+        await self._eval(_ADD_USAGE, keys, [delta.day, USAGE_TTL_S, USAGE_DAYS_KEPT, *pairs])
+
+    async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
+        if days <= 0:
+            return []
+        with _translated("usage_by_day"):
+            known = await self._redis.zrevrange(self._usage_days, 0, -1)
+            if not known:
+                return []
+            pipe = self._redis.pipeline(transaction=False)
+            for day in known:
+                pipe.hmget(self._usage_day(day), *(f"{name}:{subject}" for name in _USAGE_FIELDS))
+            rows = await pipe.execute()
+        totals = [
+            UsageTotals(day, *(int(value or 0) for value in row))
+            for day, row in zip(known, rows, strict=True)
+            if any(value is not None for value in row)
+        ]
+        return totals[:days]

@@ -1,0 +1,456 @@
+"""The redis store across processes: two real bridge processes share one real redis-server.
+
+The store contract itself is in ``test_store_conformance.py`` (the ``redis`` parameter). Here: what only
+a shared store promises (one answer per message and complete, ordered sessions across processes,
+dedupe across processes, outages, a crashed lease holder), the round trips a message costs, and that
+every key is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import Connection
+
+from bots.openai_client import OpenAIChatModel
+from core import texts
+from core.engine import Outcome
+from core.store import StoreUnavailable
+from core.stores.redis import RedisStore
+from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.redis_server import RedisServer
+from tests.kit.channel import RecordingChannel
+from tests.kit.engine import make_engine, model_settings, private
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BridgeProcess:
+    """A ``tests/kit/redis_bridge.py`` process: send it messages, collect what each came to."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.results: dict[str, dict[str, Any]] = {}
+        self.enqueued: set[str] = set()
+        self._arrived = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, redis_url: str, prefix: str, model_url: str, lease_ttl_s: float = 30.0) -> BridgeProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.kit.redis_bridge",
+            "--redis-url", redis_url, "--prefix", prefix, "--model-url", model_url, "--lease-ttl", str(lease_ttl_s),
+            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
+        assert ready == {"ready": process.pid}
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            record = json.loads(line)
+            if "enqueued" in record:
+                self.enqueued.add(record["enqueued"])
+            else:
+                self.results[record["tag"]] = record
+            self._arrived.set()
+
+    def send(self, tag: str, user: str, text: str, message_id: str | None = None) -> None:
+        assert self.process.stdin is not None
+        line = {"tag": tag, "user": user, "message_id": message_id or tag, "text": text}
+        self.process.stdin.write((json.dumps(line) + "\n").encode())
+
+    async def result(self, tag: str, timeout_s: float = 15.0) -> dict[str, Any]:
+        await self._until(lambda: tag in self.results, timeout_s)
+        return self.results[tag]
+
+    async def queued(self, message_key: str, timeout_s: float = 15.0) -> None:
+        """Until the message (``<chat>/<message_id>``) is in its session's queue in Redis."""
+        await self._until(lambda: message_key in self.enqueued, timeout_s)
+
+    async def _until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def stop(self) -> int:
+        """Close stdin: the bridge finishes what it has and exits."""
+        if self.alive and self.process.stdin is not None:
+            self.process.stdin.close()
+        code = await asyncio.wait_for(self.process.wait(), 15)
+        await self._reader
+        return code
+
+    async def kill(self) -> None:
+        if self.alive:
+            os.kill(self.process.pid, signal.SIGKILL)
+        await self.process.wait()
+        await self._reader
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+async def bridges(redis_server: RedisServer, prefix: str, fake_model: FakeModel) -> AsyncIterator[list[BridgeProcess]]:
+    started = await asyncio.gather(*(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url) for _ in range(2)))
+    try:
+        yield list(started)
+    finally:
+        for bridge in started:
+            await bridge.kill()
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer, prefix: str) -> AsyncIterator[RedisStore]:
+    """The test's own view of the same keys."""
+    store = RedisStore(redis_server.url, prefix)
+    await store.open()
+    yield store
+    await store.close()
+
+
+# --- across processes ---------------------------------------------------------------------------
+
+
+async def test_two_processes_answer_every_message_once_and_keep_every_session_complete_and_in_order(
+    bridges: list[BridgeProcess], store: RedisStore, fake_model: FakeModel
+) -> None:
+    """200 messages for 20 sessions, spread over both processes and sent concurrently.
+
+    "Answered exactly once" precisely: every message ends as ``answered`` (its handler delivered a
+    reply) or ``joined`` (its text went into a turn another handler answered); every message's text
+    is in exactly one stored user turn, in the order it was sent; every stored turn was sent to the
+    model once and its answer delivered once; and nothing else was answered.
+    """
+    fake_model.default_delay_s = 0.02  # a turn takes a moment, so messages arrive while it runs
+    sessions, per_session = 20, 10
+    sent: dict[str, list[str]] = {f"telegram:{100 + s}": [] for s in range(sessions)}
+    where: dict[str, BridgeProcess] = {}
+    rng = random.Random(6)
+
+    async def talk(s: int, user: str) -> None:
+        """One session's messages, each to either process. The next one goes out as soon as the
+        previous one is queued (its place in the order is then fixed), usually while it is still
+        being answered, so later ones wait and are joined."""
+        for n in range(per_session):
+            text = f"s{s}-m{n}"
+            bridge = rng.choice(bridges)
+            where[text] = bridge
+            sent[user].append(text)
+            bridge.send(text, user, text)
+            await bridge.queued(f"{user}/{text}")
+            await asyncio.sleep(rng.uniform(0, 0.01))
+
+    await asyncio.gather(*(talk(s, user) for s, user in enumerate(sent)))
+    results = {text: await bridge.result(text) for text, bridge in where.items()}
+    outcomes = Counter(r["outcome"] for r in results.values())
+    assert outcomes.keys() <= {"answered", "joined"}
+    assert outcomes["joined"] > 0, "no message waited for a busy session: the test lost its point"
+    assert {r["pid"] for r in results.values()} == {b.process.pid for b in bridges}
+
+    delivered = Counter(r["replies"][0] for r in results.values() if r["outcome"] == "answered")
+    assert all(len(r["replies"]) == 1 for r in results.values() if r["outcome"] == "answered")
+    assert all(r["replies"] == [] for r in results.values() if r["outcome"] == "joined")
+
+    stored_answers: Counter[str] = Counter()
+    total_turns = 0
+    mixed_turns = 0
+    for user, texts_sent in sent.items():
+        state = await store.load_session(user, 10_000)
+        assert state is not None
+        roles = [turn.role for turn in state.turns]
+        assert roles == ["user", "assistant"] * (len(roles) // 2)
+        parts = [part for turn in state.turns[0::2] for part in turn.content.split("\n")]
+        assert parts == texts_sent, f"{user}: history incomplete or out of order"
+        mixed_turns += sum(len({where[part] for part in turn.content.split("\n")}) > 1 for turn in state.turns[0::2])
+        for question, answer in zip(state.turns[0::2], state.turns[1::2], strict=True):
+            assert answer.content == f"echo: {question.content}"
+            stored_answers[answer.content] += 1
+        total_turns += len(state.turns) // 2
+
+    assert delivered == stored_answers
+    assert mixed_turns > 0, "no turn joined messages that reached different processes"
+    assert {r["pid"] for r in results.values() if r["outcome"] == "answered"} == {b.process.pid for b in bridges}
+    assert len(fake_model.requests) == total_turns
+    assert sorted(info.key for info in await store.list_sessions()) == sorted(sent)
+    for bridge in bridges:
+        assert await bridge.stop() == 0
+
+
+async def test_the_same_message_delivered_to_both_processes_is_answered_once(
+    bridges: list[BridgeProcess], store: RedisStore, fake_model: FakeModel
+) -> None:
+    for n in range(5):
+        for bridge in bridges:
+            bridge.send(f"{n}@{bridge.process.pid}", "telegram:7", f"hello {n}", message_id=f"m{n}")
+    outcomes = [
+        (await bridge.result(f"{n}@{bridge.process.pid}"))["outcome"] for n in range(5) for bridge in bridges
+    ]
+    # One delivery of each id is dropped; the other is answered, or joined into a turn with the
+    # messages sent right before it (they are one session).
+    assert Counter(outcomes)["duplicate"] == 5
+    assert set(outcomes) <= {"answered", "joined", "duplicate"}
+    state = await store.load_session("telegram:7", 100)
+    assert state is not None
+    parts = sorted(part for turn in state.turns[0::2] for part in turn.content.split("\n"))
+    assert parts == [f"hello {n}" for n in range(5)]
+    asked = sorted(part for text in fake_model.user_texts() for part in text.split("\n"))
+    assert asked == parts
+
+
+async def test_redis_outage_is_reported_the_processes_stay_up_and_service_resumes(
+    private_redis_server: RedisServer, prefix: str, fake_model: FakeModel
+) -> None:
+    server = private_redis_server
+    bridges = await asyncio.gather(*(BridgeProcess.start(server.url, prefix, fake_model.base_url) for _ in range(2)))
+    try:
+        for i, bridge in enumerate(bridges):
+            bridge.send(f"before{i}", f"telegram:{i}", "before")
+        assert [(await b.result(f"before{i}"))["outcome"] for i, b in enumerate(bridges)] == ["answered"] * 2
+
+        server.stop()
+        started = time.monotonic()
+        for i, bridge in enumerate(bridges):
+            for n in range(3):
+                bridge.send(f"during{i}.{n}", f"telegram:{i}", f"during {n}")
+        for i, bridge in enumerate(bridges):
+            for n in range(3):
+                result = await bridge.result(f"during{i}.{n}")
+                assert result["outcome"] == "unavailable"
+                assert result["replies"] == [texts.TEMPORARILY_UNAVAILABLE]
+        assert time.monotonic() - started < 5
+        assert all(bridge.alive for bridge in bridges)
+
+        server.start()
+        for i, bridge in enumerate(bridges):
+            bridge.send(f"after{i}", f"telegram:{i}", "after")
+        assert [(await b.result(f"after{i}"))["outcome"] for i, b in enumerate(bridges)] == ["answered"] * 2
+        assert fake_model.user_texts().count("after") == 2
+        assert not any(text.startswith("during") for text in fake_model.user_texts())
+        for bridge in bridges:
+            assert await bridge.stop() == 0
+    finally:
+        for bridge in bridges:
+            await bridge.kill()
+
+
+async def test_a_lease_holder_killed_mid_turn_blocks_its_session_only_until_the_lease_expires(
+    redis_server: RedisServer, prefix: str, fake_model: FakeModel, store: RedisStore
+) -> None:
+    lease_ttl_s = 1.5
+    holder, other = await asyncio.gather(
+        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_ttl_s) for _ in range(2))
+    )
+    try:
+        fake_model.script(Reply(text="never delivered", delay_s=60))
+        holder.send("stuck", "telegram:1", "first")
+        async with asyncio.timeout(10):
+            while not fake_model.requests:
+                await asyncio.sleep(0.01)
+        await holder.kill()
+        killed_at, killed_at_wall = time.monotonic(), time.time()
+
+        other.send("next", "telegram:1", "second")
+        other.send("elsewhere", "telegram:2", "unaffected")
+        assert (await other.result("elsewhere"))["outcome"] == "answered"
+        assert time.monotonic() - killed_at < lease_ttl_s, "another session waited for the dead holder"
+
+        result = await other.result("next")
+        assert result["outcome"] == "answered"
+        assert result["replies"] == ["echo: second"]
+        assert result["done_at"] - killed_at_wall < lease_ttl_s + 1.0
+        state = await store.load_session("telegram:1", 10)
+        assert state is not None and [turn.content for turn in state.turns] == ["second", "echo: second"]
+        assert await other.stop() == 0
+    finally:
+        await holder.kill()
+        await other.kill()
+
+
+async def test_a_holder_that_outlived_its_lease_cannot_overwrite_the_newer_turn(
+    redis_server: RedisServer, prefix: str, fake_model: FakeModel, store: RedisStore
+) -> None:
+    """Fencing across processes: the slow holder's lease expires, the other process takes the
+    session and commits; the slow one's late commit is refused and stores nothing."""
+    lease_ttl_s = 0.8
+    slow, fast = await asyncio.gather(
+        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_ttl_s) for _ in range(2))
+    )
+    try:
+        fake_model.script(Reply(text="late answer", delay_s=2.0))
+        slow.send("slow", "telegram:1", "first")
+        async with asyncio.timeout(10):
+            while not fake_model.requests:
+                await asyncio.sleep(0.01)
+        fast.send("fast", "telegram:1", "second")
+        assert (await fast.result("fast"))["outcome"] == "answered"
+
+        late = await slow.result("slow")
+        assert late["outcome"] == "failed"  # the user saw the answer; it was not stored
+        state = await store.load_session("telegram:1", 10)
+        assert state is not None and [turn.content for turn in state.turns] == ["second", "echo: second"]
+        for bridge in (slow, fast):
+            assert await bridge.stop() == 0
+    finally:
+        await slow.kill()
+        await fast.kill()
+
+
+# --- round trips, bounds, connections -------------------------------------------------------------
+
+
+class _Monitor:
+    """``MONITOR`` on a plain socket: every command the server receives, script internals included
+    (those are tagged ``lua`` and left out of ``client_commands``)."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.sendall(b"MONITOR\r\n")
+        self._lines: list[str] = []
+        self._buffer = b""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while chunk := self._safe_recv():
+            self._buffer += chunk
+            *lines, self._buffer = self._buffer.split(b"\r\n")
+            self._lines.extend(line.decode(errors="replace") for line in lines)
+
+    def _safe_recv(self) -> bytes:
+        try:
+            return self._sock.recv(65536)
+        except OSError:
+            return b""
+
+    def client_commands(self, marker: str) -> list[str]:
+        """The commands of clients (not of scripts) that mention ``marker`` (the test's key prefix)."""
+        return [line for line in self._lines if marker in line and "[0 lua]" not in line]
+
+    def close(self) -> None:
+        self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts every request write of redis-py (one per command or per pipeline): round trips."""
+    counter = [0]
+    original = Connection.send_packed_command
+
+    async def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        counter[0] += 1
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting)
+    yield counter
+
+
+ROUND_TRIPS_PER_MESSAGE = 7
+"""The figure in the README: an answered message in a session nobody else is using."""
+
+
+async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
+    redis_server: RedisServer, store: RedisStore, prefix: str, fake_model: FakeModel, round_trips: list[int]
+) -> None:
+    model_client = OpenAIChatModel(model_settings(fake_model.base_url))
+    engine = make_engine(store, model_client)
+    monitor = _Monitor(redis_server.port)
+    try:
+        await store.ping()  # the pool's connection exists; health checks are not due
+        counts = []
+        for n in range(4):
+            before = round_trips[0]
+            channel = RecordingChannel()
+            assert await engine.handle(private(f"question {n}", "telegram:42"), channel) is Outcome.ANSWERED
+            assert channel.messages == [f"echo: question {n}"]
+            counts.append(round_trips[0] - before)
+        await asyncio.sleep(0.2)  # let MONITOR catch up
+        commands = monitor.client_commands(prefix)
+    finally:
+        monitor.close()
+        await model_client.aclose()
+
+    assert counts == [ROUND_TRIPS_PER_MESSAGE] * 4, counts
+    # What the server received: one command (a Lua script, mostly) per round trip, except two
+    # pipelines: dedupe + access (SET, HGETALL) and the commit with the session index update
+    # (EVALSHA, ZADD, ZREMRANGEBYSCORE).
+    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 3), "\n".join(commands)
+
+
+async def test_every_key_carries_an_expiry_or_is_bounded(
+    redis_server: RedisServer, store: RedisStore, prefix: str, fake_model: FakeModel
+) -> None:
+    model_client = OpenAIChatModel(model_settings(fake_model.base_url))
+    engine = make_engine(store, model_client, access={"admins": ["telegram:1"]})
+    try:
+        for n in range(3):
+            await engine.handle(private(f"q{n}", "telegram:1"), RecordingChannel())
+        await engine.handle(private("/admin deny telegram:9", "telegram:1"), RecordingChannel())
+    finally:
+        await model_client.aclose()
+
+    client = store._redis
+    keys = sorted(await client.keys(f"{prefix}*"))
+    without_expiry = {key.removeprefix(prefix) for key in keys if await client.ttl(key) == -1}
+    # The session index is trimmed of expired sessions on every commit; access holds one field per
+    # identity an admin decided about.
+    assert without_expiry == {"sessions", "access"}
+    assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {"session", "sessions", "seen", "rate", "access", "usage"}
+
+
+async def test_an_unreachable_redis_is_store_unavailable_quickly() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", "test:")
+    await store.open()  # does not fail: the bridge starts and serves once Redis answers
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.first_seen("msg:1", 60)
+    with pytest.raises(StoreUnavailable):
+        async with store.lease("telegram:1", 30):
+            pass
+    assert time.monotonic() - started < 2
+    await store.close()
+
+
+async def test_urls_with_username_and_password(private_redis_server: RedisServer) -> None:
+    server = private_redis_server
+    assert server.command("ACL", "SETUSER", "bridge", "on", ">s3cret", "~*", "+@all").startswith("+OK")
+    good = RedisStore(f"redis://bridge:s3cret@127.0.0.1:{server.port}/0", "test:")
+    bad = RedisStore(f"redis://bridge:wrong@127.0.0.1:{server.port}/0", "test:")
+    await good.open()
+    await bad.open()
+    try:
+        assert await good.first_seen("msg:1", 60) is True
+        with pytest.raises(StoreUnavailable):
+            await bad.first_seen("msg:2", 60)
+    finally:
+        await good.close()
+        await bad.close()
