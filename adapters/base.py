@@ -12,6 +12,13 @@ class AdapterStartupError(Exception):
 
 
 class Adapter(Protocol):
+    """``name``, ``run``, ``stop`` and ``check`` are required.
+
+    Optionally an adapter may have a ``ready`` attribute or property (bool) saying whether it is
+    connected to its platform right now (gateway up, polling working); ``/readyz`` reports it. An
+    adapter without one counts as ready while its ``run`` task is running (see ``adapter_ready``).
+    """
+
     name: str
 
     async def run(self, engine: Engine) -> None:
@@ -25,3 +32,8 @@ class Adapter(Protocol):
     async def check(self) -> str:
         """Reach the platform once and describe who we are there (for ``chatbridge check``)."""
         ...
+
+
+def adapter_ready(adapter: Adapter) -> bool:
+    """The adapter's optional ``ready`` flag; True for adapters that do not report one."""
+    return bool(getattr(adapter, "ready", True))

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
+import httpx
+
 from adapters.base import Adapter, AdapterStartupError
 from adapters.config import Config, ConfigError, load_config
 from adapters.console import ConsoleAdapter
-from adapters.http_server import HttpServer
+from adapters.http_server import HttpServer, ServerStartError
+from adapters.logging_setup import configure_logging, configured_secrets, redact
+from adapters.metrics import BridgeMetrics
+from adapters.ops import Operations
 from adapters.registry import enabled_adapters
 from adapters.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
 from bots.errors import ModelError
@@ -31,15 +37,15 @@ log = logging.getLogger("chatbridge")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(logging.WARNING if args.command == "chat" else logging.INFO)
     try:
         config = load_config(args.config)
+        _setup_logging(config, args.command)
         return asyncio.run(_COMMANDS[args.command](config))
     except ConfigError as exc:
         print(f"chatbridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (AdapterStartupError, StoreUnavailable) as exc:
-        print(f"chatbridge: {exc}", file=sys.stderr)
+    except (AdapterStartupError, StoreUnavailable, ServerStartError) as exc:
+        print(f"chatbridge: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
@@ -58,10 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # httpx logs every request URL at INFO; some platform URLs carry tokens.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _setup_logging(config: Config, command: str) -> None:
+    """``log.*`` from the configuration; the terminal chat stays quiet unless asked for debug."""
+    level = config.log.level
+    if command == "chat" and level == "info":
+        level = "warning"
+    configure_logging(level=level, fmt=config.log.format, secrets=configured_secrets(config))
 
 
 async def _run(config: Config) -> int:
@@ -69,11 +77,14 @@ async def _run(config: Config) -> int:
     adapters = enabled_adapters(config, server)
     if not adapters:
         raise ConfigError("adapters: no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)")
-    async with open_runtime(config) as runtime:
-        if server.has_routes:
-            await server.start()
+    metrics = BridgeMetrics(session_timeout_s=config.session.timeout_s, platforms=[adapter.name for adapter in adapters])
+    async with open_runtime(config, metrics) as runtime:
+        # The server stops before the runtime closes the store that /readyz and /metrics use.
+        ops = Operations(store=runtime.store, metrics=metrics, adapters=adapters)
+        ops.mount(server)
+        await server.start()
         try:
-            return await _serve(adapters, runtime.engine)
+            return await _serve(adapters, runtime.engine, ops=ops)
         finally:
             await server.stop()
 
@@ -84,17 +95,22 @@ async def _chat(config: Config) -> int:
         return await _serve([ConsoleAdapter()], runtime.engine, grace_s=0.0)
 
 
-async def _serve(adapters: Sequence[Adapter], engine: Engine, grace_s: float = SHUTDOWN_GRACE_S) -> int:
+async def _serve(
+    adapters: Sequence[Adapter], engine: Engine, grace_s: float = SHUTDOWN_GRACE_S, ops: Operations | None = None
+) -> int:
     """Run the adapters until a signal or until one of them ends (the console at end of input).
 
-    Shutdown order: adapters stop taking messages, replies in flight get the grace period, then
-    whatever adapter task is left is cancelled.
+    Shutdown order: ``/readyz`` turns 503, adapters stop taking messages, replies in flight get
+    the grace period, then whatever adapter task is left is cancelled. The HTTP server (stopped by
+    the caller afterwards) keeps answering webhooks, health and metrics until then.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     running = {asyncio.create_task(adapter.run(engine), name=adapter.name): adapter for adapter in adapters}
+    if ops is not None:
+        ops.running(running)
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait({stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
@@ -102,6 +118,8 @@ async def _serve(adapters: Sequence[Adapter], engine: Engine, grace_s: float = S
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     stopper.cancel()
+    if ops is not None:
+        ops.stopping()
     for adapter in running.values():
         await adapter.stop()
     await engine.drain(grace_s)
@@ -126,9 +144,10 @@ async def _check(config: Config) -> int:
         await model.aclose()
     for adapter in enabled_adapters(config, HttpServer(config.server.host, config.server.port)):
         rows.append(await _probe(f"adapter {adapter.name}", adapter.check()))
+    rows.append(await _probe("server", _check_port(config.server.host, config.server.port)))
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:
-        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {detail}")
+        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {redact(detail)}")
     return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILED
 
 
@@ -142,10 +161,36 @@ async def _check_store(config: Config) -> str:
     return f"{config.store.backend} store reachable"
 
 
+async def _check_port(host: str, port: int) -> str:
+    """Whether ``chatbridge run`` could listen; a port held by a running chatbridge is fine."""
+    if port == 0:
+        return f"{host}: any free port (server.port is 0)"
+    try:
+        server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and await _chatbridge_listens(host, port):
+            return f"{host}:{port} is in use by a running chatbridge (its /healthz answered)"
+        raise ServerStartError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    server.close()
+    await server.wait_closed()
+    return f"can listen on {host}:{port} (webhooks, /healthz, /readyz, /metrics)"
+
+
+async def _chatbridge_listens(host: str, port: int) -> bool:
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://[{local}]:{port}/healthz" if ":" in local else f"http://{local}:{port}/healthz"
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(url)
+        return response.status_code == 200 and response.json() == {"status": "ok"}
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 async def _probe(name: str, check: Awaitable[str]) -> tuple[str, bool, str]:
     try:
         return name, True, await check
-    except (ModelError, StoreUnavailable, AdapterStartupError) as exc:
+    except (ModelError, StoreUnavailable, AdapterStartupError, ServerStartError) as exc:
         return name, False, str(exc)
     except Exception as exc:  # noqa: BLE001 - check reports every failure as a row, never a traceback
         return name, False, f"{type(exc).__name__}: {exc}"

@@ -87,6 +87,16 @@ class AdaptersSettings(BaseModel):
     slack: SlackSettings = SlackSettings()
 
 
+class LogSettings(BaseModel):
+    """How the bridge logs; see ``adapters.logging_setup``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["text", "json"] = Field("text", description="text: readable lines; json: one JSON object per line")
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    content: bool = Field(False, description="put message and reply texts into the per-message log line")
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATBRIDGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -101,6 +111,7 @@ class Config(BaseSettings):
     store: StoreSettings = StoreSettings()
     adapters: AdaptersSettings = AdaptersSettings()
     server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,13 @@ log = logging.getLogger("chatbridge.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+SHUTDOWN_TIMEOUT_S = 10.0
+"""On stop, requests being served get this long to finish before their connections are closed."""
+
+
+class ServerStartError(Exception):
+    """The server cannot listen (port taken, no permission); the text names ``server.host``/``server.port``."""
+
 
 class HttpServer:
     def __init__(self, host: str, port: int) -> None:
@@ -34,16 +41,25 @@ class HttpServer:
         return bool(self._app.router.routes())
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            reason = exc.strerror or str(exc)
+            where = f"{self._host}:{self._port}"
+            raise ServerStartError(f"server: cannot listen on {where} ({reason}); set server.host/server.port") from None
         sockets = self._runner.addresses
         self.bound_port = sockets[0][1] if sockets else self._port
         log.info("HTTP server listening on %s:%s", self._host, self.bound_port)
 
     async def stop(self) -> None:
-        """Finish requests being served, then close the listening socket."""
+        """Stop accepting connections, give requests being served up to ``SHUTDOWN_TIMEOUT_S``
+        to finish, then close what is left."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            log.info("HTTP server stopped")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from adapters.config import Config, ConfigError
 from adapters.console import CONSOLE_USER
+from adapters.metrics import BridgeMetrics
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine, EngineSettings
+from core.observe import NULL_OBSERVER
 from core.store import Store
 from core.stores import create_store
 from core.tokens import load_token_counter
@@ -37,6 +39,7 @@ def engine_settings(config: Config) -> EngineSettings:
         limits=config.limits,
         lease_ttl_s=worst_call_s + 30.0,
         extra_admins=(CONSOLE_USER,) if config.adapters.console.user_is_admin else (),
+        log_content=config.log.content,
     )
 
 
@@ -49,14 +52,23 @@ def build_store(config: Config) -> Store:
 
 
 @asynccontextmanager
-async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
-    """Everything opened here is closed on the way out, replies in flight first."""
+async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> AsyncIterator[Runtime]:
+    """Everything opened here is closed on the way out, replies in flight first.
+
+    With ``metrics`` the engine reports every message to it and the model client its retries.
+    """
     store = build_store(config)
     await store.open()
-    model = OpenAIChatModel(config.model)
+    model = OpenAIChatModel(config.model, on_retry=metrics.model_retry if metrics is not None else None)
     try:
         tokens = await load_token_counter(config.context.tokenizer, config.model.name)
-        engine = Engine(store=store, model=model, tokens=tokens, settings=engine_settings(config))
+        engine = Engine(
+            store=store,
+            model=model,
+            tokens=tokens,
+            settings=engine_settings(config),
+            observer=metrics if metrics is not None else NULL_OBSERVER,
+        )
         try:
             yield Runtime(config, store, model, engine)
         finally:

@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,11 +70,19 @@ class OpenAIChatModel:
     """Talks to ``{base_url}/chat/completions``; one pooled HTTP client per instance.
 
     ``http_client`` lets a caller share or instrument a client; a client passed in stays the
-    caller's to close, one created here is closed by ``aclose``.
+    caller's to close, one created here is closed by ``aclose``. ``on_retry`` is called with the
+    failure before each retry (for metrics); it must be quick and must not raise.
     """
 
-    def __init__(self, settings: ModelSettings, *, http_client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        on_retry: Callable[[ModelError], None] | None = None,
+    ) -> None:
         self._settings = settings
+        self._on_retry = on_retry
         self._base_url = settings.base_url.rstrip("/")
         self._api_key = settings.api_key.get_secret_value()
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
@@ -262,6 +270,8 @@ class OpenAIChatModel:
             self._settings.max_retries,
             sleep_s,
         )
+        if self._on_retry is not None and isinstance(failure, _Transient):
+            self._on_retry(failure.error)
 
     # --- requests --------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from core.access import AccessPolicy
 from core.channel import ReplyChannel
 from core.commands import CommandContext, Commands
 from core.events import IncomingMessage
+from core.observe import NULL_OBSERVER, MessageRecord, Observer, model_error_kind
 from core.render import StreamRenderer, send_text, typing_indicator
 from core.sessions import session_key
 from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
@@ -80,16 +81,22 @@ class EngineSettings:
     lease_ttl_s: float = 300.0
     """How long a crashed holder can block a session in a shared store; longer than any model call."""
     extra_admins: tuple[str, ...] = ()
+    log_content: bool = False
+    """Put the message and reply texts into the per-message log line (``log.content``)."""
 
 
 @dataclass(slots=True)
 class _Handled:
-    """What one message came to, for the log line."""
+    """What one message came to, for the log line and the observer."""
 
     outcome: Outcome
     session: str = "-"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None
+    model_s: float | None = None
+    first_token_s: float | None = None
+    reply: str = ""
 
 
 _MODEL_ERROR_TEXTS: dict[type[ModelError], str] = {
@@ -116,8 +123,10 @@ class Engine:
         tokens: TokenCounter,
         settings: EngineSettings,
         clock: Callable[[], float] = time.time,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._model = model
         self._tokens = tokens
         self._settings = settings
@@ -156,20 +165,21 @@ class Engine:
             handled = await self._handle(message, channel)
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
-            handled = _Handled(Outcome.UNAVAILABLE)
+            handled = _Handled(Outcome.UNAVAILABLE, error="store_unavailable")
             await self._reply_quietly(channel, texts.TEMPORARILY_UNAVAILABLE)
         except asyncio.CancelledError:
             handled = _Handled(Outcome.SHUTTING_DOWN)
             raise
         except Exception:
             log.exception("unexpected error while handling a %s message", message.platform)
+            handled = _Handled(Outcome.FAILED, error="internal")
             await self._reply_quietly(channel, texts.INTERNAL_ERROR)
         finally:
             if task is not None:
                 self._inflight.discard(task)
                 if not self._inflight:
                     self._idle.set()
-            self._log_handled(message, handled, time.monotonic() - started)
+            self._report(message, handled, time.monotonic() - started)
         return handled.outcome
 
     async def clear_session(self, key: str) -> bool:
@@ -290,8 +300,10 @@ class Engine:
 
         streamed: list[str] = []
         renderer = StreamRenderer(channel)
+        timing = _ModelTiming()
 
         async def on_text(delta: str) -> None:
+            timing.text_arrived()
             streamed.append(delta)
             await renderer.push(delta)
 
@@ -299,16 +311,18 @@ class Engine:
             async with typing_indicator(channel):
                 reply, window = await self._call_model(window, history, user_turn, budget, on_text)
         except ModelError as error:
+            timing.done()
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
             await self._record_usage(UsageDelta(day_of(now), message.user_id, message.chat_id, errors=1))
             notice = model_error_text(error)
             partial = "".join(streamed)
             await renderer.finish(f"{partial}\n\n{notice}" if partial else notice)
-            return _Handled(Outcome.FAILED, key)
+            return _Handled(Outcome.FAILED, key, error=model_error_kind(error), model_s=timing.model_s, first_token_s=timing.first_token_s)
+        timing.done()
 
         if not reply.text.strip():
             await renderer.finish(texts.EMPTY_REPLY)
-            return _Handled(Outcome.FAILED, key)
+            return _Handled(Outcome.FAILED, key, error="empty_reply", model_s=timing.model_s, first_token_s=timing.first_token_s)
         shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
         await renderer.finish(shown)
 
@@ -317,11 +331,13 @@ class Engine:
             await self._store.commit_turns(key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s)
         except StaleLease:
             log.error("session %s was taken over while answering; this turn was not stored", key)
-            return _Handled(Outcome.FAILED, key)
+            return _Handled(Outcome.FAILED, key, error="stale_lease", model_s=timing.model_s, first_token_s=timing.first_token_s)
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
         delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
         await self._record_usage(delta)
-        return _Handled(Outcome.ANSWERED, key, prompt, completion)
+        return _Handled(
+            Outcome.ANSWERED, key, prompt, completion, model_s=timing.model_s, first_token_s=timing.first_token_s, reply=reply.text
+        )
 
     async def _history(self, key: str, now: float, state: SessionState | None) -> list[Turn]:
         """The stored turns a window may use; an idle-expired session is cleared and starts fresh."""
@@ -371,15 +387,65 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the platform failing here must not mask the cause
             log.warning("could not deliver an error notice: %s", type(exc).__name__)
 
-    @staticmethod
-    def _log_handled(message: IncomingMessage, handled: _Handled, elapsed_s: float) -> None:
-        log.info(
-            "handled platform=%s chat=%s session=%s outcome=%s latency_ms=%.0f tokens_in=%d tokens_out=%d",
-            message.platform,
-            message.chat_id,
-            handled.session,
-            handled.outcome,
-            elapsed_s * 1000,
-            handled.prompt_tokens,
-            handled.completion_tokens,
-        )
+    def _report(self, message: IncomingMessage, handled: _Handled, elapsed_s: float) -> None:
+        """The one log line per message (its fields also as ``extra``, for JSON logs), then the observer.
+
+        Message and reply texts are in it only with ``log_content`` (``log.content: true``).
+        """
+        fields: dict[str, object] = {
+            "platform": message.platform,
+            "chat": message.chat_id,
+            "session": handled.session,
+            "outcome": str(handled.outcome),
+            "latency_ms": round(elapsed_s * 1000),
+            "tokens_in": handled.prompt_tokens,
+            "tokens_out": handled.completion_tokens,
+        }
+        if handled.error is not None:
+            fields["error"] = handled.error
+        if self._settings.log_content:
+            fields["text"] = message.text
+            fields["reply"] = handled.reply
+        line = " ".join(f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}" for name, value in fields.items())
+        log.info("handled %s", line, extra=fields)
+        try:
+            self._observer.message_handled(
+                MessageRecord(
+                    platform=message.platform,
+                    chat_id=message.chat_id,
+                    session=handled.session,
+                    outcome=str(handled.outcome),
+                    latency_s=elapsed_s,
+                    prompt_tokens=handled.prompt_tokens,
+                    completion_tokens=handled.completion_tokens,
+                    error=handled.error,
+                    model_s=handled.model_s,
+                    first_token_s=handled.first_token_s,
+                )
+            )
+        except Exception:  # noqa: BLE001 - metrics must never break message handling
+            log.exception("the observer failed")
+
+
+class _ModelTiming:
+    """How long the model call took, and until its first text was shown (time to first token)."""
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._first: float | None = None
+        self._ended: float | None = None
+
+    def text_arrived(self) -> None:
+        if self._first is None:
+            self._first = time.monotonic()
+
+    def done(self) -> None:
+        self._ended = time.monotonic()
+
+    @property
+    def model_s(self) -> float:
+        return (self._ended if self._ended is not None else time.monotonic()) - self._started
+
+    @property
+    def first_token_s(self) -> float | None:
+        return None if self._first is None else self._first - self._started

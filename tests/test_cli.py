@@ -17,6 +17,7 @@ CLI = [sys.executable, "-m", "adapters.cli"]
 
 def _env(fake_model: FakeModel | None, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHATBRIDGE_")}
+    env["CHATBRIDGE_SERVER__PORT"] = "0"  # run always serves HTTP; never depend on a fixed port being free
     if fake_model is not None:
         env.update(
             CHATBRIDGE_MODEL__BASE_URL=fake_model.base_url,
