@@ -7,18 +7,25 @@ built, because the server's routes are fixed once it starts.
 from __future__ import annotations
 
 from adapters.base import Adapter
-from adapters.config import Config, ConfigError
+from adapters.config import Config
 from adapters.console import ConsoleAdapter
 from adapters.http_server import HttpServer
-
-PLANNED = ("telegram", "discord", "slack")
 
 
 def enabled_adapters(config: Config, server: HttpServer) -> list[Adapter]:
     adapters: list[Adapter] = []
     if config.adapters.console.enabled:
         adapters.append(ConsoleAdapter())
-    for name in PLANNED:
-        if getattr(config.adapters, name).enabled:
-            raise ConfigError(f"adapters.{name}.enabled: the {name} adapter is not available in this version yet")
+    if config.adapters.slack.enabled:
+        from adapters.slack import SlackAdapter  # slack-bolt is imported only when Slack is enabled
+
+        adapters.append(SlackAdapter(config.adapters.slack, server))
+    if config.adapters.discord.enabled:
+        from adapters.discord import DiscordAdapter  # discord.py is imported only when Discord is enabled
+
+        adapters.append(DiscordAdapter(config.adapters.discord))
+    if config.adapters.telegram.enabled:
+        from adapters.telegram import TelegramAdapter  # python-telegram-bot is imported only when Telegram is enabled
+
+        adapters.append(TelegramAdapter(config.adapters.telegram, config.bot, server))
     return adapters

@@ -69,3 +69,18 @@ def sessions_list(lines: list[str], total: int) -> str:
 def stats_text(since_start: str, per_day: list[str]) -> str:
     days = "\n".join(per_day) if per_day else "no usage recorded yet"
     return f"Since start: {since_start}\nPer day (newest first):\n{days}"
+
+
+COMMAND_DESCRIPTIONS = {
+    "reset": "Forget this conversation and start fresh",
+    "help": "List the commands you may use",
+    "id": "Show your identity, this chat's and the session key",
+    "admin": "Admin: sessions, access and usage (try: sessions, stats)",
+}
+"""One line per command for platforms that list native commands (Discord and Slack slash commands)."""
+
+ONLY_TEXT_SUPPORTED = "I can only read text messages for now. Please write your question as text."
+"""The answer to a photo, sticker, voice message or file in a private chat."""
+
+REPLY_PLACEHOLDER = "Thinking…"
+"""What a reply shows until its first words arrive, on platforms that post a placeholder (Slack)."""

@@ -1,0 +1,492 @@
+"""Discord through discord.py 2.x: gateway messages and slash commands in, messages and edits out.
+
+The adapter only translates. A ``discord.Message`` becomes an ``IncomingMessage`` (DMs are private
+chats, guild channels are groups, a thread is the ``thread_id`` of its parent channel) and the
+engine's reply calls become ``send``/``edit``/typing on Discord. Access, triggers, sessions and
+commands are the engine's; splitting long replies and pacing edits are ``core.render``'s, driven by
+``LIMITS``.
+
+discord.py already runs every gateway event in its own task, so a slow model call never holds up
+other messages; the adapter keeps a set of those tasks only to let replies in flight finish before
+the HTTP session closes at shutdown. A gateway disconnect does not touch them either: replies go
+over HTTP, discord.py resumes the gateway by itself, and a replayed message is dropped by the
+engine's dedupe, so nothing is lost or answered twice.
+
+This module is ``adapters.discord``; ``import discord`` below is absolute and always means the
+discord.py package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.base import AdapterStartupError
+from adapters.config import DiscordSettings
+from core import texts
+from core.channel import PlatformLimits, PlatformRateLimited
+from core.engine import Engine
+from core.events import ChatKind, IncomingMessage
+
+log = logging.getLogger("chatbridge.discord")
+
+PLATFORM = "discord"
+LIMITS = PlatformLimits(max_message_chars=2000, min_edit_interval_s=1.0)
+"""Discord allows 2000 characters a message, counted in code points as Python's ``len`` does
+(discord/discord-api-docs#1315), so no margin is needed; Discord publishes no edit rate, and one
+edit a second per reply stays clear of the per-channel limits."""
+MAX_RATE_LIMIT_WAIT_S = 30.0
+"""Shorter 429 waits discord.py sits out itself; longer ones (its minimum cut-off) come back to the
+renderer as ``PlatformRateLimited`` instead of silently stalling a reply."""
+THREAD_NAME_CHARS = 60
+INTENT_MISSING = (
+    "discord: enable the Message Content intent in the Developer Portal → Bot → Privileged Gateway Intents"
+)
+TOKEN_REFUSED = "discord: the bot token was refused; check adapters.discord.token (CHATBRIDGE_ADAPTERS__DISCORD__TOKEN)"
+GATEWAY_REFUSALS = {
+    4004: "authentication failed; check adapters.discord.token",
+    4010: "invalid shard; check adapters.discord.shard_count and shard_ids",
+    4011: "this bot is in too many servers for one connection; set adapters.discord.shard_count",
+    4012: "invalid gateway version; check adapters.discord.gateway_url",
+    4013: "invalid intents",
+}
+"""Close codes that end the gateway loop for good, said in the bridge's terms (discord.py keeps
+only the number)."""
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    read_message_history=True,
+)
+"""What the bridge does in a guild; the README's invite URL carries the same number."""
+EPHEMERAL_COMMANDS = frozenset({"id", "admin"})
+"""Slash commands whose answers only the caller sees: identities and admin output are personal."""
+
+_T = TypeVar("_T")
+
+
+class _NoVoiceWarnings(logging.Filter):
+    """The bridge never joins voice, so discord.py's start-up warnings about missing voice
+    libraries (PyNaCl, davey) would only mislead whoever reads the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
+logging.getLogger("discord.client").addFilter(_NoVoiceWarnings())
+
+
+# --- endpoints and client ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _endpoints(settings: DiscordSettings) -> Iterator[None]:
+    """Point discord.py at ``api_base_url`` / ``gateway_url`` when set (a proxy, a local fake).
+
+    The library reads both from class attributes, so they are set for the life of the client and
+    put back afterwards; empty settings leave Discord's own endpoints untouched.
+    """
+    saved = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    if settings.api_base_url:
+        Route.BASE = settings.api_base_url.rstrip("/")
+    if settings.gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+    try:
+        yield
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+def _intents() -> discord.Intents:
+    """Only what the bridge reads: guild and channel metadata, guild and DM messages, their text."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = True
+    return intents
+
+
+def _build_client(settings: DiscordSettings) -> discord.Client:
+    """One gateway connection, or ``shard_ids`` (default: all) of ``shard_count`` shards.
+
+    ``AllowedMentions.none()`` is the client-wide default that every send and edit inherits, so
+    nothing the model writes (``@everyone``, ``<@id>``, ``<@&role>``) ever pings anyone.
+    """
+    options = {
+        "intents": _intents(),
+        "allowed_mentions": discord.AllowedMentions.none(),
+        "max_ratelimit_timeout": MAX_RATE_LIMIT_WAIT_S,
+    }
+    if settings.shard_count is None:
+        return discord.Client(**options)
+    return discord.AutoShardedClient(
+        shard_count=settings.shard_count, shard_ids=settings.shard_ids or None, **options
+    )
+
+
+async def _login(client: discord.Client, settings: DiscordSettings) -> None:
+    """Log in over HTTP (who we are, which application), turning failures into one clear line."""
+    try:
+        await client.login(settings.token.get_secret_value())
+    except discord.LoginFailure:
+        raise AdapterStartupError(TOKEN_REFUSED) from None
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
+        raise AdapterStartupError(f"discord: cannot log in: {type(exc).__name__}: {exc}") from None
+
+
+def _has_message_content_intent(client: discord.Client) -> bool:
+    flags = client.application_flags
+    return flags.gateway_message_content or flags.gateway_message_content_limited
+
+
+# --- translation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a message was written, in engine terms."""
+
+    chat_id: str
+    kind: ChatKind
+    thread_id: str | None = None
+
+
+def _place(channel: discord.abc.Snowflake, in_guild: bool) -> _Place:
+    """A thread is part of its parent channel's chat, so allow lists and ``scope: chat`` see one
+    chat, and ``scope: thread`` gives each thread its own session. (A thread discord.py has not
+    cached, which only happens if Discord never announced it, counts as a channel of its own.)"""
+    if not in_guild:
+        return _Place(f"{PLATFORM}:{channel.id}", ChatKind.PRIVATE)
+    if isinstance(channel, discord.Thread):
+        return _Place(f"{PLATFORM}:{channel.parent_id}", ChatKind.GROUP, str(channel.id))
+    return _Place(f"{PLATFORM}:{channel.id}", ChatKind.GROUP)
+
+
+def _opens_thread(message: discord.Message, auto_thread: bool) -> bool:
+    """``auto_thread`` applies to messages in a plain text channel; threads and DMs stay as they are."""
+    return auto_thread and isinstance(message.channel, discord.TextChannel)
+
+
+def _replies_to(message: discord.Message, me: discord.ClientUser) -> bool:
+    reference = message.reference
+    resolved = reference.resolved if reference is not None else None
+    return isinstance(resolved, discord.Message) and resolved.author.id == me.id
+
+
+def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: bool) -> IncomingMessage | None:
+    """The engine's view of a gateway message; ``None`` for system messages (joins, pins, boosts).
+
+    ``mentioned`` is a mention of the bot user or of its managed role, never ``@everyone``
+    (``mentioned_in`` would count that). A message that will open an auto-thread already carries the
+    thread's id, which Discord makes equal to the message's, so the question and the follow-ups in
+    the thread share one session under ``scope: thread``.
+    """
+    if message.is_system():
+        return None
+    place = _place(message.channel, message.guild is not None)
+    thread_id = str(message.id) if _opens_thread(message, auto_thread) else place.thread_id
+    role = message.guild.self_role if message.guild is not None else None
+    mention_texts = (f"<@{me.id}>", f"<@!{me.id}>") + ((f"<@&{role.id}>",) if role is not None else ())
+    return IncomingMessage(
+        platform=PLATFORM,
+        message_id=str(message.id),
+        chat_id=place.chat_id,
+        user_id=f"{PLATFORM}:{message.author.id}",
+        text=message.content,
+        chat_kind=place.kind,
+        user_name=message.author.display_name,
+        from_bot=message.author.bot or message.webhook_id is not None,
+        mentioned=me in message.mentions or (role is not None and role.id in message.raw_role_mentions),
+        mention_texts=mention_texts,
+        reply_to_bot=_replies_to(message, me),
+        thread_id=thread_id,
+    )
+
+
+def translate_command(interaction: discord.Interaction, text: str) -> IncomingMessage:
+    """A slash command as the text command it stands for (``/admin clear all``)."""
+    assert interaction.channel is not None  # Discord sends the channel with every command
+    place = _place(interaction.channel, interaction.guild_id is not None)
+    return IncomingMessage(
+        platform=PLATFORM,
+        message_id=str(interaction.id),
+        chat_id=place.chat_id,
+        user_id=f"{PLATFORM}:{interaction.user.id}",
+        text=text,
+        chat_kind=place.kind,
+        user_name=interaction.user.display_name,
+        thread_id=place.thread_id,
+        is_command=True,
+    )
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+async def _platform_call(call: Awaitable[_T]) -> _T:
+    """A REST call whose long 429 is the renderer's to wait out (see ``MAX_RATE_LIMIT_WAIT_S``)."""
+    try:
+        return await call
+    except discord.RateLimited as limited:
+        raise PlatformRateLimited(limited.retry_after) from None
+
+
+def _thread_name(message: discord.Message) -> str:
+    first_line = message.clean_content.strip().split("\n", 1)[0].strip()
+    return first_line[:THREAD_NAME_CHARS] or "chat"
+
+
+class MessageReplies:
+    """The reply side of one gateway message: the first message answers (references) the trigger,
+    the rest follow in the same channel or thread.
+
+    With ``auto_thread`` the thread is opened on the trigger the first time the engine shows
+    anything (typing or a message), so messages the bot does not answer open nothing. A thread that
+    cannot be opened (no permission) is logged and the reply goes to the channel instead.
+    """
+
+    limits = LIMITS
+
+    def __init__(self, trigger: discord.Message, *, open_thread: bool) -> None:
+        self._trigger = trigger
+        self._open_thread = open_thread
+        self._target: discord.abc.Messageable | None = None
+        self._reference: discord.MessageReference | None = None
+        self._choosing = asyncio.Lock()
+
+    async def send(self, text: str) -> object:
+        target = await self._destination()
+        reference, self._reference = self._reference, None
+        return await _platform_call(target.send(text, reference=reference))
+
+    async def edit(self, handle: object, text: str) -> None:
+        assert isinstance(handle, discord.Message)
+        await _platform_call(handle.edit(content=text))
+
+    async def typing(self) -> None:
+        target = await self._destination()
+        await _platform_call(target.typing())
+
+    async def _destination(self) -> discord.abc.Messageable:
+        """Decided once, under a lock: the typing signal and the first message race for it."""
+        async with self._choosing:
+            if self._target is None:
+                thread = await self._new_thread() if self._open_thread else None
+                self._target = thread or self._trigger.channel
+                if thread is None:
+                    self._reference = self._trigger.to_reference(fail_if_not_exists=False)
+            return self._target
+
+    async def _new_thread(self) -> discord.Thread | None:
+        try:
+            return await self._trigger.create_thread(name=_thread_name(self._trigger))
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            log.warning("could not open a thread in channel %s (%s); answering in the channel", self._trigger.channel.id, exc)
+            return None
+
+
+class InteractionReplies:
+    """The reply side of a slash command, answered through the interaction's follow-up webhook.
+
+    The adapter defers the interaction before the engine runs (Discord wants an answer within 3 s,
+    and a ``/reset`` waits for a reply in flight), so every message here is a follow-up; the first
+    one replaces the "thinking…" placeholder, which is also the only typing signal there is.
+    """
+
+    limits = LIMITS
+
+    def __init__(self, interaction: discord.Interaction, *, ephemeral: bool) -> None:
+        self._interaction = interaction
+        self._ephemeral = ephemeral
+        self.sent = 0
+
+    async def send(self, text: str) -> object:
+        message = await self._interaction.followup.send(text, ephemeral=self._ephemeral, wait=True)
+        self.sent += 1
+        return message
+
+    async def edit(self, handle: object, text: str) -> None:
+        assert isinstance(handle, discord.WebhookMessage)
+        await handle.edit(content=text)
+
+    async def typing(self) -> None:
+        """The deferred response already shows "thinking…"."""
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class DiscordAdapter:
+    """Runs one discord.py client (or a range of shards) and feeds the engine.
+
+    ``stop`` stops taking new messages at once; the client, and with it the HTTP session replies
+    are sent on, closes only after the replies in flight have finished (the engine's drain bounds
+    how long that takes).
+    """
+
+    name = PLATFORM
+
+    def __init__(self, settings: DiscordSettings) -> None:
+        self._settings = settings
+        self._stopping = asyncio.Event()
+        self._handlers: set[asyncio.Task[object]] = set()
+        self._client: discord.Client | None = None
+
+    @property
+    def ready(self) -> bool:
+        """For ``/readyz``: every gateway connection this process runs is open right now."""
+        client = self._client
+        if client is None or client.is_closed():
+            return False
+        if isinstance(client, discord.AutoShardedClient):
+            return bool(client.shards) and not any(shard.is_closed() for shard in client.shards.values())
+        return client.ws is not None and client.ws.open
+
+    async def run(self, engine: Engine) -> None:
+        with _endpoints(self._settings):
+            self._client = client = _build_client(self._settings)
+            tree = app_commands.CommandTree(client)
+            self._register(client, tree, engine)
+            try:
+                await _login(client, self._settings)
+                await self._sync_commands(tree)
+                await self._serve(client)
+            finally:
+                await client.close()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def check(self) -> str:
+        with _endpoints(self._settings):
+            client = _build_client(self._settings)
+            try:
+                await _login(client, self._settings)
+                if not _has_message_content_intent(client):
+                    raise AdapterStartupError(INTENT_MISSING)
+                assert client.user is not None and client.application_id is not None
+                invite = discord.utils.oauth_url(
+                    client.application_id, permissions=INVITE_PERMISSIONS, scopes=("bot", "applications.commands")
+                )
+                return f"logged in as {client.user} (id {client.user.id}), Message Content intent on; invite: {invite}"
+            finally:
+                await client.close()
+
+    # --- running --------------------------------------------------------------------------------
+
+    async def _serve(self, client: discord.Client) -> None:
+        """Stay connected until ``stop``, then let the replies in flight finish."""
+        connection = asyncio.create_task(self._connect(client))
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connection.done():
+                connection.result()
+                return
+            if self._handlers:
+                await asyncio.wait(set(self._handlers))
+        finally:
+            stopping.cancel()
+            connection.cancel()
+            await asyncio.wait({connection, stopping})
+
+    @staticmethod
+    async def _connect(client: discord.Client) -> None:
+        """The gateway loop; discord.py reconnects and resumes by itself after a drop, and gives up
+        only on a close that retrying cannot fix (bad intents, sharding required, invalid shard)."""
+        try:
+            await client.connect()
+        except discord.PrivilegedIntentsRequired:
+            raise AdapterStartupError(INTENT_MISSING) from None
+        except discord.ConnectionClosed as closed:
+            hint = GATEWAY_REFUSALS.get(closed.code, "see Discord's gateway close codes")
+            raise AdapterStartupError(f"discord: the gateway closed the connection ({closed.code}): {hint}") from None
+
+    @staticmethod
+    async def _sync_commands(tree: app_commands.CommandTree) -> None:
+        """Publish the slash commands (a bulk overwrite, so restarts do not pile them up). A failure
+        only costs the slash forms; the text commands still work."""
+        try:
+            await tree.sync()
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            log.warning("could not register the slash commands (%s); text commands still work", exc)
+
+    def _register(self, client: discord.Client, tree: app_commands.CommandTree, engine: Engine) -> None:
+        async def on_message(message: discord.Message) -> None:
+            await self._on_message(client, engine, message)
+
+        client.event(on_message)
+        for name in ("reset", "help", "id"):
+            tree.add_command(
+                app_commands.Command(
+                    name=name,
+                    description=texts.COMMAND_DESCRIPTIONS[name],
+                    callback=self._slash_callback(engine, name),
+                )
+            )
+
+        @tree.command(name="admin", description=texts.COMMAND_DESCRIPTIONS["admin"])
+        @app_commands.describe(args="sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats")
+        async def admin(interaction: discord.Interaction, args: str = "") -> None:
+            await self._on_slash(engine, interaction, "admin", args)
+
+    def _slash_callback(self, engine: Engine, name: str) -> Callable[[discord.Interaction], Coroutine[Any, Any, None]]:
+        """A callback of its own per command: discord.py reads the parameters off its signature."""
+
+        async def callback(interaction: discord.Interaction) -> None:
+            await self._on_slash(engine, interaction, name, "")
+
+        return callback
+
+    # --- one event ------------------------------------------------------------------------------
+
+    async def _on_message(self, client: discord.Client, engine: Engine, message: discord.Message) -> None:
+        if self._stopping.is_set():
+            return
+        assert client.user is not None  # set by login, before the gateway delivers anything
+        incoming = translate(message, client.user, auto_thread=self._settings.auto_thread)
+        if incoming is None:
+            return
+        replies = MessageReplies(message, open_thread=_opens_thread(message, self._settings.auto_thread))
+        await self._handle(engine, incoming, replies)
+
+    async def _on_slash(self, engine: Engine, interaction: discord.Interaction, name: str, args: str) -> None:
+        if self._stopping.is_set():
+            return
+        ephemeral = name in EPHEMERAL_COMMANDS
+        incoming = translate_command(interaction, f"/{name} {args}".strip())
+        replies = InteractionReplies(interaction, ephemeral=ephemeral)
+        try:
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        except discord.NotFound:
+            log.warning("slash command /%s expired before it could be answered", name)
+            return
+        await self._handle(engine, incoming, replies)
+        if not replies.sent:
+            # The engine chose silence (a denied user under on_denied: ignore): drop "thinking…".
+            # Cosmetic: left alone, Discord ends it itself when the interaction expires (15 min).
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+
+    async def _handle(self, engine: Engine, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies) -> None:
+        """Track the event's task (discord.py made one per event) so shutdown can wait for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await engine.handle(incoming, replies)
+        finally:
+            self._handlers.discard(task)

@@ -1,0 +1,446 @@
+"""Telegram through python-telegram-bot: Telegram updates in, the engine's replies out.
+
+What reaches the engine, and why:
+
+- Only ``message`` updates are subscribed to (``allowed_updates``). Edited messages are ignored: the
+  question was already answered, and answering an edit again would fork the conversation. Channel
+  posts are ignored: a channel has no one to talk to. Messages from bots (anonymous group admins and
+  channels posting into a group arrive as bot senders too) are passed on marked ``from_bot``, and the
+  engine drops them.
+- Mentions come from the message entities, never from a substring match: ``@BotUsername`` mentions
+  and ``text_mention`` entities that point at the bot's user id.
+- A command entity at the start is normalised: ``/reset@BotUsername`` becomes ``/reset`` and a
+  command addressed to another bot (``/reset@OtherBot``) is dropped without reaching the engine.
+  ``/start``, which every Telegram client sends when a person opens the bot, means ``/help``.
+- In a forum topic the topic is the thread (``thread_id``), and replies go back into it.
+- A non-text message (photo, sticker, voice, ...) is ignored in groups; in a private chat the sender
+  gets a short note, once per album, that only text is understood for now.
+
+Updates are processed concurrently, one task each, so a slow model call in one chat never delays
+another chat; ordering within a session is the engine's job. Replies are HTML (see
+``adapters.telegram_format``) with a plain-text fallback, and limits are data for ``core.render``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hmac
+import logging
+import re
+import warnings
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from telegram import Bot, BotCommand, Message, MessageEntity, ReplyParameters, Update, User
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Updater
+from telegram.warnings import PTBDeprecationWarning
+
+from adapters.config import TelegramSettings
+from adapters.http_server import HttpServer
+from adapters.base import AdapterStartupError
+from adapters.telegram_format import markdown_to_html
+from core import texts
+from core.channel import PlatformLimits, PlatformRateLimited
+from core.engine import Engine
+from core.events import ChatKind, IncomingMessage
+from core.render import send_text
+from core.settings import BotSettings
+from core.triggers import reset_commands
+
+log = logging.getLogger("chatbridge.telegram")
+
+PLATFORM = "telegram"
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+DEFAULT_BASE_URL = "https://api.telegram.org/bot"
+UPDATE_TYPES = [Update.MESSAGE]
+"""Telegram does not even send what we would ignore (edits, channel posts, callbacks)."""
+
+_CHAT_KINDS = {
+    ChatType.PRIVATE: ChatKind.PRIVATE,
+    ChatType.GROUP: ChatKind.GROUP,
+    ChatType.SUPERGROUP: ChatKind.GROUP,
+}
+_COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
+_NOT_MODIFIED = "message is not modified"
+_NOTED_ALBUMS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramLimits:
+    """Per chat kind, since Telegram allows about one message a second in a private chat but only
+    twenty a minute in a group. 4000 leaves room under the 4096 limit; the HTML conversion never
+    makes the visible text longer than the Markdown it was cut from. Telegram counts UTF-16 code
+    units, so a chunk dense with emoji could still be too long: ``PlatformLimits`` counts characters."""
+
+    private: PlatformLimits = PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0)
+    group: PlatformLimits = PlatformLimits(max_message_chars=4000, min_edit_interval_s=3.0)
+
+
+# --- replies --------------------------------------------------------------------------------------
+
+
+class TelegramChannel:
+    """The reply side of one Telegram message: same chat, same topic, replying to it in groups."""
+
+    def __init__(
+        self, bot: Bot, chat_id: int, *, limits: PlatformLimits, thread_id: int | None, reply_to: int | None
+    ) -> None:
+        self._bot = bot
+        self._chat_id = chat_id
+        self._limits = limits
+        self._thread_id = thread_id
+        self._reply_to = reply_to
+
+    @property
+    def limits(self) -> PlatformLimits:
+        return self._limits
+
+    async def send(self, text: str) -> object:
+        """Only the first message of an answer replies to the question; the rest follow it."""
+        reply = ReplyParameters(self._reply_to, allow_sending_without_reply=True) if self._reply_to else None
+        with _rate_limits():
+            sent = await _formatted(
+                lambda **body: self._bot.send_message(
+                    self._chat_id, message_thread_id=self._thread_id, reply_parameters=reply, **body
+                ),
+                text,
+            )
+        self._reply_to = None
+        return sent.message_id
+
+    async def edit(self, handle: object, text: str) -> None:
+        assert isinstance(handle, int)
+        try:
+            with _rate_limits():
+                await _formatted(
+                    lambda **body: self._bot.edit_message_text(chat_id=self._chat_id, message_id=handle, **body),
+                    text,
+                )
+        except BadRequest as error:
+            if _NOT_MODIFIED not in str(error).lower():
+                raise
+
+    async def typing(self) -> None:
+        with _rate_limits():
+            await self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id)
+
+
+async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) -> Message:
+    """Send ``text`` as HTML; if Telegram rejects the formatting, send it again as plain text, so a
+    reply is never lost to markup. "Not modified" is passed up: it is an answer, not a rejection."""
+    try:
+        result = await call(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
+    except BadRequest as error:
+        if _NOT_MODIFIED in str(error).lower():
+            raise
+        log.info("Telegram rejected the formatted text (%s); sending it as plain text", error)
+        result = await call(text=text)
+    assert isinstance(result, Message)
+    return result
+
+
+@contextlib.contextmanager
+def _rate_limits() -> Iterator[None]:
+    """Telegram's 429 becomes the core's signal, so the shared renderer waits it out."""
+    try:
+        yield
+    except RetryAfter as limited:
+        raise PlatformRateLimited(_seconds(limited)) from None
+
+
+def _seconds(limited: RetryAfter) -> float:
+    # PTB 22 returns an int with a deprecation warning, and a timedelta once it switches over.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = limited.retry_after
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+# --- updates in -----------------------------------------------------------------------------------
+
+
+def translate(message: Message, me: User) -> IncomingMessage | None:
+    """The core event for a text message, or None for what the engine should never see: non-text
+    messages, chats that are not private chats or groups, commands addressed to another bot."""
+    kind = _CHAT_KINDS.get(message.chat.type)
+    sender = message.from_user
+    if kind is None or sender is None or message.text is None:
+        return None
+    text, is_command = _command_text(message, me)
+    if text is None:
+        return None
+    mentions = _mentions(message, me)
+    return IncomingMessage(
+        platform=PLATFORM,
+        message_id=str(message.message_id),
+        chat_id=f"{PLATFORM}:{message.chat.id}",
+        user_id=f"{PLATFORM}:{sender.id}",
+        text=text,
+        chat_kind=kind,
+        user_name=sender.full_name,
+        from_bot=sender.is_bot,
+        mentioned=bool(mentions),
+        mention_texts=mentions,
+        reply_to_bot=_replies_to(message, me),
+        thread_id=None if (topic := _topic(message)) is None else str(topic),
+        is_command=is_command,
+    )
+
+
+def _command_text(message: Message, me: User) -> tuple[str | None, bool]:
+    """The text with a leading command's ``@BotUsername`` removed; None for another bot's command."""
+    text = message.text or ""
+    for entity in message.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            command = message.parse_entity(entity)
+            name, _, target = command.partition("@")
+            if target and target.lower() != (me.username or "").lower():
+                return None, True
+            name = "/help" if name.lower() == "/start" else name
+            return name + text[len(command) :], True
+    return text, False
+
+
+def _mentions(message: Message, me: User) -> tuple[str, ...]:
+    """The literal texts of the entities that mention this bot, for the engine to strip."""
+    handle = f"@{me.username}".lower()
+    found = [
+        message.parse_entity(entity)
+        for entity in message.entities
+        if (entity.type == MessageEntity.MENTION and message.parse_entity(entity).lower() == handle)
+        or (entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == me.id)
+    ]
+    return tuple(dict.fromkeys(found))
+
+
+def _replies_to(message: Message, me: User) -> bool:
+    """In a forum every topic message "replies" to the topic's creation; that is not a reply."""
+    original = message.reply_to_message
+    if original is None or original.forum_topic_created is not None:
+        return False
+    return original.from_user is not None and original.from_user.id == me.id
+
+
+def _topic(message: Message) -> int | None:
+    """Only forum topics are threads; in other groups ``message_thread_id`` marks reply chains."""
+    return message.message_thread_id if message.is_topic_message else None
+
+
+# --- the adapter ----------------------------------------------------------------------------------
+
+
+class TelegramAdapter:
+    """Long polling by default; in webhook mode Telegram posts to the bridge's own HTTP server.
+
+    ``limits`` and ``poll_timeout_s`` exist for tests and unusual deployments; the defaults follow
+    Telegram's documented limits and recommended long-poll length.
+    """
+
+    name = PLATFORM
+
+    def __init__(
+        self,
+        settings: TelegramSettings,
+        bot_settings: BotSettings,
+        server: HttpServer,
+        *,
+        limits: TelegramLimits = TelegramLimits(),
+        poll_timeout_s: float = 30.0,
+    ) -> None:
+        self._settings = settings
+        self._token = settings.token.get_secret_value()
+        self._secret = settings.webhook_secret.get_secret_value().encode()
+        self._menu = _menu(bot_settings)
+        self._limits = limits
+        self._poll_timeout = dt.timedelta(seconds=poll_timeout_s)
+        # python-telegram-bot logs this URL, token included, at DEBUG when the Bot is created.
+        logging.getLogger("telegram.Bot").setLevel(logging.INFO)
+        self._bot = Bot(self._token, base_url=settings.base_url or DEFAULT_BASE_URL)
+        self._updater: Updater | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._engine: Engine | None = None
+        self._listening = False
+        self._stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._noted_albums: deque[str] = deque(maxlen=_NOTED_ALBUMS)
+        if settings.mode == "webhook":
+            server.add_route("POST", WEBHOOK_PATH, self._on_webhook)
+
+    @property
+    def ready(self) -> bool:
+        """Connected and taking updates (for the readiness endpoint)."""
+        return self._listening and not self._stopped.is_set()
+
+    async def run(self, engine: Engine) -> None:
+        try:
+            with self._startup_errors():
+                await self._start(engine)
+            await self._stopped.wait()
+        finally:
+            await self._close()
+
+    async def stop(self) -> None:
+        self._stopped.set()
+
+    async def check(self) -> str:
+        with self._startup_errors():
+            try:
+                await self._bot.initialize()
+                username = self._bot.username
+            finally:
+                await self._bot.shutdown()
+        return f"connected as @{username} ({self._settings.mode})"
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def _start(self, engine: Engine) -> None:
+        await self._bot.initialize()
+        await self._bot.set_my_commands(self._menu)
+        self._engine = engine
+        if self._settings.mode == "webhook":
+            await self._bot.set_webhook(
+                self._settings.webhook_url,
+                secret_token=self._settings.webhook_secret.get_secret_value(),
+                allowed_updates=UPDATE_TYPES,
+            )
+        else:
+            await self._start_polling()
+        self._listening = True
+        log.info("connected as @%s (%s)", self._bot.username, self._settings.mode)
+
+    async def _start_polling(self) -> None:
+        """PTB's updater deletes any webhook first, then long-polls forever: network errors are
+        retried with a backoff growing to 30 s, timeouts at once, 429s after the time asked."""
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        self._updater = Updater(self._bot, queue)
+        await self._updater.initialize()
+        await self._updater.start_polling(
+            timeout=self._poll_timeout, allowed_updates=UPDATE_TYPES, error_callback=self._polling_failed
+        )
+        self._pump_task = asyncio.create_task(self._pump(queue))
+
+    async def _pump(self, queue: asyncio.Queue[object]) -> None:
+        while True:
+            update = await queue.get()
+            if isinstance(update, Update):
+                self._spawn(self._process(update))
+
+    async def _close(self) -> None:
+        """Stop receiving, let replies in flight end (the engine's drain bounds them), then close.
+
+        Polling ends with one last getUpdates that confirms what was fetched, so nothing is fetched
+        twice after a restart. A webhook stays set: Telegram keeps updates while we are down.
+        """
+        self._stopped.set()
+        if self._updater is not None and self._updater.running:
+            await self._updater.stop()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            await asyncio.wait({self._pump_task})
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        await (self._updater.shutdown() if self._updater is not None else self._bot.shutdown())
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        """One task per update, so no chat waits for another; kept so ``_close`` can wait for them."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- updates --------------------------------------------------------------------------------
+
+    async def _on_webhook(self, request: web.Request) -> web.Response:
+        """403 without the configured secret; 503 before start-up and after stop, so Telegram keeps
+        the update and delivers it again later."""
+        given = request.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(given, self._secret):
+            log.warning("webhook request without the right secret token from %s refused", request.remote)
+            return web.Response(status=403)
+        if self._engine is None or self._stopped.is_set():
+            return web.Response(status=503)
+        try:
+            update = Update.de_json(await request.json(), self._bot)
+        except Exception as error:  # noqa: BLE001 - any malformed body is the sender's problem
+            log.warning("webhook body is not a Telegram update: %s", type(error).__name__)
+            return web.Response(status=400)
+        self._spawn(self._process(update))
+        return web.Response()
+
+    async def _process(self, update: Update) -> None:
+        message = update.message
+        if message is None or self._engine is None:
+            return
+        channel = self._channel(message)
+        try:
+            incoming = translate(message, self._bot.bot)
+            if incoming is not None:
+                await self._engine.handle(incoming, channel)
+            elif self._wants_text_note(message):
+                await send_text(channel, texts.ONLY_TEXT_SUPPORTED)
+        except (TelegramError, PlatformRateLimited) as error:
+            log.warning("could not answer Telegram message %s: %s", message.message_id, error)
+        except Exception:
+            log.exception("unexpected error handling Telegram update %s", update.update_id)
+
+    def _channel(self, message: Message) -> TelegramChannel:
+        private = message.chat.type == ChatType.PRIVATE
+        return TelegramChannel(
+            self._bot,
+            message.chat.id,
+            limits=self._limits.private if private else self._limits.group,
+            thread_id=_topic(message),
+            reply_to=None if private else message.message_id,
+        )
+
+    def _wants_text_note(self, message: Message) -> bool:
+        """A person sent media in a private chat; an album gets one note, not one per picture."""
+        sender = message.from_user
+        if message.chat.type != ChatType.PRIVATE or sender is None or sender.is_bot:
+            return False
+        if message.effective_attachment is None:
+            return False  # service messages (a pin, a timer change) need no answer
+        album = message.media_group_id
+        if album is not None:
+            if album in self._noted_albums:
+                return False
+            self._noted_albums.append(album)
+        return True
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def _polling_failed(self, error: TelegramError) -> None:
+        log.warning("polling Telegram failed, retrying: %s", self._redact(str(error)))
+
+    @contextlib.contextmanager
+    def _startup_errors(self) -> Iterator[None]:
+        """One clear line naming the adapter; never the token, which some PTB messages contain."""
+        where = self._settings.base_url or DEFAULT_BASE_URL
+        try:
+            yield
+        except InvalidToken:
+            raise AdapterStartupError("telegram: the Bot API rejected the token (adapters.telegram.token)") from None
+        except BadRequest as error:
+            raise AdapterStartupError(f"telegram: the Bot API refused start-up: {self._redact(str(error))}") from None
+        except NetworkError as error:
+            raise AdapterStartupError(f"telegram: cannot reach the Bot API at {where}: {self._redact(str(error))}") from None
+        except TelegramError as error:
+            raise AdapterStartupError(f"telegram: start-up failed: {self._redact(str(error))}") from None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<token>") if self._token else text
+
+
+def _menu(bot_settings: BotSettings) -> list[BotCommand]:
+    """The commands for Telegram's menu; configured reset commands that are not valid Telegram
+    command names still work when typed, they just cannot be listed."""
+    described = texts.COMMAND_DESCRIPTIONS
+    names = [(command.removeprefix("/").lower(), described["reset"]) for command in reset_commands(bot_settings)]
+    names += [("help", described["help"]), ("id", described["id"])]
+    return [BotCommand(name, description) for name, description in names if _COMMAND_NAME.fullmatch(name)]

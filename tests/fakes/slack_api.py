@@ -1,0 +1,194 @@
+"""A local fake of Slack's wire API, for tests: the Web API methods the bridge calls, slash-command
+``response_url``s and a Socket Mode WebSocket, on 127.0.0.1.
+
+The production code talks to it through the real ``AsyncWebClient`` (``base_url=fake.api_url``) and
+the real Socket Mode client, so the code path is the one that runs against Slack. ``messages`` holds
+what a user would see: every message the bot posted, with its current text after all edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_USER = "UBOT"
+BOT_ID = "BBOT"
+ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,groups:history,im:history"
+
+
+@dataclass
+class Posted:
+    """One message the bot posted, as it currently reads."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    edits: int = 0
+
+
+@dataclass
+class SentEnvelope:
+    envelope_id: str
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FakeSlack:
+    """The fake. Tests script failures with ``auth_error``, ``scopes`` and ``rate_limit``."""
+
+    def __init__(self) -> None:
+        self.api_url = ""
+        self.base_url = ""
+        self.auth_error: str | None = None
+        self.app_token_error: str | None = None
+        self.scopes = ALL_SCOPES
+        self.messages: list[Posted] = []
+        self.ephemeral: list[str] = []
+        self.calls: list[str] = []
+        self.tokens: set[str] = set()
+        self._rate_limits: dict[str, list[float]] = defaultdict(list)
+        self._ts = itertools.count(1)
+        self._socket: web.WebSocketResponse | None = None
+        self._socket_open = asyncio.Event()
+        self._envelopes: dict[str, SentEnvelope] = {}
+        self._runner: web.AppRunner | None = None
+
+    # --- scripting and inspection --------------------------------------------------------------
+
+    def rate_limit(self, method: str, retry_after_s: float, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` get 429 with ``Retry-After``."""
+        self._rate_limits[method] += [retry_after_s] * times
+
+    def in_thread(self, channel: str, thread_ts: str | None) -> list[str]:
+        """The bot's messages in a thread (``None``: top level of the channel), in order."""
+        return [m.text for m in self.messages if m.channel == channel and m.thread_ts == thread_ts]
+
+    def count(self, method: str) -> int:
+        return self.calls.count(method)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/respond/{hook}", self._respond)
+        app.router.add_get("/socket", self._socket_handler)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/"
+        self.api_url = f"{self.base_url}api/"
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- Socket Mode ---------------------------------------------------------------------------
+
+    async def wait_for_socket(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self._socket_open.wait(), timeout)
+
+    async def drop_socket(self) -> None:
+        """Close the connection from Slack's side, as Slack does every few hours."""
+        assert self._socket is not None, "no Socket Mode connection"
+        self._socket_open.clear()
+        await self._socket.close()
+
+    async def send_envelope(
+        self, payload: dict[str, Any], kind: str = "events_api", retry_attempt: int = 0, retry_reason: str = ""
+    ) -> SentEnvelope:
+        """Deliver one envelope the way Slack does; ``acked`` is set when the bridge acknowledges it."""
+        assert self._socket is not None, "no Socket Mode connection"
+        envelope = SentEnvelope(uuid.uuid4().hex)
+        self._envelopes[envelope.envelope_id] = envelope
+        message = {"envelope_id": envelope.envelope_id, "type": kind, "payload": payload, "accepts_response_payload": kind != "events_api"}
+        if kind == "events_api":
+            message |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        await self._socket.send_str(json.dumps(message))
+        return envelope
+
+    async def _socket_handler(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._socket = socket
+        await socket.send_str(json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A1"}}))
+        self._socket_open.set()
+        async for message in socket:
+            if message.type == WSMsgType.TEXT:
+                envelope = self._envelopes.get(json.loads(message.data).get("envelope_id", ""))
+                if envelope is not None:
+                    envelope.acked.set()
+        return socket
+
+    # --- Web API -------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        self.calls.append(method)
+        self.tokens.add(request.headers.get("Authorization", ""))
+        args = await _arguments(request)
+        if self._rate_limits[method]:
+            retry_after = self._rate_limits[method].pop(0)
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+        return await handler(args)
+
+    async def _auth_test(self, args: dict[str, Any]) -> web.Response:
+        if self.auth_error:
+            return web.json_response({"ok": False, "error": self.auth_error})
+        body = {"ok": True, "url": "https://test.slack.com/", "team": "Test Team", "user": "chatbridge", "team_id": "T1", "user_id": BOT_USER, "bot_id": BOT_ID}
+        return web.json_response(body, headers={"x-oauth-scopes": self.scopes})
+
+    async def _apps_connections_open(self, args: dict[str, Any]) -> web.Response:
+        if self.app_token_error:
+            return web.json_response({"ok": False, "error": self.app_token_error})
+        return web.json_response({"ok": True, "url": f"ws://{self.base_url.removeprefix('http://')}socket"})
+
+    async def _chat_postMessage(self, args: dict[str, Any]) -> web.Response:
+        ts = f"1700000000.{next(self._ts):06d}"
+        self.messages.append(Posted(args["channel"], ts, args.get("thread_ts") or None, args["text"]))
+        return web.json_response({"ok": True, "channel": args["channel"], "ts": ts, "message": {"text": args["text"]}})
+
+    async def _chat_update(self, args: dict[str, Any]) -> web.Response:
+        posted = self._find(args["channel"], args["ts"])
+        if posted is None:
+            return web.json_response({"ok": False, "error": "message_not_found"})
+        posted.text = args["text"]
+        posted.edits += 1
+        return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args["text"]})
+
+    async def _chat_delete(self, args: dict[str, Any]) -> web.Response:
+        posted = self._find(args["channel"], args["ts"])
+        if posted is None:
+            return web.json_response({"ok": False, "error": "message_not_found"})
+        self.messages.remove(posted)
+        return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body.get("response_type") == "ephemeral"
+        self.ephemeral.append(body["text"])
+        return web.Response(text="ok")
+
+    def _find(self, channel: str, ts: str) -> Posted | None:
+        return next((m for m in self.messages if m.channel == channel and m.ts == ts), None)
+
+
+async def _arguments(request: web.Request) -> dict[str, Any]:
+    """slack_sdk sends some methods as JSON and others as form fields."""
+    if request.content_type == "application/json":
+        return dict(await request.json())
+    return {**request.query, **(await request.post())}

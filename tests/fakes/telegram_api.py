@@ -1,0 +1,370 @@
+"""A local fake of the Telegram Bot API, for driving the real python-telegram-bot in tests.
+
+It serves ``/bot<token>/<method>`` on 127.0.0.1 the way Telegram does: form-encoded bodies whose
+non-string values are JSON, ``{"ok": ..., "result": ...}`` answers, 401 for a wrong token, 429 with
+``parameters.retry_after``, HTML entity parsing with "can't parse entities", "message is not
+modified" and the 4096-character limit counted after parsing. ``getUpdates`` long-polls and is
+released when the server stops. Tests put user messages in with ``user_message`` (for polling) or
+build them with ``update`` (for posting to a webhook), and read what users see in ``sent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "123456:TEST-token-abc"
+BOT_ID = 999
+BOT_USERNAME = "ChatBridgeBot"
+MAX_TEXT = 4096
+
+_STRING_FIELDS = {"text", "parse_mode", "url", "secret_token", "action"}
+_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler", "span"}
+
+
+@dataclass
+class Sent:
+    """One message the bot posted, as a user sees it now (``text`` is after entity parsing)."""
+
+    chat_id: int
+    message_id: int
+    text: str
+    parse_mode: str | None
+    thread_id: int | None
+    reply_to: int | None
+    edits: int = 0
+
+
+@dataclass
+class Failure:
+    status: int
+    description: str
+    retry_after: float | None = None
+
+
+@dataclass
+class FakeTelegram:
+    token: str = TOKEN
+    base_url: str = ""
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    rate_limited: list[str] = field(default_factory=list)
+    """Methods answered with 429, in order."""
+    reject_html: bool = False
+    """Answer every HTML text with "can't parse entities", like a markup Telegram does not accept."""
+
+    def __post_init__(self) -> None:
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids: defaultdict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+        self._failures: defaultdict[str, deque[Failure]] = defaultdict(deque)
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._endpoint)
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}/bot"
+
+    async def stop(self) -> None:
+        """Release pending long polls first, so shutdown does not wait out their timeout."""
+        self._stopping.set()
+        await self._notify()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- what tests do --------------------------------------------------------------------------
+
+    def fail(self, method: str, status: int, description: str, retry_after: float | None = None) -> None:
+        """The next call of ``method`` gets this error instead of its answer."""
+        self._failures[method].append(Failure(status, description, retry_after))
+
+    def update(
+        self,
+        text: str | None,
+        *,
+        user: int = 1,
+        chat: int | None = None,
+        chat_type: str = "private",
+        is_bot: bool = False,
+        entities: list[dict[str, Any]] | None = None,
+        reply_to: dict[str, Any] | None = None,
+        thread_id: int | None = None,
+        photo: bool = False,
+        media_group_id: str | None = None,
+        kind: str = "message",
+    ) -> dict[str, Any]:
+        """An update carrying one user message; ``chat`` defaults to the user's private chat."""
+        chat_id = chat if chat is not None else user
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids[chat_id]),
+            "date": int(time.time()),
+            "chat": _chat(chat_id, chat_type, forum=thread_id is not None),
+            "from": {"id": user, "is_bot": is_bot, "first_name": f"User{user}", "username": f"user{user}"},
+        }
+        if text is not None:
+            message["text"] = text
+            message["entities"] = entities or _command_entity(text)
+        if photo:
+            message["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
+        if media_group_id is not None:
+            message["media_group_id"] = media_group_id
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
+            message["reply_to_message"] = reply_to or _topic_created(chat_id, thread_id)
+        elif reply_to is not None:
+            message["reply_to_message"] = reply_to
+        return {"update_id": next(self._update_ids), kind: message}
+
+    def user_message(self, text: str | None, **fields: Any) -> dict[str, Any]:
+        """Queue an update for getUpdates and return it."""
+        update = self.update(text, **fields)
+        self._updates.append(update)
+        asyncio.get_running_loop().create_task(self._notify())
+        return update
+
+    def bot_message(self, sent: Sent) -> dict[str, Any]:
+        """A message the bot sent, as it appears in ``reply_to_message``."""
+        return {
+            "message_id": sent.message_id,
+            "date": int(time.time()),
+            "chat": _chat(sent.chat_id, "supergroup" if sent.chat_id < 0 else "private"),
+            "from": _me(),
+            "text": sent.text,
+        }
+
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        return [params for name, params in self.calls if name == method]
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [message.text for message in self.sent if message.chat_id == chat_id]
+
+    async def wait_for(self, condition: Any, timeout: float = 3.0) -> None:
+        """Wait until ``condition()`` holds, re-checking whenever the bot calls the API."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(condition)
+
+    # --- the API --------------------------------------------------------------------------------
+
+    async def _endpoint(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append((method, params))
+        await self._notify()
+        try:
+            failures = self._failures[method]
+            if failures:
+                return self._failure(method, failures.popleft())
+            handler = getattr(self, f"_{method}", None)
+            if handler is None:
+                return _error(404, "Not Found: method not found")
+            result = await handler(params)
+            return result if isinstance(result, web.Response) else web.json_response({"ok": True, "result": result})
+        finally:
+            await self._notify()
+
+    def _failure(self, method: str, failure: Failure) -> web.Response:
+        if failure.status == 429:
+            self.rate_limited.append(method)
+        return _error(failure.status, failure.description, failure.retry_after)
+
+    async def _getMe(self, params: dict[str, Any]) -> Any:
+        return {**_me(), "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    async def _setMyCommands(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _deleteWebhook(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _setWebhook(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _sendChatAction(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset") or 0)
+        self._updates = [update for update in self._updates if update["update_id"] >= offset]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(float(params.get("timeout") or 0)):
+                async with self._changed:
+                    await self._changed.wait_for(lambda: bool(self._updates) or self._stopping.is_set())
+        return list(self._updates)
+
+    async def _sendMessage(self, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        parsed = self._parse(params)
+        if isinstance(parsed, web.Response):
+            return parsed
+        reply = params.get("reply_parameters") or {}
+        sent = Sent(
+            chat_id=chat_id,
+            message_id=next(self._message_ids[chat_id]),
+            text=parsed,
+            parse_mode=params.get("parse_mode"),
+            thread_id=params.get("message_thread_id"),
+            reply_to=reply.get("message_id"),
+        )
+        self.sent.append(sent)
+        return self._message(sent)
+
+    async def _editMessageText(self, params: dict[str, Any]) -> Any:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        sent = next((m for m in self.sent if m.chat_id == chat_id and m.message_id == message_id), None)
+        if sent is None:
+            return _error(400, "Bad Request: message to edit not found")
+        parsed = self._parse(params)
+        if isinstance(parsed, web.Response):
+            return parsed
+        if parsed == sent.text:
+            return _error(400, "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message")
+        sent.text, sent.parse_mode, sent.edits = parsed, params.get("parse_mode"), sent.edits + 1
+        return self._message(sent)
+
+    def _parse(self, params: dict[str, Any]) -> str | web.Response:
+        """The visible text after entity parsing, or the error Telegram would answer."""
+        text = str(params.get("text") or "")
+        if params.get("parse_mode") == "HTML":
+            visible = visible_html(text) if not self.reject_html else None
+            if visible is None:
+                return _error(400, "Bad Request: can't parse entities: unsupported start tag")
+            text = visible
+        if not text.strip():
+            return _error(400, "Bad Request: message text is empty")
+        if len(text.encode("utf-16-le")) // 2 > MAX_TEXT:
+            return _error(400, "Bad Request: message is too long")
+        return text
+
+    def _message(self, sent: Sent) -> dict[str, Any]:
+        message = {
+            "message_id": sent.message_id,
+            "date": int(time.time()),
+            "chat": _chat(sent.chat_id, "supergroup" if sent.chat_id < 0 else "private"),
+            "from": _me(),
+            "text": sent.text,
+        }
+        if sent.thread_id is not None:
+            message["message_thread_id"] = sent.thread_id
+            message["is_topic_message"] = True
+        return message
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class _HtmlText(HTMLParser):
+    """Telegram's HTML subset: known tags, properly nested; collects the visible text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.open: list[str] = []
+        self.ok = True
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.ok &= tag in _TAGS
+        self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        self.ok &= bool(self.open) and self.open.pop() == tag
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def visible_html(text: str) -> str | None:
+    """What Telegram shows for ``text`` sent as HTML, or None where it would refuse to parse it."""
+    parser = _HtmlText()
+    parser.feed(text)
+    parser.close()
+    return "".join(parser.parts) if parser.ok and not parser.open else None
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """PTB posts form fields: strings as they are, everything else JSON-encoded."""
+    if request.content_type == "application/json":
+        return dict(await request.json())
+    form = await request.post()
+    params: dict[str, Any] = {}
+    for name, value in form.items():
+        if name in _STRING_FIELDS or not isinstance(value, str):
+            params[name] = value
+            continue
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
+
+
+def _error(status: int, description: str, retry_after: float | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
+    return web.json_response(body, status=status)
+
+
+def _me() -> dict[str, Any]:
+    return {"id": BOT_ID, "is_bot": True, "first_name": "ChatBridge", "username": BOT_USERNAME}
+
+
+def _chat(chat_id: int, chat_type: str, forum: bool = False) -> dict[str, Any]:
+    if chat_type == "private":
+        return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
+    return {"id": chat_id, "type": chat_type, "title": "A group", **({"is_forum": True} if forum else {})}
+
+
+def _topic_created(chat_id: int, thread_id: int) -> dict[str, Any]:
+    """In a forum every topic message replies to the service message that created the topic."""
+    return {
+        "message_id": thread_id,
+        "date": int(time.time()),
+        "chat": _chat(chat_id, "supergroup", forum=True),
+        "from": {"id": 1, "is_bot": False, "first_name": "User1"},
+        "forum_topic_created": {"name": "Topic", "icon_color": 7322096},
+        "message_thread_id": thread_id,
+        "is_topic_message": True,
+    }
+
+
+def _command_entity(text: str) -> list[dict[str, Any]]:
+    """Telegram marks a leading /command (with an optional @username) as a bot_command entity."""
+    if not text.startswith("/"):
+        return []
+    word = text.split()[0]
+    return [{"type": "bot_command", "offset": 0, "length": len(word.encode("utf-16-le")) // 2}]
+
+
+def entity(text: str, part: str, kind: str = "mention", **extra: Any) -> dict[str, Any]:
+    """The entity marking the first ``part`` of ``text``, with offsets in UTF-16 code units as Telegram counts."""
+    start = text.index(part)
+    return {
+        "type": kind,
+        "offset": len(text[:start].encode("utf-16-le")) // 2,
+        "length": len(part.encode("utf-16-le")) // 2,
+        **extra,
+    }

@@ -1,0 +1,442 @@
+"""The Telegram adapter end to end: the real python-telegram-bot against a local fake Bot API, the
+real engine on a memory store, and the fake model server.
+
+Assertions are on what a Telegram user would see (``FakeTelegram.sent``), what reached the model,
+and what the store kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from adapters.base import AdapterStartupError
+from adapters.config import Config, ConfigError, TelegramSettings, load_config
+from adapters.http_server import HttpServer
+from adapters.registry import enabled_adapters
+from adapters.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramAdapter, TelegramLimits
+from adapters.telegram_format import markdown_to_html
+from bots.openai_client import OpenAIChatModel
+from core import texts
+from core.channel import PlatformLimits
+from core.engine import Engine
+from core.render import split_message
+from core.settings import BotSettings
+from core.stores.memory import MemoryStore
+from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, TOKEN, FakeTelegram, entity, visible_html
+from tests.kit.engine import make_engine, model_settings
+
+SECRET = "s3cret-Token_1"
+GROUP = -1001
+FAST = TelegramLimits(private=PlatformLimits(4000, 0.02), group=PlatformLimits(4000, 0.02))
+
+
+@dataclass
+class Bridge:
+    adapter: TelegramAdapter
+    engine: Engine
+    server: HttpServer
+    task: asyncio.Task[None]
+
+    @property
+    def webhook(self) -> str:
+        return f"http://127.0.0.1:{self.server.bound_port}{WEBHOOK_PATH}"
+
+
+Start = Callable[..., Awaitable[Bridge]]
+
+
+@pytest_asyncio.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    api = FakeTelegram()
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+
+
+@pytest_asyncio.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    store = MemoryStore()
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture
+async def model(fake_model: FakeModel) -> AsyncIterator[OpenAIChatModel]:
+    client = OpenAIChatModel(model_settings(fake_model.base_url))
+    yield client
+    await client.aclose()
+
+
+def settings(telegram: FakeTelegram, **overrides: Any) -> TelegramSettings:
+    values: dict[str, Any] = {"enabled": True, "token": TOKEN, "base_url": telegram.base_url}
+    values.update(overrides)
+    return TelegramSettings(**values)
+
+
+@pytest_asyncio.fixture
+async def bridge(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel) -> AsyncIterator[Start]:
+    """Start the adapter (polling unless ``mode="webhook"``) and wait until it listens."""
+    running: list[Bridge] = []
+
+    async def start(*, mode: str = "polling", limits: TelegramLimits = FAST, **sections: Any) -> Bridge:
+        engine = make_engine(store, model, **sections)
+        server = HttpServer("127.0.0.1", 0)
+        webhook = {"webhook_url": "https://bridge.example/telegram/webhook", "webhook_secret": SECRET}
+        config = settings(telegram, mode=mode, **(webhook if mode == "webhook" else {}))
+        bot = BotSettings(**sections.get("bot", {}))
+        adapter = TelegramAdapter(config, bot, server, limits=limits, poll_timeout_s=1.0)
+        if server.has_routes:
+            await server.start()
+        started = Bridge(adapter, engine, server, asyncio.create_task(adapter.run(engine)))
+        running.append(started)
+        listening = "setWebhook" if mode == "webhook" else "getUpdates"
+        await telegram.wait_for(lambda: bool(telegram.calls_of(listening)) or started.task.done())
+        return started
+
+    yield start
+    for started in running:
+        await started.adapter.stop()
+        await started.engine.drain(2)
+        await asyncio.wait_for(started.task, 3)
+        await started.server.stop()
+
+
+async def expect(telegram: FakeTelegram, chat: int, *shown: str, timeout: float = 3.0) -> None:
+    """Wait until the chat shows exactly these messages (streamed ones edited to their final text)."""
+    try:
+        await telegram.wait_for(lambda: telegram.texts(chat) == list(shown), timeout)
+    except TimeoutError:
+        assert telegram.texts(chat) == list(shown)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    """For conditions that no Bot API call signals (what the model server received)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def stored(store: MemoryStore, key: str) -> list[str]:
+    state = await store.load_session(key, 1000)
+    return [turn.content for turn in state.turns] if state else []
+
+
+async def eventually_stored(store: MemoryStore, key: str, *turns: str, timeout: float = 2.0) -> None:
+    """The reply is shown before the turn is committed, so wait for the commit too."""
+    deadline = time.monotonic() + timeout
+    while await stored(store, key) != list(turns) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert await stored(store, key) == list(turns)
+
+
+def mention(text: str) -> dict[str, Any]:
+    return {"text": text, "entities": [entity(text, f"@{BOT_USERNAME}")]}
+
+
+def in_group(**fields: Any) -> dict[str, Any]:
+    return {"chat": GROUP, "chat_type": "supergroup", **fields}
+
+
+# --- private chats ------------------------------------------------------------------------------
+
+
+async def test_private_chat_holds_a_conversation(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge()
+    telegram.user_message("hello there")
+    await expect(telegram, 1, "echo: hello there")
+    telegram.user_message("and again")
+    await expect(telegram, 1, "echo: hello there", "echo: and again")
+
+    sent = [(m["role"], m["content"]) for m in fake_model.requests[-1]["messages"]]
+    assert sent[1:] == [("user", "hello there"), ("assistant", "echo: hello there"), ("user", "and again")]
+    assert all(message.reply_to is None and message.parse_mode == "HTML" for message in telegram.sent)
+    assert telegram.calls_of("sendChatAction")[0]["action"] == "typing"
+
+
+async def test_start_registers_the_menu_and_polls_without_a_webhook(bridge: Start, telegram: FakeTelegram) -> None:
+    await bridge(bot={"reset_commands": ["/reset", "/new", "/forget", "!clear"]})
+    menu = telegram.calls_of("setMyCommands")[0]["commands"]
+    assert [command["command"] for command in menu] == ["reset", "new", "forget", "help", "id"]
+    assert telegram.calls_of("deleteWebhook")
+    assert telegram.calls_of("getUpdates")[0]["allowed_updates"] == ["message"]
+
+
+async def test_start_command_shows_help(bridge: Start, telegram: FakeTelegram) -> None:
+    await bridge()
+    telegram.user_message("/start")
+    await telegram.wait_for(lambda: telegram.texts(1)[:1] != [] and telegram.texts(1)[0].startswith("Commands:"))
+
+
+async def test_markdown_is_sent_as_telegram_formatting(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    fake_model.script(Reply(text="**Bold** and `x < y`"))
+    await bridge()
+    telegram.user_message("format")
+    await expect(telegram, 1, "Bold and x < y")
+    assert telegram.sent[0].parse_mode == "HTML"
+
+
+async def test_rejected_formatting_falls_back_to_plain_text(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    telegram.reject_html = True
+    fake_model.script(Reply(text="**Bold** and `x < y`"))
+    await bridge()
+    telegram.user_message("format")
+    await expect(telegram, 1, "**Bold** and `x < y`")
+    assert telegram.sent[0].parse_mode is None
+
+
+async def test_non_text_gets_a_note_in_private_once_per_album_and_nothing_in_groups(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    await bridge()
+    telegram.user_message(None, photo=True, **in_group())
+    telegram.user_message(None, photo=True, media_group_id="album")
+    telegram.user_message(None, photo=True, media_group_id="album")
+    await expect(telegram, 1, texts.ONLY_TEXT_SUPPORTED)
+    telegram.user_message("@ChatBridgeBot ping", **in_group(entities=[entity("@ChatBridgeBot ping", "@ChatBridgeBot")]))
+    await expect(telegram, GROUP, "echo: ping")
+    assert telegram.texts(1) == [texts.ONLY_TEXT_SUPPORTED]
+    assert fake_model.user_texts() == ["ping"]
+
+
+async def test_messages_from_bots_are_ignored(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge()
+    telegram.user_message("I am a bot", user=7, is_bot=True)
+    telegram.user_message("I am not", user=8)
+    await expect(telegram, 8, "echo: I am not")
+    assert telegram.texts(7) == []
+    assert fake_model.user_texts() == ["I am not"]
+
+
+async def test_edited_messages_and_channel_posts_are_ignored(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge()
+    telegram.user_message("edited question", kind="edited_message")
+    telegram.user_message("a post", chat=-2002, chat_type="channel", kind="channel_post")
+    telegram.user_message("a real question")
+    await expect(telegram, 1, "echo: a real question")
+    assert fake_model.user_texts() == ["a real question"]
+    assert telegram.texts(-2002) == []
+
+
+async def test_a_denied_user_never_reaches_the_model(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge(access={"deny_users": ["telegram:5"], "on_denied": "reply"})
+    telegram.user_message("let me in", user=5)
+    await expect(telegram, 5, texts.DENIED)
+    assert fake_model.requests == []
+
+
+# --- groups -------------------------------------------------------------------------------------
+
+
+async def test_group_message_without_mention_gets_nothing(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge()
+    telegram.user_message(f"talking about {BOT_USERNAME} without addressing it", **in_group())
+    asked = telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} what is two plus two?")))
+    await expect(telegram, GROUP, "echo: what is two plus two?")
+    assert fake_model.user_texts() == ["what is two plus two?"]
+    assert telegram.sent[0].reply_to == asked["message"]["message_id"]
+
+
+async def test_text_mention_and_reply_to_the_bot_trigger(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    await bridge()
+    text = "ChatBridge, first question"
+    bot_user = {"id": BOT_ID, "is_bot": True, "first_name": "ChatBridge"}
+    telegram.user_message(text, **in_group(entities=[entity(text, "ChatBridge", "text_mention", user=bot_user)]))
+    await expect(telegram, GROUP, "echo: , first question")
+    other = telegram.update("a human message", user=3, **in_group())["message"]
+    telegram.user_message("replying to a human", **in_group(reply_to=other))
+    telegram.user_message("follow-up", **in_group(reply_to=telegram.bot_message(telegram.sent[0])))
+    await expect(telegram, GROUP, "echo: , first question", "echo: follow-up")
+    assert fake_model.user_texts() == [", first question", "follow-up"]
+
+
+async def test_reset_addressed_to_this_bot_works_and_to_another_bot_is_ignored(
+    bridge: Start, telegram: FakeTelegram, store: MemoryStore
+) -> None:
+    await bridge()
+    telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} remember this")))
+    await expect(telegram, GROUP, "echo: remember this")
+    telegram.user_message("/reset@OtherBot", **in_group())
+    telegram.user_message(f"/reset@{BOT_USERNAME}", **in_group())
+    await expect(telegram, GROUP, "echo: remember this", texts.SESSION_CLEARED)
+    await eventually_stored(store, f"telegram:{GROUP}")
+    await asyncio.sleep(0.1)
+    assert len(telegram.sent) == 2
+
+
+async def test_forum_topic_is_its_own_session_and_gets_the_reply(
+    bridge: Start, telegram: FakeTelegram, store: MemoryStore
+) -> None:
+    await bridge(session={"scope": "thread"})
+    asked = telegram.user_message(**in_group(thread_id=7, **mention(f"@{BOT_USERNAME} in the topic")))
+    telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} in general")))
+    await telegram.wait_for(lambda: sorted(telegram.texts(GROUP)) == ["echo: in general", "echo: in the topic"])
+    topic = next(message for message in telegram.sent if message.thread_id == 7)
+    assert topic.text == "echo: in the topic"
+    assert topic.reply_to == asked["message"]["message_id"]
+    assert 7 in [call.get("message_thread_id") for call in telegram.calls_of("sendChatAction")]
+    await eventually_stored(store, f"telegram:{GROUP}/thread:7", "in the topic", "echo: in the topic")
+    await eventually_stored(store, f"telegram:{GROUP}", "in general", "echo: in general")
+
+
+async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    await bridge()
+    telegram.user_message("chatting in the topic", **in_group(thread_id=9))
+    telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} sync")))
+    await expect(telegram, GROUP, "echo: sync")
+    assert fake_model.user_texts() == ["sync"]
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+
+async def test_a_long_reply_is_split_into_several_messages(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    long = " ".join(f"word{i}" for i in range(1500))
+    fake_model.script(Reply(text=long, chunk_chars=2000))
+    await bridge()
+    telegram.user_message("a long one please")
+    await telegram.wait_for(lambda: " ".join(telegram.texts(1)).split() == long.split())
+    assert len(telegram.sent) == len(split_message(long, TelegramLimits().private.max_message_chars)) == 4
+    assert all(len(message.text) <= 4096 for message in telegram.sent)
+
+
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # raised inside PTB's RetryAfter()
+async def test_streamed_edits_wait_out_a_429_and_the_final_text_lands(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    answer = " ".join(f"token{i}" for i in range(80))
+    fake_model.script(Reply(text=answer, chunk_chars=12, chunk_delay_s=0.005))
+    limits = PlatformLimits(4000, 0.05)
+    await bridge(limits=TelegramLimits(private=limits, group=limits))
+    telegram.fail("editMessageText", 429, "Too Many Requests: retry after 0.2", retry_after=0.2)
+    started = time.monotonic()
+    telegram.user_message("stream it")
+    await telegram.wait_for(lambda: telegram.texts(1) == [answer], 3)
+    assert telegram.rate_limited == ["editMessageText"]
+    assert telegram.sent[0].edits >= 1
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_two_chats_are_served_concurrently_while_one_is_slow(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    fake_model.script(Reply(text="slow answer", delay_s=1.0))
+    await bridge()
+    telegram.user_message("slow question", user=1)
+    await until(lambda: len(fake_model.requests) == 1)
+    telegram.user_message("quick question", user=2)
+    await expect(telegram, 2, "echo: quick question", timeout=0.5)
+    assert telegram.texts(1) == []
+    await expect(telegram, 1, "slow answer")
+
+
+@pytest.mark.parametrize(
+    ("markdown", "html"),
+    [
+        ("**bold**, *italic*, _also_, ~~gone~~", "<b>bold</b>, <i>italic</i>, <i>also</i>, <s>gone</s>"),
+        ("snake_case_name and 2 * 3 * 4", "snake_case_name and 2 * 3 * 4"),
+        ("x < y & `a<b>` **half", "x &lt; y &amp; <code>a&lt;b&gt;</code> **half"),
+        ("## Title\n- item\n> quoted", "<b>Title</b>\n• item\n<blockquote>quoted</blockquote>"),
+        ("[docs](https://x.org/?a=1&b=2)", '<a href="https://x.org/?a=1&amp;b=2">docs</a>'),
+        ("```py\nif a < b:\n```", '<pre><code class="language-py">if a &lt; b:</code></pre>'),
+        ("```\nstill streaming", "<pre>still streaming</pre>"),
+    ],
+)
+def test_markdown_becomes_telegram_html(markdown: str, html: str) -> None:
+    assert markdown_to_html(markdown) == html
+
+
+def test_formatting_never_makes_the_visible_text_longer() -> None:
+    """What lets the renderer cut Markdown at max_message_chars and stay under Telegram's limit."""
+    samples = [
+        "# Heading\n\nSome **bold** and *it* with `code` and a [link](https://example.com).",
+        "- one\n- two\n  * nested\n> quote **b**\n\n```python\nprint('<&>')\n```\n~~x~~ __y__",
+        "unclosed **bold and `code and [link](https://e.org",
+    ]
+    for text in samples:
+        visible = visible_html(markdown_to_html(text))
+        assert visible is not None and len(visible) <= len(text)
+
+
+# --- webhook ------------------------------------------------------------------------------------
+
+
+async def test_webhook_requires_the_secret_token(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+    running = await bridge(mode="webhook")
+    [hook] = telegram.calls_of("setWebhook")
+    assert (hook["url"], hook["secret_token"], hook["allowed_updates"]) == (
+        "https://bridge.example/telegram/webhook", SECRET, ["message"],
+    )
+    assert not telegram.calls_of("getUpdates")
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {SECRET_HEADER: "wrong"}):
+            async with http.post(running.webhook, json=telegram.update("sneaky"), headers=headers) as response:
+                assert response.status == 403
+        async with http.post(running.webhook, json=telegram.update("hello hook"), headers={SECRET_HEADER: SECRET}) as response:
+            assert response.status == 200
+    await expect(telegram, 1, "echo: hello hook")
+    assert fake_model.user_texts() == ["hello hook"]
+
+
+def test_webhook_mode_needs_a_url_and_a_valid_secret(tmp_path: Any) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("adapters:\n  telegram: {enabled: true, token: t, mode: webhook, webhook_url: 'https://x/telegram/webhook'}\n")
+    with pytest.raises(ConfigError, match="webhook_secret"):
+        load_config(path)
+
+
+def test_registry_builds_the_adapter_and_mounts_the_webhook(telegram: FakeTelegram) -> None:
+    server = HttpServer("127.0.0.1", 0)
+    webhook = settings(telegram, mode="webhook", webhook_url="https://x/telegram/webhook", webhook_secret=SECRET)
+    adapters = enabled_adapters(Config(adapters={"telegram": webhook.model_dump()}), server)
+    assert [adapter.name for adapter in adapters] == ["telegram"]
+    assert server.has_routes
+
+
+# --- start-up and connection --------------------------------------------------------------------
+
+
+async def test_an_invalid_token_is_one_clear_error_without_the_token(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel) -> None:
+    adapter = TelegramAdapter(settings(telegram, token="999:WRONG-token"), BotSettings(), HttpServer("127.0.0.1", 0))
+    with pytest.raises(AdapterStartupError, match="^telegram: the Bot API rejected the token") as error:
+        await adapter.run(make_engine(store, model))
+    assert "WRONG" not in str(error.value)
+    with pytest.raises(AdapterStartupError, match="rejected the token"):
+        await adapter.check()
+
+
+async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: OpenAIChatModel) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = TelegramSettings(enabled=True, token=TOKEN, base_url=f"http://127.0.0.1:{port}/bot")
+    adapter = TelegramAdapter(config, BotSettings(), HttpServer("127.0.0.1", 0))
+    with pytest.raises(AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"):
+        await adapter.run(make_engine(store, model))
+
+
+async def test_check_names_the_bot(telegram: FakeTelegram) -> None:
+    adapter = TelegramAdapter(settings(telegram), BotSettings(), HttpServer("127.0.0.1", 0))
+    assert await adapter.check() == f"connected as @{BOT_USERNAME} (polling)"
+
+
+async def test_polling_survives_a_lost_connection(bridge: Start, telegram: FakeTelegram) -> None:
+    telegram.fail("getUpdates", 502, "Bad Gateway")
+    await bridge()
+    await telegram.wait_for(lambda: len(telegram.calls_of("getUpdates")) >= 2, 3)
+    telegram.user_message("still there?")
+    await expect(telegram, 1, "echo: still there?", timeout=4)
