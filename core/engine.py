@@ -25,6 +25,7 @@ from bots.errors import (
 from bots.model import ChatModel, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
+from core.arrivals import Arrivals, Ticket
 from core.channel import ReplyChannel
 from core.commands import CommandContext, Commands
 from core.events import IncomingMessage
@@ -144,6 +145,7 @@ class Engine:
             clear_session=self.clear_session,
             clock=clock,
         )
+        self._arrivals = Arrivals()
         self._inflight: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -213,14 +215,24 @@ class Engine:
         addressed = address(message, self._settings.bot)
         if addressed is None:
             return _Handled(Outcome.NOT_ADDRESSED)
+        key = session_key(message, self._settings.session.scope)
+        ticket = self._arrivals.ticket(key)
+        try:
+            return await self._handle_addressed(message, addressed, key, ticket, channel)
+        finally:
+            ticket.give_back()
+
+    async def _handle_addressed(
+        self, message: IncomingMessage, addressed: Addressed, key: str, ticket: Ticket, channel: ReplyChannel
+    ) -> _Handled:
         first, overrides = await self._store.first_seen_with_access(f"msg:{message.dedupe_key}", DEDUPE_TTL_S)
         if not first:
             return _Handled(Outcome.DUPLICATE)
-        key = session_key(message, self._settings.session.scope)
         is_admin = self._access.is_admin(message.user_id)
         if not self._allowed(message, overrides):
             await self._tell_denied(message, addressed, key, channel)
             return _Handled(Outcome.DENIED, key)
+        await ticket.wait_for_earlier()
         if addressed.command is not None:
             context = CommandContext(message=message, session_key=key, is_admin=is_admin)
             await send_text(channel, await self._commands.run(addressed.command, context))
@@ -233,7 +245,7 @@ class Engine:
             limit = self._settings.limits.user_messages_per_minute
             await send_text(channel, texts.RATE_LIMITED.format(limit=limit))
             return _Handled(Outcome.RATE_LIMITED, key)
-        return await self._take_turn(message, addressed.text, key, channel)
+        return await self._take_turn(message, addressed.text, key, ticket, channel)
 
     def _allowed(self, message: IncomingMessage, overrides: dict[str, AccessDecision]) -> bool:
         return self._access.allows(
@@ -266,14 +278,17 @@ class Engine:
             return False
         return await self._store.count_hit(f"rate:{user_id}", RATE_WINDOW_S) > limit
 
-    async def _take_turn(self, message: IncomingMessage, text: str, key: str, channel: ReplyChannel) -> _Handled:
+    async def _take_turn(
+        self, message: IncomingMessage, text: str, key: str, ticket: Ticket, channel: ReplyChannel
+    ) -> _Handled:
         """Queue the message, then, holding the session, answer everything queued as one turn.
 
         Whoever holds the lease answers all waiting messages of the session at once; a handler that
         finds the queue empty was answered together with an earlier message.
         """
         pending = PendingMessage(message.dedupe_key, message.user_id, text, message.received_at)
-        async with self._store.lease(key, self._settings.lease_ttl_s, enqueue=pending) as fence:
+        lease = self._store.lease(key, self._settings.lease_ttl_s, enqueue=pending, on_queued=ticket.give_back)
+        async with lease as fence:
             waiting, state = await self._store.take_pending_and_load(key, self._settings.context.max_messages)
             if not waiting:
                 return _Handled(Outcome.JOINED, key)

@@ -8,7 +8,7 @@ usage. The embedded backends (``memory``, ``sqlite``) keep ordering inside their
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,7 +121,11 @@ class Store(Protocol):
         ...
 
     def lease(
-        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[int]:
         """Hold the session exclusively; yields a fencing token that ``commit_turns`` checks.
 
@@ -129,6 +133,8 @@ class Store(Protocol):
         session in a shared backend. With ``enqueue``, that message is appended to the pending queue
         first, exactly as ``enqueue`` would (before any waiting, so the current holder can take it);
         a shared backend does it in the same round trip as its first attempt to take the lease.
+        ``on_queued`` is called as soon as that message is in the queue, which is how the engine
+        keeps a session's messages in arrival order without waiting for the lease itself.
         """
         ...
 

@@ -427,3 +427,28 @@ async def test_drain_lets_replies_in_flight_finish_and_refuses_new_work(engine: 
     assert await in_flight == Outcome.ANSWERED
     assert channel.text == "echo: finish me"
     assert await engine.handle(private("too late"), RecordingChannel()) == Outcome.SHUTTING_DOWN
+
+
+class _SlowChecks(MemoryStore):
+    """Delays the dedupe/access check of chosen messages, as a busy store connection would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow: set[str] = set()
+
+    async def first_seen_with_access(self, key: str, ttl_s: float):  # type: ignore[no-untyped-def]
+        if key.removeprefix("msg:") in self.slow:
+            await asyncio.sleep(0.2)
+        return await super().first_seen_with_access(key, ttl_s)
+
+
+async def test_a_message_delayed_before_queueing_is_not_overtaken(model: OpenAIChatModel) -> None:
+    store = _SlowChecks()
+    engine = make_engine(store, model)
+    first, second = private("first"), private("second")
+    store.slow.add(first.dedupe_key)
+
+    await asyncio.gather(engine.handle(first, RecordingChannel()), engine.handle(second, RecordingChannel()))
+
+    user_turns = [content for role, content in await stored(store, "telegram:1") if role == "user"]
+    assert "\n".join(user_turns) == "first\nsecond"

@@ -8,7 +8,7 @@ and are swept now and then, so a long-running throwaway bridge does not grow wit
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -91,11 +91,17 @@ class MemoryStore:
         self._ordering.enqueue(session_key, item)
 
     def lease(
-        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[int]:
         """``ttl_s`` does not apply: a holder in this process releases when it fails."""
         if enqueue is not None:
             self._ordering.enqueue(session_key, enqueue)
+            if on_queued is not None:
+                on_queued()
         return self._ordering.lease(session_key)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:

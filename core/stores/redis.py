@@ -48,7 +48,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -381,28 +381,43 @@ class RedisStore:
         await self._eval(_ENQUEUE, [self._session(session_key, "pending")], [_pending_to_json(item), PENDING_TTL_S])
 
     def lease(
-        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[int]:
         """Tasks of this process queue locally in arrival order; the first in line polls Redis.
 
         ``enqueue`` rides on the first attempt to take the lease (one round trip for both) when no
         other task of this process is already in line; otherwise it is queued at once, before
         waiting, so that the current holder can take it."""
-        return self._lease(session_key, ttl_s, enqueue)
+        return self._lease(session_key, ttl_s, enqueue, on_queued or _nothing)
 
     @asynccontextmanager
-    async def _lease(self, session_key: str, ttl_s: float, enqueue: PendingMessage | None) -> AsyncIterator[int]:
+    async def _lease(
+        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None, on_queued: Callable[[], None]
+    ) -> AsyncIterator[int]:
         if enqueue is not None and self._local.busy(session_key):
             await self.enqueue(session_key, enqueue)
             enqueue = None
+            on_queued()
         async with self._local.lease(session_key):
-            token = await self._acquire(session_key, ttl_s, enqueue)
+            token = await self._acquire(session_key, ttl_s, enqueue, on_queued if enqueue is not None else None)
             try:
                 yield token
             finally:
                 await self._release(session_key, token)
 
-    async def _acquire(self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None) -> int:
+    async def _acquire(
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> int:
+        """Take the lease, polling while another holder has it; the first attempt also queues
+        ``enqueue``, after which ``on_queued`` is told."""
         keys = [self._session(session_key, part) for part in ("lease", "fence", "pending")]
         args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S]
         if enqueue is not None:
@@ -417,6 +432,9 @@ class RedisStore:
                 # The script may still succeed after we stopped waiting: give the lease back then.
                 attempt.add_done_callback(lambda done: self._release_abandoned(session_key, done))
                 raise
+            if on_queued is not None:
+                on_queued()
+                on_queued = None
             if int(acquired):
                 return int(value)
             remaining_s = int(value) / 1000 if int(value) > 0 else delay
@@ -595,3 +613,7 @@ class RedisStore:
             if any(value is not None for value in row)
         ]
         return totals[:days]
+
+
+def _nothing() -> None:
+    """The ``on_queued`` of callers that do not need to know."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import cast
 
@@ -196,11 +196,17 @@ class SqliteStore:
         self._ordering.enqueue(session_key, item)
 
     def lease(
-        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None = None
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[int]:
         """``ttl_s`` does not apply: the lease lives in this process, and a holder that fails releases."""
         if enqueue is not None:
             self._ordering.enqueue(session_key, enqueue)
+            if on_queued is not None:
+                on_queued()
         return self._ordering.lease(session_key)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:

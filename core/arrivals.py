@@ -1,0 +1,55 @@
+"""Keep one session's messages in the order they reached this process.
+
+Between a message's arrival and its place in the session's queue lie a few awaits (dedupe, access,
+rate limit) whose durations vary, so a message could overtake one that arrived just before it. Each
+message takes a ticket at arrival, before its first await, and a message only runs its command or
+joins the queue once every earlier ticket of its session has been given back: when that message is
+queued, or when its handling ended without queueing. The checks themselves still run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Arrivals:
+    def __init__(self) -> None:
+        self._lines: dict[str, list[asyncio.Event]] = {}
+
+    def ticket(self, session_key: str) -> Ticket:
+        """Take a place in line; synchronous, so arrival order is the order of these calls."""
+        line = self._lines.setdefault(session_key, [])
+        ticket = Ticket(self, session_key, earlier=list(line))
+        line.append(ticket.given_back)
+        return ticket
+
+    def _forget(self, session_key: str, done: asyncio.Event) -> None:
+        line = self._lines.get(session_key)
+        if line is None:
+            return
+        line.remove(done)
+        if not line:
+            del self._lines[session_key]
+
+    def __len__(self) -> int:
+        """Sessions with a message between arrival and queue (bounded by messages in flight)."""
+        return len(self._lines)
+
+
+class Ticket:
+    def __init__(self, arrivals: Arrivals, session_key: str, earlier: list[asyncio.Event]) -> None:
+        self._arrivals = arrivals
+        self._session_key = session_key
+        self._earlier = earlier
+        self.given_back = asyncio.Event()
+
+    async def wait_for_earlier(self) -> None:
+        for done in self._earlier:
+            await done.wait()
+        self._earlier = []
+
+    def give_back(self) -> None:
+        """Idempotent: called when the message is queued and again when its handling ends."""
+        if not self.given_back.is_set():
+            self.given_back.set()
+            self._arrivals._forget(self._session_key, self.given_back)
