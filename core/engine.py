@@ -72,6 +72,9 @@ class Outcome(StrEnum):
     SHUTTING_DOWN = "shutting_down"
 
 
+_QUIET_OUTCOMES = frozenset({Outcome.IGNORED_BOT, Outcome.NOT_ADDRESSED})
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     bot: BotSettings
@@ -422,7 +425,10 @@ class Engine:
             fields["text"] = message.text
             fields["reply"] = handled.reply
         line = " ".join(f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}" for name, value in fields.items())
-        log.info("handled %s", line, extra=fields)
+        # Chatter that is not for the bot, and the bot's own messages echoed back, are most of a
+        # busy group's traffic; they stay countable in the metrics without flooding the log.
+        level = logging.DEBUG if handled.outcome in _QUIET_OUTCOMES else logging.INFO
+        log.log(level, "handled %s", line, extra=fields)
         try:
             self._observer.message_handled(
                 MessageRecord(
