@@ -173,8 +173,6 @@ def configure_logging(
     # httpx logs each request URL at INFO (Telegram's carry the bot token); httpcore traces at DEBUG.
     logging.getLogger("httpx").setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.INFO if debug else logging.WARNING)
-    # aiosqlite logs every statement with its parameters (message texts) at DEBUG: noise, and content.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread

@@ -324,7 +324,7 @@ def log_output() -> Iterator[io.StringIO]:
     """Where ``configure_logging`` writes during the test; the logging setup is restored afterwards."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
-    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "aiosqlite")}
+    levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     try:
         yield io.StringIO()
     finally:

@@ -1,9 +1,10 @@
 """The sqlite store: one file that survives restarts, the default for a bridge that runs as one process.
 
-One aiosqlite connection in WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of its own,
-and a power cut loses at most the last moments of usage and turns, never the file. Every statement and
-transaction runs under one asyncio lock, because statements of other tasks on the same connection
-would otherwise land inside an open transaction and be rolled back with it.
+One connection in WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of its own, and a
+power cut loses at most the last moments of usage and turns, never the file. The connection lives on
+one worker thread, and each store call is one function run there: a single thread hop per call
+(aiosqlite made one per statement, five for a commit, which cost more than the statements), and
+every transaction whole, since nothing of another task can run in between.
 
 Per-session ordering stays in this process (``LocalOrdering``); the file only keeps what must
 outlive it. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
@@ -16,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import cast
-
-import aiosqlite
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import TypeVar, cast
 
 from core.store import (
     ALL_SUBJECTS,
@@ -36,6 +36,8 @@ from core.store import (
 )
 from core.stores import FixedWindow, PruneTimer, usage_subjects
 from core.stores.local_ordering import LocalOrdering
+
+_T = TypeVar("_T")
 
 PRUNE_INTERVAL_S = 60.0
 BUSY_TIMEOUT_MS = 5000
@@ -139,8 +141,8 @@ class SqliteStore:
 
     def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._worker: ThreadPoolExecutor | None = None
         self._ordering = LocalOrdering()
         self._prune = PruneTimer(prune_interval_s)
 
@@ -150,46 +152,38 @@ class SqliteStore:
                 f"the sqlite store needs sqlite >= {'.'.join(map(str, MIN_SQLITE))}, "
                 f"this Python has {sqlite3.sqlite_version}"
             )
-        if self._db is not None:
+        if self._worker is not None:
             return
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbridge-sqlite")
         try:
-            db = await aiosqlite.connect(self._path, isolation_level=None)
+            self._db = await asyncio.get_running_loop().run_in_executor(self._worker, self._connect)
+            await self._write(lambda db: None)
         except sqlite3.Error as exc:
+            await self.close()
             raise StoreUnavailable(f"cannot open sqlite store {self._path}: {exc}") from exc
-        self._db = db
-        try:
-            async with self._using() as db:
-                await db.execute("PRAGMA journal_mode = WAL")
-                await db.execute("PRAGMA synchronous = NORMAL")
-                await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                await db.executescript(_SCHEMA)
-            await self._now()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
         """Waits for the statement or transaction in flight, then closes; closing twice is fine."""
-        async with self._lock:
-            db, self._db = self._db, None
-            if db is not None:
-                await db.close()
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(worker, db.close)
+        worker.shutdown(wait=False)
 
     async def ping(self) -> None:
-        async with self._using() as db:
-            await db.execute_fetchall("SELECT 1")
+        await self._run(lambda db: db.execute("SELECT 1").fetchall())
 
     # --- dedupe ---------------------------------------------------------------------------------
     async def first_seen(self, key: str, ttl_s: float) -> bool:
-        now = await self._now()
-        async with self._using() as db:
-            rows = await db.execute_fetchall(
-                _FIRST_SEEN, {"key": key, "expires_at": now + ttl_s, "now": now}
-            )
-        return bool(list(rows))
+        return await self._write(lambda db: _first_seen(db, key, ttl_s))
 
     async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        return await self.first_seen(key, ttl_s), await self.access_overrides()
+        return await self._write(lambda db: (_first_seen(db, key, ttl_s), _access(db)))
 
     # --- per-session ordering -------------------------------------------------------------------
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
@@ -224,20 +218,7 @@ class SqliteStore:
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
         """Reads the newest turns backwards on the (session_key, seq) index: the cost does not grow
         with the length of the history."""
-        async with self._using() as db:
-            head = list(
-                await db.execute_fetchall("SELECT last_active FROM sessions WHERE key = ?", (session_key,))
-            )
-            if not head:
-                return None
-            rows = await db.execute_fetchall(
-                "SELECT role, content, tokens, created_at FROM turns WHERE session_key = ?"
-                " ORDER BY seq DESC LIMIT ?",
-                (session_key, max(max_turns, 0)),
-            )
-        turns = [Turn(cast(Role, role), content, tokens, created_at) for role, content, tokens, created_at in rows]
-        turns.reverse()
-        return SessionState(session_key, turns, head[0][0])
+        return await self._run(lambda db: _load_session(db, session_key, max_turns))
 
     async def commit_turns(
         self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
@@ -248,63 +229,41 @@ class SqliteStore:
         self._ordering.check_fence(session_key, fence)
         if not turns:
             return
-        expires_at = await self._now() + ttl_s
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
-                )
-            )
-            first_seq: int = rows[0][0]
-            await db.executemany(
-                _INSERT_TURN,
-                [
-                    (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
-                    for i, turn in enumerate(turns)
-                ],
-            )
-            await db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
+        expires_at = time.time() + ttl_s
+        await self._write(lambda db: _commit_turns(db, session_key, turns, expires_at))
 
     async def clear_session(self, session_key: str) -> bool:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM turns WHERE session_key = ?", (session_key,))
-            cursor = await db.execute("DELETE FROM sessions WHERE key = ?", (session_key,))
-            return cursor.rowcount > 0
+        return await self._run(lambda db: _clear_session(db, session_key))
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Most recently active first."""
-        async with self._using() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._run(
+            lambda db: db.execute(
                 "SELECT key, last_active, turn_count FROM sessions WHERE turn_count > 0"
                 " ORDER BY last_active DESC"
-            )
+            ).fetchall()
+        )
         return [SessionInfo(key, last_active, turn_count) for key, last_active, turn_count in rows]
 
     # --- rate limits ----------------------------------------------------------------------------
     async def count_hit(self, key: str, window_s: float) -> int:
-        window = FixedWindow.at(await self._now(), window_s)
-        async with self._using() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    _COUNT_HIT, {"key": key, "index": window.index, "ends_at": window.ends_at}
-                )
-            )
-        hits: int = rows[0][0]
+        window = FixedWindow.at(time.time(), window_s)
+        params = {"key": key, "index": window.index, "ends_at": window.ends_at}
+        hits: int = await self._write(lambda db: db.execute(_COUNT_HIT, params).fetchone()[0])
         return hits
 
     # --- runtime access lists -------------------------------------------------------------------
     async def access_overrides(self) -> dict[str, AccessDecision]:
-        async with self._using() as db:
-            rows = await db.execute_fetchall("SELECT identity, decision FROM access")
-        return {identity: AccessDecision(decision) for identity, decision in rows}
+        return await self._run(_access)
 
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
-        async with self._using() as db:
-            await db.execute(
+        await self._run(
+            lambda db: db.execute(
                 "INSERT INTO access (identity, decision) VALUES (?, ?)"
                 " ON CONFLICT (identity) DO UPDATE SET decision = excluded.decision",
                 (identity, decision.value),
             )
+        )
 
     # --- usage ----------------------------------------------------------------------------------
     async def add_usage(self, delta: UsageDelta) -> None:
@@ -313,48 +272,118 @@ class SqliteStore:
         figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
         params = [value for subject in subjects for value in (subject, delta.day, *figures)]
         sql = _ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects)))
-        async with self._using() as db:
-            await db.execute(sql, params)
+        await self._run(lambda db: db.execute(sql, params))
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
-        async with self._using() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._run(
+            lambda db: db.execute(
                 "SELECT day, messages, prompt_tokens, completion_tokens, errors FROM usage"
                 " WHERE subject = ? ORDER BY day DESC LIMIT ?",
                 (subject, max(days, 0)),
-            )
+            ).fetchall()
+        )
         return [UsageTotals(*row) for row in rows]
 
     # --- plumbing -------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _using(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, to this task alone, with sqlite errors turned into ``StoreUnavailable``."""
-        async with self._lock:
-            if self._db is None:
-                raise StoreUnavailable(f"sqlite store {self._path} is not open")
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the store's one worker thread: one hop per store call, whatever it does.
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """All or nothing; ``IMMEDIATE`` takes the write lock up front, so a second process cannot
-        make the transaction fail halfway with ``SQLITE_BUSY``."""
-        async with self._using() as db:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                await db.rollback()
-                raise
-            await db.execute("COMMIT")
+        The single worker serialises every statement and transaction, so nothing of another task
+        can land inside an open transaction.
+        """
+        db = self._db
+        if db is None:
+            raise StoreUnavailable(f"sqlite store {self._path} is not open")
+        return await self._in_worker(lambda: work(db))
 
-    async def _now(self) -> float:
-        """The current time, deleting expired rows first when a sweep is due."""
-        now = time.time()
-        if self._prune.due(now):
-            async with self._transaction() as db:
-                for statement in _PRUNE:
-                    await db.execute(statement, {"now": now})
-        return now
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Like ``_run``, sweeping expired rows first when a sweep is due. Only writes sweep: reading
+        a session must never delete it, since the engine decides when a session is idle."""
+
+        def sweep_then_work(db: sqlite3.Connection) -> _T:
+            now = time.time()
+            if self._prune.due(now):
+                with _immediate(db):
+                    for statement in _PRUNE:
+                        db.execute(statement, {"now": now})
+            return work(db)
+
+        return await self._run(sweep_then_work)
+
+    async def _in_worker(self, work: Callable[[], _T]) -> _T:
+        if self._worker is None:
+            raise StoreUnavailable(f"sqlite store {self._path} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        """Runs on the worker thread, which is the only thread that ever touches the connection."""
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """All or nothing; ``IMMEDIATE`` takes the write lock up front, so a second process cannot make
+    the transaction fail halfway with ``SQLITE_BUSY``."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _first_seen(db: sqlite3.Connection, key: str, ttl_s: float) -> bool:
+    now = time.time()
+    return db.execute(_FIRST_SEEN, {"key": key, "expires_at": now + ttl_s, "now": now}).fetchone() is not None
+
+
+def _access(db: sqlite3.Connection) -> dict[str, AccessDecision]:
+    rows = db.execute("SELECT identity, decision FROM access").fetchall()
+    return {identity: AccessDecision(decision) for identity, decision in rows}
+
+
+def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> SessionState | None:
+    head = db.execute("SELECT last_active FROM sessions WHERE key = ?", (session_key,)).fetchone()
+    if head is None:
+        return None
+    rows = db.execute(
+        "SELECT role, content, tokens, created_at FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
+        (session_key, max(max_turns, 0)),
+    ).fetchall()
+    turns = [Turn(cast(Role, role), content, tokens, created_at) for role, content, tokens, created_at in rows]
+    turns.reverse()
+    return SessionState(session_key, turns, head[0])
+
+
+def _commit_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn], expires_at: float) -> None:
+    with _immediate(db):
+        first_seq: int = db.execute(
+            "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
+        ).fetchone()[0]
+        db.executemany(
+            _INSERT_TURN,
+            [
+                (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
+                for i, turn in enumerate(turns)
+            ],
+        )
+        db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
+
+
+def _clear_session(db: sqlite3.Connection, session_key: str) -> bool:
+    with _immediate(db):
+        db.execute("DELETE FROM turns WHERE session_key = ?", (session_key,))
+        return db.execute("DELETE FROM sessions WHERE key = ?", (session_key,)).rowcount > 0
