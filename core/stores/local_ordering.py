@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
-from core.store import PendingMessage, StaleLease
+from core.store import PendingMessage, SessionState, StaleLease
 
 
 @dataclass(slots=True)
@@ -93,3 +94,44 @@ class LocalOrdering:
     def _forget_if_idle(self, session_key: str, slot: _Slot) -> None:
         if slot.users == 0 and not slot.pending:
             del self._slots[session_key]
+
+
+class InProcessOrdering(ABC):
+    """The ordering part of the ``Store`` protocol for the embedded stores, written once.
+
+    Their whole bridge is one process, so the queue and the lease live in ``LocalOrdering``;
+    ``ttl_s`` does not apply, since a holder in this process releases when it fails.
+    """
+
+    def __init__(self) -> None:
+        self._ordering = LocalOrdering()
+
+    @abstractmethod
+    async def load_session(self, session_key: str, max_turns: int) -> SessionState | None: ...
+
+    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
+        self._ordering.enqueue(session_key, item)
+
+    def lease(
+        self,
+        session_key: str,
+        ttl_s: float,
+        enqueue: PendingMessage | None = None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> AbstractAsyncContextManager[int]:
+        if enqueue is not None:
+            self._ordering.enqueue(session_key, enqueue)
+            if on_queued is not None:
+                on_queued()
+        return self._ordering.lease(session_key)
+
+    async def take_pending(self, session_key: str) -> list[PendingMessage]:
+        return self._ordering.take_pending(session_key)
+
+    async def take_pending_and_load(
+        self, session_key: str, max_turns: int
+    ) -> tuple[list[PendingMessage], SessionState | None]:
+        pending = self._ordering.take_pending(session_key)
+        if not pending:
+            return [], None
+        return pending, await self.load_session(session_key, max_turns)

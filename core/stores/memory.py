@@ -8,14 +8,12 @@ and are swept now and then, so a long-running throwaway bridge does not grow wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
-    PendingMessage,
     SessionInfo,
     SessionState,
     Turn,
@@ -23,7 +21,7 @@ from core.store import (
     UsageTotals,
 )
 from core.stores import FixedWindow, PruneTimer, usage_subjects
-from core.stores.local_ordering import LocalOrdering
+from core.stores.local_ordering import InProcessOrdering
 
 PRUNE_INTERVAL_S = 60.0
 
@@ -53,11 +51,11 @@ class _Usage:
         return UsageTotals(day, self.messages, self.prompt_tokens, self.completion_tokens, self.errors)
 
 
-class MemoryStore:
+class MemoryStore(InProcessOrdering):
     """A ``Store`` that forgets everything when the process ends."""
 
     def __init__(self, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
-        self._ordering = LocalOrdering()
+        super().__init__()
         self._sessions: dict[str, _Session] = {}
         self._seen: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
@@ -85,35 +83,6 @@ class MemoryStore:
 
     async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
         return await self.first_seen(key, ttl_s), await self.access_overrides()
-
-    # --- per-session ordering -------------------------------------------------------------------
-    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
-        self._ordering.enqueue(session_key, item)
-
-    def lease(
-        self,
-        session_key: str,
-        ttl_s: float,
-        enqueue: PendingMessage | None = None,
-        on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[int]:
-        """``ttl_s`` does not apply: a holder in this process releases when it fails."""
-        if enqueue is not None:
-            self._ordering.enqueue(session_key, enqueue)
-            if on_queued is not None:
-                on_queued()
-        return self._ordering.lease(session_key)
-
-    async def take_pending(self, session_key: str) -> list[PendingMessage]:
-        return self._ordering.take_pending(session_key)
-
-    async def take_pending_and_load(
-        self, session_key: str, max_turns: int
-    ) -> tuple[list[PendingMessage], SessionState | None]:
-        pending = self._ordering.take_pending(session_key)
-        if not pending:
-            return [], None
-        return pending, await self.load_session(session_key, max_turns)
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:

@@ -19,13 +19,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import contextmanager
 from typing import TypeVar, cast
 
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
-    PendingMessage,
     Role,
     SessionInfo,
     SessionState,
@@ -35,7 +34,7 @@ from core.store import (
     UsageTotals,
 )
 from core.stores import FixedWindow, PruneTimer, usage_subjects
-from core.stores.local_ordering import LocalOrdering
+from core.stores.local_ordering import InProcessOrdering
 
 _T = TypeVar("_T")
 
@@ -136,14 +135,14 @@ _PRUNE = (
 )
 
 
-class SqliteStore:
+class SqliteStore(InProcessOrdering):
     """A ``Store`` in one sqlite file; sqlite errors surface as ``StoreUnavailable``."""
 
     def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
         self._path = path
         self._db: sqlite3.Connection | None = None
         self._worker: ThreadPoolExecutor | None = None
-        self._ordering = LocalOrdering()
+        super().__init__()
         self._prune = PruneTimer(prune_interval_s)
 
     async def open(self) -> None:
@@ -184,35 +183,6 @@ class SqliteStore:
 
     async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
         return await self._write(lambda db: (_first_seen(db, key, ttl_s), _access(db)))
-
-    # --- per-session ordering -------------------------------------------------------------------
-    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
-        self._ordering.enqueue(session_key, item)
-
-    def lease(
-        self,
-        session_key: str,
-        ttl_s: float,
-        enqueue: PendingMessage | None = None,
-        on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[int]:
-        """``ttl_s`` does not apply: the lease lives in this process, and a holder that fails releases."""
-        if enqueue is not None:
-            self._ordering.enqueue(session_key, enqueue)
-            if on_queued is not None:
-                on_queued()
-        return self._ordering.lease(session_key)
-
-    async def take_pending(self, session_key: str) -> list[PendingMessage]:
-        return self._ordering.take_pending(session_key)
-
-    async def take_pending_and_load(
-        self, session_key: str, max_turns: int
-    ) -> tuple[list[PendingMessage], SessionState | None]:
-        pending = self._ordering.take_pending(session_key)
-        if not pending:
-            return [], None
-        return pending, await self.load_session(session_key, max_turns)
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
