@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bots.openai_client import OpenAIChatModel
+from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel
 from tests.fakes.redis_server import RedisCluster, RedisSentinel, RedisServer
+from tests.kit.engine import model_settings
 
 
 @pytest_asyncio.fixture
@@ -68,3 +71,20 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSe
         yield sentinel
     finally:
         sentinel.stop()
+
+
+@pytest_asyncio.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    """A fresh memory store; test modules about other backends define their own ``store``."""
+    store = MemoryStore()
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture
+async def model(fake_model: FakeModel) -> AsyncIterator[OpenAIChatModel]:
+    """The real model client pointed at the fake model, with quick retries."""
+    client = OpenAIChatModel(model_settings(fake_model.base_url, max_retries=2))
+    yield client
+    await client.aclose()

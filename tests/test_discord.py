@@ -28,7 +28,7 @@ from core.channel import PlatformRateLimited
 from core.engine import Engine
 from core.stores.memory import MemoryStore
 from tests.fakes import discord_api as wire
-from tests.fakes.discord_api import ALICE, BOB, BOT, OTHER_BOT, FakeDiscord
+from tests.fakes.discord_api import BOB, BOT, OTHER_BOT, FakeDiscord
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.kit.engine import make_engine, model_settings
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from bots.openai_client import OpenAIChatModel
 from core import texts
@@ -21,21 +19,6 @@ from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import CutStream, FakeModel, Reply, Status
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import group, make_engine, model_settings, private
-
-
-@pytest_asyncio.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    store = MemoryStore()
-    await store.open()
-    yield store
-    await store.close()
-
-
-@pytest_asyncio.fixture
-async def model(fake_model: FakeModel) -> AsyncIterator[OpenAIChatModel]:
-    client = OpenAIChatModel(model_settings(fake_model.base_url, max_retries=2))
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -22,7 +22,12 @@ from adapters.base import AdapterStartupError
 from adapters.config import Config, ConfigError, TelegramSettings, load_config
 from adapters.http_server import HttpServer
 from adapters.registry import enabled_adapters
-from adapters.telegram import SECRET_HEADER, WEBHOOK_PATH, TelegramAdapter, TelegramLimits
+from adapters.telegram import (
+    SECRET_HEADER,
+    WEBHOOK_PATH,
+    TelegramAdapter,
+    TelegramLimits,
+)
 from adapters.telegram_format import markdown_to_html
 from bots.openai_client import OpenAIChatModel
 from core import texts
@@ -32,8 +37,15 @@ from core.render import split_message
 from core.settings import BotSettings
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel, Reply
-from tests.fakes.telegram_api import BOT_ID, BOT_USERNAME, TOKEN, FakeTelegram, entity, visible_html
-from tests.kit.engine import make_engine, model_settings
+from tests.fakes.telegram_api import (
+    BOT_ID,
+    BOT_USERNAME,
+    TOKEN,
+    FakeTelegram,
+    entity,
+    visible_html,
+)
+from tests.kit.engine import make_engine
 
 SECRET = "s3cret-Token_1"
 GROUP = -1001
@@ -63,21 +75,6 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
         yield api
     finally:
         await api.stop()
-
-
-@pytest_asyncio.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    store = MemoryStore()
-    await store.open()
-    yield store
-    await store.close()
-
-
-@pytest_asyncio.fixture
-async def model(fake_model: FakeModel) -> AsyncIterator[OpenAIChatModel]:
-    client = OpenAIChatModel(model_settings(fake_model.base_url))
-    yield client
-    await client.aclose()
 
 
 def settings(telegram: FakeTelegram, **overrides: Any) -> TelegramSettings:
