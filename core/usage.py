@@ -15,7 +15,7 @@ def day_of(timestamp: float) -> str:
 
 @dataclass(slots=True)
 class RunningTotals:
-    """Counters since this process started (the store keeps the per-day history)."""
+    """Usage counters: the engine's since this process started, and the memory store's per day."""
 
     messages: int = 0
     prompt_tokens: int = 0
@@ -27,6 +27,9 @@ class RunningTotals:
         self.prompt_tokens += delta.prompt_tokens
         self.completion_tokens += delta.completion_tokens
         self.errors += delta.errors
+
+    def of_day(self, day: str) -> UsageTotals:
+        return UsageTotals(day, self.messages, self.prompt_tokens, self.completion_tokens, self.errors)
 
 
 def describe(totals: RunningTotals | UsageTotals) -> str:

@@ -22,6 +22,7 @@ from core.store import (
 )
 from core.stores import FixedWindow, PruneTimer, usage_subjects
 from core.stores.local_ordering import InProcessOrdering
+from core.usage import RunningTotals
 
 PRUNE_INTERVAL_S = 60.0
 
@@ -40,17 +41,6 @@ class _Window:
     ends_at: float
 
 
-@dataclass(slots=True)
-class _Usage:
-    messages: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    errors: int = 0
-
-    def totals(self, day: str) -> UsageTotals:
-        return UsageTotals(day, self.messages, self.prompt_tokens, self.completion_tokens, self.errors)
-
-
 class MemoryStore(InProcessOrdering):
     """A ``Store`` that forgets everything when the process ends."""
 
@@ -60,7 +50,7 @@ class MemoryStore(InProcessOrdering):
         self._seen: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
         self._access: dict[str, AccessDecision] = {}
-        self._usage: dict[str, dict[str, _Usage]] = {}
+        self._usage: dict[str, dict[str, RunningTotals]] = {}
         self._prune = PruneTimer(prune_interval_s)
 
     async def open(self) -> None:
@@ -137,16 +127,12 @@ class MemoryStore(InProcessOrdering):
     # --- usage ----------------------------------------------------------------------------------
     async def add_usage(self, delta: UsageDelta) -> None:
         for subject in usage_subjects(delta):
-            totals = self._usage.setdefault(subject, {}).setdefault(delta.day, _Usage())
-            totals.messages += delta.messages
-            totals.prompt_tokens += delta.prompt_tokens
-            totals.completion_tokens += delta.completion_tokens
-            totals.errors += delta.errors
+            self._usage.setdefault(subject, {}).setdefault(delta.day, RunningTotals()).add(delta)
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         by_day = self._usage.get(subject, {})
         newest = sorted(by_day, reverse=True)[: max(days, 0)]
-        return [by_day[day].totals(day) for day in newest]
+        return [by_day[day].of_day(day) for day in newest]
 
     # --- housekeeping ---------------------------------------------------------------------------
     def _tick(self) -> float:
