@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import httpx
 from redis.asyncio.connection import Connection
 
@@ -73,16 +74,6 @@ class NullChannel:
 
 
 @asynccontextmanager
-async def fake_model() -> AsyncIterator[FakeModel]:
-    server = FakeModel()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@asynccontextmanager
 async def opened(store: Store) -> AsyncIterator[Store]:
     await store.open()
     try:
@@ -112,7 +103,7 @@ async def per_message_overhead(stores: dict[str, Callable[[], Store]], count: in
     """Latency to the final reply (what the user waits for) against one bare request, and
     throughput of whole handling, which also includes the writes made after the reply landed."""
     rows: list[Row] = []
-    async with fake_model() as server:
+    async with FakeModel() as server:
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], "stream": False}
         async with httpx.AsyncClient() as client:
             bare_s = await _mean_s(lambda n: client.post(f"{server.base_url}/chat/completions", json=body), count)
@@ -261,7 +252,7 @@ async def redis_round_trips(url: str, count: int = 200) -> list[Row]:
 
     Connection.send_packed_command = counting  # type: ignore[method-assign]
     try:
-        async with fake_model() as server:
+        async with FakeModel() as server:
             model = OpenAIChatModel(model_settings(server.base_url, stream=False))
             async with opened(_redis_store(url)) as store:
                 engine = _engine(store, model)
@@ -353,7 +344,7 @@ async def memory_per_session(sessions: int = 10_000) -> list[Row]:
 async def streaming(tokens: int = 2_000) -> list[Row]:
     """A 2,000-token reply streamed a token at a time to a channel with Telegram's private-chat pace."""
     text = " ".join(f"w{n % 100:02d}" for n in range(tokens))
-    async with fake_model() as server:
+    async with FakeModel() as server:
         server.script(Reply(text=text, chunk_chars=4, chunk_delay_s=0.001))
         model = OpenAIChatModel(model_settings(server.base_url, stream=True))
         channel = NullChannel(PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0))

@@ -18,12 +18,8 @@ from tests.kit.engine import model_settings
 @pytest_asyncio.fixture
 async def fake_model() -> AsyncIterator[FakeModel]:
     """A fake OpenAI-compatible server on a free loopback port, stopped after the test."""
-    server = FakeModel()
-    await server.start()
-    try:
+    async with FakeModel() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 # --- Redis (appended for the redis store; see tests/fakes/redis_server.py) ----------------------

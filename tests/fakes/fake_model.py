@@ -108,6 +108,13 @@ class FakeModel:
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}/v1"
 
+    async def __aenter__(self) -> FakeModel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         """Release hanging and delayed handlers first, so shutdown does not wait on them."""
         self._stopping.set()
