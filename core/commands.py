@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from core import texts
 from core.access import AccessPolicy
 from core.events import IncomingMessage
-from core.settings import BotSettings, SessionSettings
+from core.sessions import key_matches
+from core.settings import BotSettings, SessionSettings, is_identity
 from core.store import AccessDecision, Store
 from core.triggers import Command, CommandName, reset_commands
 from core.usage import RunningTotals, describe
-from core.sessions import key_matches
 
 SESSIONS_LISTED = 50
 STATS_DAYS = 7
@@ -114,8 +114,7 @@ class Commands:
         return texts.CLEARED_SESSIONS.format(count=count, plural="" if count == 1 else "s")
 
     async def _set_access(self, identity: str, decision: AccessDecision) -> str:
-        platform, sep, ident = identity.partition(":")
-        if not (platform and sep and ident):
+        if not is_identity(identity):
             return texts.NOT_AN_IDENTITY.format(value=identity)
         if decision is AccessDecision.DENY and self._access.is_configured_admin(identity):
             return texts.CANNOT_DENY_ADMIN.format(identity=identity)

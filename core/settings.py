@@ -14,10 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 IDENTITY_HINT = "identities look like platform:id, e.g. telegram:123456789"
 
 
+def is_identity(value: str) -> bool:
+    """``platform:id`` with both parts present; the one check for config lists and /admin arguments."""
+    platform, sep, ident = value.partition(":")
+    return bool(platform and sep and ident)
+
+
 def _check_identities(values: list[str]) -> list[str]:
     for value in values:
-        platform, sep, ident = value.partition(":")
-        if not sep or not platform or not ident:
+        if not is_identity(value):
             raise ValueError(f"{value!r} is not an identity; {IDENTITY_HINT}")
     return values
 
