@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from core.engine import Engine
+
+
+class UpdateTasks:
+    """One task per incoming update, so no chat waits for another.
+
+    The set holds a strong reference until each task ends (asyncio keeps only weak ones), and lets an
+    adapter wait for its replies in flight when it stops.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        """Until every task ends; their errors were theirs to log and are not raised here."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class AdapterStartupError(Exception):

@@ -44,7 +44,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.base import AdapterStartupError
+from adapters.base import AdapterStartupError, UpdateTasks
 from adapters.config import SlackSettings
 from adapters.http_server import HttpServer
 from adapters.slack_mrkdwn import to_mrkdwn
@@ -304,7 +304,7 @@ class SlackAdapter:
         self._threads = _RecentSet(FOLLOWED_THREADS)
         self._engine: Engine | None = None
         self._bot: BotIdentity | None = None
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._updates = UpdateTasks()
         self._socket: AsyncSocketModeHandler | None = None
         self._stopped = asyncio.Event()
 
@@ -339,7 +339,7 @@ class SlackAdapter:
                 await self._socket.close_async()
             # Replies in flight are the engine's to finish (or cancel) during its drain; waiting for
             # them here lets an unused placeholder still be removed before the adapter is gone.
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._updates.wait()
             await session.close()
 
     async def stop(self) -> None:
@@ -413,7 +413,7 @@ class SlackAdapter:
         async def on_command(ack: Callable[[], Awaitable[None]], command: dict[str, Any], respond: AsyncRespond) -> None:
             await ack()
             if self._engine is not None:
-                self._spawn(self._engine.handle(translate_command(command), EphemeralChannel(respond)))
+                self._updates.spawn(self._engine.handle(translate_command(command), EphemeralChannel(respond)))
 
         self._app.event("app_mention")(on_mention)
         self._app.event("message")(on_message)
@@ -441,7 +441,7 @@ class SlackAdapter:
         message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
         if message is not None:
             channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
-            self._spawn(self._answer(self._engine, message, channel))
+            self._updates.spawn(self._answer(self._engine, message, channel))
 
     async def _answer(self, engine: Engine, message: IncomingMessage, channel: ThreadChannel) -> None:
         try:
@@ -451,13 +451,6 @@ class SlackAdapter:
                 await channel.discard_placeholder()
             except Exception as error:  # noqa: BLE001 - cosmetic clean-up must not raise from a task
                 log.warning("could not remove a placeholder: %s", type(error).__name__)
-
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        """Run the reply after the ack; the set keeps a strong reference until the task ends."""
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
 
 def _api_url(configured: str) -> str:
     """slack_sdk joins method names onto the base URL, which therefore must end with a slash."""

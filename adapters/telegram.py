@@ -31,7 +31,7 @@ import logging
 import re
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -43,7 +43,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from adapters.config import TelegramSettings
 from adapters.http_server import HttpServer
-from adapters.base import AdapterStartupError
+from adapters.base import AdapterStartupError, UpdateTasks
 from adapters.telegram_format import markdown_to_html
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
@@ -268,7 +268,7 @@ class TelegramAdapter:
         self._engine: Engine | None = None
         self._listening = False
         self._stopped = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._updates = UpdateTasks()
         self._noted_albums: deque[str] = deque(maxlen=_NOTED_ALBUMS)
         if settings.mode == "webhook":
             server.add_route("POST", WEBHOOK_PATH, self._on_webhook)
@@ -330,7 +330,7 @@ class TelegramAdapter:
         while True:
             update = await queue.get()
             if isinstance(update, Update):
-                self._spawn(self._process(update))
+                self._updates.spawn(self._process(update))
 
     async def _close(self) -> None:
         """Stop receiving, let replies in flight end (the engine's drain bounds them), then close.
@@ -344,15 +344,8 @@ class TelegramAdapter:
         if self._pump_task is not None:
             self._pump_task.cancel()
             await asyncio.wait({self._pump_task})
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self._updates.wait()
         await (self._updater.shutdown() if self._updater is not None else self._bot.shutdown())
-
-    def _spawn(self, work: Coroutine[object, object, None]) -> None:
-        """One task per update, so no chat waits for another; kept so ``_close`` can wait for them."""
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- updates --------------------------------------------------------------------------------
 
@@ -370,7 +363,7 @@ class TelegramAdapter:
         except Exception as error:  # noqa: BLE001 - any malformed body is the sender's problem
             log.warning("webhook body is not a Telegram update: %s", type(error).__name__)
             return web.Response(status=400)
-        self._spawn(self._process(update))
+        self._updates.spawn(self._process(update))
         return web.Response()
 
     async def _process(self, update: Update) -> None:
