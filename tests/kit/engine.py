@@ -29,7 +29,7 @@ def model_settings(base_url: str, **overrides: Any) -> ModelSettings:
     return ModelSettings(**values)
 
 
-def engine_settings(**sections: Any) -> EngineSettings:
+def engine_settings(lease_ttl_s: float = 30.0, **sections: Any) -> EngineSettings:
     """Keyword arguments are section overrides, e.g. ``access={"admins": ["telegram:1"]}``."""
     return EngineSettings(
         bot=BotSettings(**sections.get("bot", {})),
@@ -37,7 +37,7 @@ def engine_settings(**sections: Any) -> EngineSettings:
         session=SessionSettings(**sections.get("session", {})),
         access=AccessSettings(**sections.get("access", {})),
         limits=LimitsSettings(**sections.get("limits", {})),
-        lease_ttl_s=30.0,
+        lease_ttl_s=lease_ttl_s,
         extra_admins=tuple(sections.get("extra_admins", ())),
     )
 

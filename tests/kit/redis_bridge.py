@@ -25,15 +25,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from bots.openai_client import OpenAIChatModel
-from core.engine import Engine, EngineSettings
+from core.engine import Engine
 from core.events import ChatKind, IncomingMessage
-from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, SessionSettings
 from core.store import PendingMessage
 from core.stores import redis as redis_store
 from core.stores.redis import RedisStore
 from core.tokens import TokenCounter
 from tests.kit.channel import RecordingChannel
-from tests.kit.engine import model_settings
+from tests.kit.engine import engine_settings, model_settings
 
 
 class _ObservedStore(RedisStore):
@@ -86,13 +85,10 @@ async def main(argv: list[str] | None = None) -> None:
     store = _ObservedStore(args.redis_url, args.prefix)
     await store.open()
     model = OpenAIChatModel(model_settings(args.model_url, max_retries=0, stream=True))
-    settings = EngineSettings(
-        bot=BotSettings(),
-        context=ContextSettings(tokenizer="estimate", max_messages=1000, max_tokens=1_000_000),
-        session=SessionSettings(),
-        access=AccessSettings(),
-        limits=LimitsSettings(user_messages_per_minute=0),
+    settings = engine_settings(
         lease_ttl_s=args.lease_ttl,
+        context={"max_messages": 1000, "max_tokens": 1_000_000},
+        limits={"user_messages_per_minute": 0},
     )
     engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=settings)
     _write({"ready": os.getpid()})
