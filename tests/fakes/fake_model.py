@@ -103,7 +103,9 @@ class FakeModel:
         # slow requests do not pile up; a short shutdown_timeout keeps stop() quick as a backstop.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # A deep accept queue: with aiohttp's default of 128, a burst of 1,000 new connections
+        # overflows it and the rest wait a whole SYN retransmission (1 s) to get in.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}/v1"
