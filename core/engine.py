@@ -290,12 +290,12 @@ class Engine:
         finds the queue empty was answered together with an earlier message.
         """
         pending = PendingMessage(message.dedupe_key, message.user_id, text, message.received_at)
-        lease = self._store.lease(key, self._settings.lease_ttl_s, enqueue=pending, on_queued=ticket.give_back)
-        async with lease as fence:
-            waiting, state = await self._store.take_pending_and_load(key, self._settings.context.max_messages)
-            if not waiting:
+        max_turns = self._settings.context.max_messages
+        hold = self._store.hold_for_turn(key, self._settings.lease_ttl_s, pending, max_turns, on_queued=ticket.give_back)
+        async with hold as held:
+            if not held.waiting:
                 return _Handled(Outcome.JOINED, key)
-            return await self._answer(message, key, fence, waiting, state, channel)
+            return await self._answer(message, key, held.fence, held.waiting, held.state, channel)
 
     async def _answer(
         self,

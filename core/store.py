@@ -56,6 +56,20 @@ class PendingMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldSession:
+    """What the holder of a session works with once it has the lease.
+
+    ``fence`` is the token ``commit_turns`` checks; ``waiting`` are the messages taken from the queue,
+    oldest first (empty when an earlier holder already answered them together with its own); ``state``
+    is the session as stored, loaded only when something was taken (None also when there is none).
+    """
+
+    fence: int
+    waiting: list[PendingMessage]
+    state: SessionState | None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageDelta:
     """What one handled message adds to the usage counters of its day, user and chat."""
 
@@ -120,33 +134,35 @@ class Store(Protocol):
         """Append a message to the session's pending queue (arrival order is queue order)."""
         ...
 
-    def lease(
+    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+        """Hold the session exclusively; yields a fencing token that ``commit_turns`` checks.
+
+        Waits while another holder has it; holders get it in the order they asked. ``ttl_s`` bounds
+        how long a crashed holder can block the session in a shared backend.
+        """
+        ...
+
+    def hold_for_turn(
         self,
         session_key: str,
         ttl_s: float,
-        enqueue: PendingMessage | None = None,
+        item: PendingMessage,
+        max_turns: int,
         on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[int]:
-        """Hold the session exclusively; yields a fencing token that ``commit_turns`` checks.
+    ) -> AbstractAsyncContextManager[HeldSession]:
+        """Everything the engine needs before it calls the model, in as few steps as the backend can.
 
-        Waits while another holder has it. ``ttl_s`` bounds how long a crashed holder can block the
-        session in a shared backend. With ``enqueue``, that message is appended to the pending queue
-        first, exactly as ``enqueue`` would (before any waiting, so the current holder can take it);
-        a shared backend does it in the same round trip as its first attempt to take the lease.
-        ``on_queued`` is called as soon as that message is in the queue, which is how the engine
-        keeps a session's messages in arrival order without waiting for the lease itself.
+        Appends ``item`` to the pending queue (before any waiting, so the current holder can take
+        it), holds the lease like ``lease``, then takes every pending message and, when it took
+        some, loads the newest ``max_turns`` turns. ``on_queued`` is called as soon as ``item`` is in
+        the queue, which is how the engine keeps a session's messages in arrival order without
+        waiting for the lease itself. A shared backend queues, takes the lease, takes the queue and
+        loads the session in one round trip when the session is free.
         """
         ...
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         """Remove and return every pending message of the session, oldest first."""
-        ...
-
-    async def take_pending_and_load(
-        self, session_key: str, max_turns: int
-    ) -> tuple[list[PendingMessage], SessionState | None]:
-        """``take_pending`` and, only when it took something, ``load_session`` in one step (one round
-        trip in a shared backend). The state is None when nothing was pending or there is no session."""
         ...
 
     # --- sessions -------------------------------------------------------------------------------

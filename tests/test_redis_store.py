@@ -29,7 +29,7 @@ from redis.asyncio.connection import Connection
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Outcome
-from core.store import StoreUnavailable
+from core.store import PendingMessage, StoreUnavailable
 from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
@@ -371,7 +371,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield counter
 
 
-ROUND_TRIPS_PER_MESSAGE = 7
+ROUND_TRIPS_PER_MESSAGE = 6
 """The figure in the README: an answered message in a session nobody else is using."""
 
 
@@ -422,6 +422,29 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     # identity an admin decided about.
     assert without_expiry == {"sessions", "access"}
     assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {"session", "sessions", "seen", "rate", "access", "usage"}
+
+
+async def test_a_holder_cancelled_while_acquiring_puts_the_queue_back(redis_server: RedisServer, store: RedisStore) -> None:
+    """Shutdown can cancel a handler while its script that takes the lease and the queue is still
+    running in Redis: the messages it took go back to the queue, in order, and the lease is freed."""
+    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 1.0))
+
+    async def hold() -> None:
+        async with store.hold_for_turn("telegram:1", 30, PendingMessage("m1", "telegram:1", "second", 2.0), 10):
+            raise AssertionError("the cancelled holder must never run its turn")
+
+    assert redis_server.command("CLIENT", "PAUSE", "300", "ALL").startswith("+OK")
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0.1)  # the script is sent, Redis holds it back
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    await asyncio.sleep(0.5)  # the pause ends, the script runs, the give-back follows
+
+    assert [item.text for item in await store.take_pending("telegram:1")] == ["first", "second"]
+    async with asyncio.timeout(1):
+        async with store.lease("telegram:1", 30):
+            pass
 
 
 async def test_an_unreachable_redis_is_store_unavailable_quickly() -> None:

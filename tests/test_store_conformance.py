@@ -171,15 +171,15 @@ async def test_first_seen_with_access_answers_both_in_one_step(store: Store) -> 
     assert await store.first_seen_with_access("msg:2", 60) == (True, {"telegram:9": AccessDecision.DENY})
 
 
-async def test_lease_with_enqueue_queues_the_message_before_waiting(store: Store) -> None:
+async def test_hold_for_turn_queues_the_message_before_waiting(store: Store) -> None:
     taken: list[list[PendingMessage]] = []
     release_first = asyncio.Event()
 
     async def hold(item: PendingMessage, gate: asyncio.Event | None = None) -> None:
-        async with store.lease("telegram:1", LEASE_TTL_S, enqueue=item):
+        async with store.hold_for_turn("telegram:1", LEASE_TTL_S, item, 10) as held:
             if gate is not None:
                 await gate.wait()
-            taken.append(await store.take_pending("telegram:1"))
+            taken.append(held.waiting + await store.take_pending("telegram:1"))
 
     first = asyncio.create_task(hold(pending(0), release_first))
     await asyncio.sleep(0.05)
@@ -192,23 +192,47 @@ async def test_lease_with_enqueue_queues_the_message_before_waiting(store: Store
     assert taken == [[pending(0), pending(1), pending(2)], [], []]
 
 
-async def test_take_pending_and_load_takes_the_queue_and_reads_the_session(store: Store) -> None:
-    assert await store.take_pending_and_load("telegram:1", 10) == ([], None)
-    await store.enqueue("telegram:1", pending(0))
-    assert await store.take_pending_and_load("telegram:1", 10) == ([pending(0)], None)
+async def test_hold_for_turn_takes_the_queue_and_reads_the_session(store: Store) -> None:
+    queued: list[str] = []
+    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(0), 10, on_queued=lambda: queued.append("0")) as held:
+        assert (held.waiting, held.state, queued) == ([pending(0)], None, ["0"])
+        await store.commit_turns("telegram:1", [user("q1", 10.0), assistant("a1", 11.0)], held.fence, SESSION_TTL_S)
+    await commit(store, "telegram:1", user("q2", 20.0), assistant("a2", 21.0))
 
-    await commit(store, "telegram:1", user("q1", 10.0), assistant("a1", 11.0), user("q2", 20.0), assistant("a2", 21.0))
     await store.enqueue("telegram:1", pending(1))
-    await store.enqueue("telegram:1", pending(2))
-    taken, state = await store.take_pending_and_load("telegram:1", 2)
-    assert taken == [pending(1), pending(2)]
-    assert state is not None and state.key == "telegram:1" and state.last_active == 21.0
-    assert state.turns == [user("q2", 20.0), assistant("a2", 21.0)]
+    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(2), 2) as held:
+        assert held.waiting == [pending(1), pending(2)]
+        assert held.state is not None and held.state.key == "telegram:1" and held.state.last_active == 21.0
+        assert held.state.turns == [user("q2", 20.0), assistant("a2", 21.0)]
+        assert await store.take_pending("telegram:1") == []
+    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(3), 0) as held:
+        assert held.waiting == [pending(3)]
+        assert held.state is not None and held.state.turns == [] and held.state.last_active == 21.0
+
+
+async def test_hold_for_turn_finds_nothing_when_an_earlier_holder_took_its_message(store: Store) -> None:
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> list[PendingMessage]:
+        async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(0), 10) as held:
+            inside.set()
+            await release.wait()
+            return held.waiting + await store.take_pending("telegram:1")
+
+    holder = asyncio.create_task(first())
+    await inside.wait()
+    joined = asyncio.create_task(_waiting_of(store, pending(1)))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await holder == [pending(0), pending(1)]
     # Nothing pending: nothing loaded either (a joined message's handler needs no history).
-    assert await store.take_pending_and_load("telegram:1", 2) == ([], None)
-    await store.enqueue("telegram:1", pending(3))
-    taken, state = await store.take_pending_and_load("telegram:1", 0)
-    assert taken == [pending(3)] and state is not None and state.turns == [] and state.last_active == 21.0
+    assert await joined == ([], None)
+
+
+async def _waiting_of(store: Store, item: PendingMessage) -> tuple[list[PendingMessage], Any]:
+    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, item, 10) as held:
+        return held.waiting, held.state
 
 
 async def test_lease_is_exclusive_and_granted_in_arrival_order(store: Store) -> None:

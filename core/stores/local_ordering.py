@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
-from core.store import PendingMessage, SessionState, StaleLease
+from core.store import HeldSession, PendingMessage, SessionState, StaleLease
 
 
 @dataclass(slots=True)
@@ -112,26 +112,25 @@ class InProcessOrdering(ABC):
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         self._ordering.enqueue(session_key, item)
 
-    def lease(
+    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+        return self._ordering.lease(session_key)
+
+    @asynccontextmanager
+    async def hold_for_turn(
         self,
         session_key: str,
         ttl_s: float,
-        enqueue: PendingMessage | None = None,
+        item: PendingMessage,
+        max_turns: int,
         on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[int]:
-        if enqueue is not None:
-            self._ordering.enqueue(session_key, enqueue)
-            if on_queued is not None:
-                on_queued()
-        return self._ordering.lease(session_key)
+    ) -> AsyncIterator[HeldSession]:
+        self._ordering.enqueue(session_key, item)
+        if on_queued is not None:
+            on_queued()
+        async with self._ordering.lease(session_key) as fence:
+            waiting = self._ordering.take_pending(session_key)
+            state = await self.load_session(session_key, max_turns) if waiting else None
+            yield HeldSession(fence, waiting, state)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         return self._ordering.take_pending(session_key)
-
-    async def take_pending_and_load(
-        self, session_key: str, max_turns: int
-    ) -> tuple[list[PendingMessage], SessionState | None]:
-        pending = self._ordering.take_pending(session_key)
-        if not pending:
-            return [], None
-        return pending, await self.load_session(session_key, max_turns)

@@ -31,8 +31,8 @@ for a busy session, with a short exponential backoff capped by the lease's remai
 
 Round trips: every store method is one round trip (one command, one Lua script or one pipeline),
 except ``list_sessions`` and ``usage_by_day`` (admin commands, two each). The combined methods
-(``first_seen_with_access``, ``lease(enqueue=...)``, ``take_pending_and_load``) exist so that an
-answered message costs 7 round trips; see the README ("Running several processes").
+(``first_seen_with_access``, ``hold_for_turn``) exist so that an answered message costs two round
+trips before the model is called and 6 in all; see the README ("Running several processes").
 
 Redis errors and timeouts surface as ``StoreUnavailable``; the client reconnects by itself when
 Redis is back. Scripts are loaded on ``open`` and reloaded transparently (``NOSCRIPT``) after a
@@ -61,6 +61,7 @@ from redis.backoff import ExponentialBackoff
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
+    HeldSession,
     PendingMessage,
     Role,
     SessionInfo,
@@ -116,12 +117,15 @@ return 1
 """
 )
 
-# KEYS: lease, fence counter, pending. ARGV: lease ttl ms, counter ttl s, pending ttl s[, item to queue].
-# Returns {1, token} when acquired, {0, remaining ms of the current lease} when not.
+# KEYS: lease, fence counter, pending, turns, meta.
+# ARGV: lease ttl ms, counter ttl s, pending ttl s, turns to load (-1: take and load nothing)[, item to queue].
+# Returns {0, remaining ms of the current lease} when the lease is taken; when acquired, {1, token}
+# without taking, else {1, token, items} (no session) or {1, token, items, last_active, {turns...}},
+# with items empty when nothing was pending.
 _ACQUIRE = _Script(
     """
-if ARGV[4] then
-  redis.call('RPUSH', KEYS[3], ARGV[4])
+if ARGV[5] then
+  redis.call('RPUSH', KEYS[3], ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 local held = redis.call('PTTL', KEYS[1])
@@ -132,7 +136,27 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local token = string.format('%d', math.max(last + 1, floor))
 redis.call('SET', KEYS[2], token, 'EX', ARGV[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {1, token}
+local n = tonumber(ARGV[4])
+if n < 0 then return {1, token} end
+local items = redis.call('LRANGE', KEYS[3], 0, -1)
+if #items == 0 then return {1, token, {}} end
+redis.call('DEL', KEYS[3])
+local active = redis.call('HGET', KEYS[5], 'last_active')
+if not active then return {1, token, items} end
+if n == 0 then return {1, token, items, active, {}} end
+return {1, token, items, active, redis.call('LRANGE', KEYS[4], -n, -1)}
+"""
+)
+
+# KEYS: pending, lease. ARGV: token, pending ttl s, items taken (oldest first).
+# For a holder that stopped waiting while its acquisition ran: the items go back to the head of the
+# queue in their order, then the lease is released.
+_GIVE_BACK = _Script(
+    """
+for i = #ARGV, 3, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+if #ARGV >= 3 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then return redis.call('DEL', KEYS[2]) end
+return 0
 """
 )
 
@@ -172,21 +196,6 @@ return {last, redis.call('LRANGE', KEYS[1], -n, -1)}
 """
 )
 
-# KEYS: pending, turns, meta. ARGV: how many of the newest turns.
-# Returns {} (nothing pending), {items} (no session) or {items, last_active, {turns...}}.
-_TAKE_AND_LOAD = _Script(
-    """
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-if #items == 0 then return {} end
-redis.call('DEL', KEYS[1])
-local last = redis.call('HGET', KEYS[3], 'last_active')
-if not last then return {items} end
-local n = tonumber(ARGV[1])
-if n <= 0 then return {items, last, {}} end
-return {items, last, redis.call('LRANGE', KEYS[2], -n, -1)}
-"""
-)
-
 _COUNT_HIT = _Script(
     """
 local n = redis.call('INCR', KEYS[1])
@@ -207,7 +216,7 @@ return 1
 """
 )
 
-_SCRIPTS = (_ENQUEUE, _ACQUIRE, _RELEASE, _COMMIT, _LOAD, _TAKE_AND_LOAD, _COUNT_HIT, _ADD_USAGE)
+_SCRIPTS = (_ENQUEUE, _ACQUIRE, _GIVE_BACK, _RELEASE, _COMMIT, _LOAD, _COUNT_HIT, _ADD_USAGE)
 
 
 def _ms(seconds: float) -> int:
@@ -380,32 +389,48 @@ class RedisStore:
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         await self._eval(_ENQUEUE, [self._session(session_key, "pending")], [_pending_to_json(item), PENDING_TTL_S])
 
-    def lease(
+    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
+        """Tasks of this process queue locally in arrival order; the first in line polls Redis."""
+        return self._lease(session_key, ttl_s)
+
+    @asynccontextmanager
+    async def _lease(self, session_key: str, ttl_s: float) -> AsyncIterator[int]:
+        async with self._local.lease(session_key):
+            token, _ = await self._acquire(session_key, ttl_s)
+            try:
+                yield token
+            finally:
+                await self._release(session_key, token)
+
+    def hold_for_turn(
         self,
         session_key: str,
         ttl_s: float,
-        enqueue: PendingMessage | None = None,
+        item: PendingMessage,
+        max_turns: int,
         on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[int]:
-        """Tasks of this process queue locally in arrival order; the first in line polls Redis.
-
-        ``enqueue`` rides on the first attempt to take the lease (one round trip for both) when no
-        other task of this process is already in line; otherwise it is queued at once, before
-        waiting, so that the current holder can take it."""
-        return self._lease(session_key, ttl_s, enqueue, on_queued or _nothing)
+    ) -> AbstractAsyncContextManager[HeldSession]:
+        """One round trip when the session is free: the ``_ACQUIRE`` script queues ``item``, takes
+        the lease, takes the queue and loads the session. When another task of this process is
+        already in line, ``item`` is queued at once instead, before waiting, so the current holder
+        can take it."""
+        return self._hold_for_turn(session_key, ttl_s, item, max_turns, on_queued or _nothing)
 
     @asynccontextmanager
-    async def _lease(
-        self, session_key: str, ttl_s: float, enqueue: PendingMessage | None, on_queued: Callable[[], None]
-    ) -> AsyncIterator[int]:
-        if enqueue is not None and self._local.busy(session_key):
-            await self.enqueue(session_key, enqueue)
-            enqueue = None
+    async def _hold_for_turn(
+        self, session_key: str, ttl_s: float, item: PendingMessage, max_turns: int, on_queued: Callable[[], None]
+    ) -> AsyncIterator[HeldSession]:
+        riding: PendingMessage | None = item
+        if self._local.busy(session_key):
+            await self.enqueue(session_key, item)
+            riding = None
             on_queued()
         async with self._local.lease(session_key):
-            token = await self._acquire(session_key, ttl_s, enqueue, on_queued if enqueue is not None else None)
+            token, taken = await self._acquire(
+                session_key, ttl_s, riding, on_queued if riding is not None else None, take_turns=max(max_turns, 0)
+            )
             try:
-                yield token
+                yield HeldSession(token, *self._taken(session_key, taken))
             finally:
                 await self._release(session_key, token)
 
@@ -415,38 +440,57 @@ class RedisStore:
         ttl_s: float,
         enqueue: PendingMessage | None = None,
         on_queued: Callable[[], None] | None = None,
-    ) -> int:
+        take_turns: int = -1,
+    ) -> tuple[int, list[Any]]:
         """Take the lease, polling while another holder has it; the first attempt also queues
-        ``enqueue``, after which ``on_queued`` is told."""
-        keys = [self._session(session_key, part) for part in ("lease", "fence", "pending")]
-        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S]
+        ``enqueue``, after which ``on_queued`` is told. With ``take_turns`` >= 0 the attempt that
+        gets the lease also takes the queue and loads that many turns; the raw result comes back
+        for ``_taken``."""
+        keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns]
         if enqueue is not None:
             args.append(_pending_to_json(enqueue))
         delay = POLL_FIRST_S
         while True:
             attempt = asyncio.ensure_future(self._eval(_ACQUIRE, keys, tuple(args)))
-            del args[3:]  # the first attempt queues the message; later ones must not
+            del args[4:]  # the first attempt queues the message; later ones must not
             try:
-                acquired, value = await asyncio.shield(attempt)
+                result = await asyncio.shield(attempt)
             except asyncio.CancelledError:
-                # The script may still succeed after we stopped waiting: give the lease back then.
-                attempt.add_done_callback(lambda done: self._release_abandoned(session_key, done))
+                # The script may still succeed after we stopped waiting: give back what it took.
+                attempt.add_done_callback(lambda done: self._give_back_abandoned(session_key, done))
                 raise
             if on_queued is not None:
                 on_queued()
                 on_queued = None
-            if int(acquired):
-                return int(value)
-            remaining_s = int(value) / 1000 if int(value) > 0 else delay
+            if int(result[0]):
+                return int(result[1]), result[2:]
+            remaining_s = int(result[1]) / 1000 if int(result[1]) > 0 else delay
             await asyncio.sleep(min(delay, remaining_s) * random.uniform(0.8, 1.2))
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _release_abandoned(self, session_key: str, done: asyncio.Future[Any]) -> None:
+    def _taken(self, session_key: str, taken: list[Any]) -> tuple[list[PendingMessage], SessionState | None]:
+        waiting = [_pending_from_json(raw) for raw in taken[0]]
+        if len(taken) < 3:
+            return waiting, None
+        _, last_active, raw_turns = taken
+        return waiting, SessionState(session_key, [_turn_from_json(raw) for raw in raw_turns], float(last_active))
+
+    def _give_back_abandoned(self, session_key: str, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
             return
-        acquired, token = done.result()
-        if int(acquired):
-            asyncio.ensure_future(self._release(session_key, int(token)))
+        result = done.result()
+        if int(result[0]):
+            items = result[2] if len(result) > 2 else []
+            asyncio.ensure_future(self._give_back(session_key, int(result[1]), items))
+
+    async def _give_back(self, session_key: str, token: int, items: list[str]) -> None:
+        """Best effort, like ``_release``; queued messages are put back before the lease goes."""
+        keys = [self._session(session_key, "pending"), self._session(session_key, "lease")]
+        try:
+            await self._eval(_GIVE_BACK, keys, [token, PENDING_TTL_S, *items])
+        except StoreUnavailable as exc:
+            log.warning("could not give back the lease of %s (it expires by itself): %s", session_key, exc)
 
     async def _release(self, session_key: str, token: int) -> None:
         """Best effort: if Redis is unreachable the lease simply expires after its ttl."""
@@ -459,19 +503,6 @@ class RedisStore:
         with _translated("take_pending"):
             raw = await self._redis.lpop(self._session(session_key, "pending"), 2**31 - 1)
         return [_pending_from_json(item) for item in raw or []]
-
-    async def take_pending_and_load(
-        self, session_key: str, max_turns: int
-    ) -> tuple[list[PendingMessage], SessionState | None]:
-        keys = [self._session(session_key, part) for part in ("pending", "turns", "meta")]
-        result = await self._eval(_TAKE_AND_LOAD, keys, [max(max_turns, 0)])
-        if not result:
-            return [], None
-        pending = [_pending_from_json(raw) for raw in result[0]]
-        if len(result) == 1:
-            return pending, None
-        _, last_active, raw_turns = result
-        return pending, SessionState(session_key, [_turn_from_json(raw) for raw in raw_turns], float(last_active))
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:

@@ -40,7 +40,7 @@ class _ObservedStore(RedisStore):
     in the session's order, which a test needs to know to check that order.
 
     A message is queued either by ``enqueue`` or, riding along, by the first attempt to take the
-    lease (the ``_ACQUIRE`` script with a fourth argument); both are watched here."""
+    lease (the ``_ACQUIRE`` script with a fifth argument); both are watched here."""
 
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         await super().enqueue(session_key, item)
@@ -48,8 +48,8 @@ class _ObservedStore(RedisStore):
 
     async def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         result = await super()._eval(script, keys, args)
-        if script is redis_store._ACQUIRE and len(args) > 3:
-            _write({"enqueued": json.loads(args[3])[0]})
+        if script is redis_store._ACQUIRE and len(args) > 4:
+            _write({"enqueued": json.loads(args[4])[0]})
         return result
 
 
