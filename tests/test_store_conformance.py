@@ -32,6 +32,7 @@ from core.store import (
 from core.stores import create_store
 from core.stores.local_ordering import LocalOrdering
 from core.stores.memory import MemoryStore
+from core.stores import sqlite as sqlite_module
 from core.stores.sqlite import SqliteStore
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"]
@@ -548,6 +549,51 @@ async def test_sqlite_loads_the_newest_turns_of_a_long_session_by_index(
             ("telegram:1", 40),
         ).fetchall()
     assert "turns_by_session" in str(plan) and "TEMP B-TREE" not in str(plan)
+
+
+async def test_sqlite_waits_for_another_writer_without_blocking_the_event_loop(
+    sqlite_store: SqliteStore, sqlite_path: str
+) -> None:
+    """Calls run on the event loop's thread, but one that meets a file locked by someone else (a
+    backup tool, a manual fix) waits on the worker thread; calls after it queue behind it."""
+    other = sqlite3.connect(sqlite_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    write = asyncio.create_task(sqlite_store.first_seen("msg:1", 60))
+    read = asyncio.create_task(sqlite_store.access_overrides())
+    await asyncio.sleep(0.3)
+    assert not write.done() and not read.done()
+    assert ticks >= 10, "the event loop was blocked while the file was locked"
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(write, 5) is True
+    assert await asyncio.wait_for(read, 5) == {}
+    ticker.cancel()
+    assert await sqlite_store.first_seen("msg:1", 60) is False
+
+
+async def test_sqlite_checkpoints_the_wal_into_the_file(
+    sqlite_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY_WRITES", 10)
+    store = SqliteStore(sqlite_path)
+    await store.open()
+    for n in range(12):
+        await store.first_seen(f"msg:{n}", 60)
+    await until(lambda: store._checkpoint is None)
+    # The database file alone, without its WAL, holds what was written before the checkpoint.
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(Path(sqlite_path).read_bytes())
+    assert raw_count(str(copy), "seen") >= 9
+    await store.close()
 
 
 async def test_sqlite_errors_surface_as_store_unavailable(tmp_path: Path) -> None:

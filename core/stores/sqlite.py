@@ -1,10 +1,19 @@
 """The sqlite store: one file that survives restarts, the default for a bridge that runs as one process.
 
-One connection in WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of its own, and a
-power cut loses at most the last moments of usage and turns, never the file. The connection lives on
-one worker thread, and each store call is one function run there: a single thread hop per call
-(aiosqlite made one per statement, five for a commit, which cost more than the statements), and
-every transaction whole, since nothing of another task can run in between.
+WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of its own, and a power cut loses at
+most the last moments of usage and turns, never the file. Each store call is one function that
+runs whole, so nothing of another task can land inside its transaction.
+
+Where a call runs is the point of this module. Its statements take a few to a few tens of
+microseconds, while handing work to a thread and back costs over a hundred here, more than the
+statements themselves (``bench/RESULTS.md``). So a call runs on the event loop's own thread, on a
+connection that never waits for a lock (``busy_timeout = 0``). In WAL mode readers never wait for
+the writer, and the only writer is this process, so that is nearly always the case. When the file
+is locked all the same (another process writing to it, a backup tool), the call moves to a worker
+thread with a connection of its own that waits up to ``BUSY_TIMEOUT_MS``, and calls after it queue
+behind it there, in order. The work that may take long runs on that thread too: the sweep of expired
+rows (at most once a minute, with the write that finds it due) and WAL checkpoints, the only step
+that syncs the file to disk, started in the background every ``CHECKPOINT_EVERY_WRITES`` writes.
 
 Per-session ordering stays in this process (``LocalOrdering``); the file only keeps what must
 outlive it. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
@@ -15,6 +24,7 @@ session is idle and clears it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,9 +48,13 @@ from core.stores.local_ordering import InProcessOrdering
 
 _T = TypeVar("_T")
 
+log = logging.getLogger("chatbridge.store.sqlite")
+
 PRUNE_INTERVAL_S = 60.0
 BUSY_TIMEOUT_MS = 5000
-"""How long to wait for another process (``chatbridge check``, a backup) that holds the write lock."""
+"""How long the worker thread waits for another process (a backup, a manual fix) that holds the write lock."""
+CHECKPOINT_EVERY_WRITES = 1000
+"""Writes between two WAL checkpoints; about 300 answered messages, a WAL of a few megabytes."""
 MIN_SQLITE = (3, 35, 0)
 """``RETURNING`` keeps dedupe and rate counting to one atomic statement."""
 
@@ -141,7 +155,13 @@ class SqliteStore(InProcessOrdering):
     def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
         self._path = path
         self._db: sqlite3.Connection | None = None
+        """Used on the event loop's thread only; never waits for a lock."""
+        self._worker_db: sqlite3.Connection | None = None
+        """Used on the worker thread only; waits for locks up to ``BUSY_TIMEOUT_MS``."""
         self._worker: ThreadPoolExecutor | None = None
+        self._in_worker_calls = 0
+        self._writes = 0
+        self._checkpoint: asyncio.Future[None] | None = None
         super().__init__()
         self._prune = PruneTimer(prune_interval_s)
 
@@ -155,7 +175,10 @@ class SqliteStore(InProcessOrdering):
             return
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbridge-sqlite")
         try:
-            self._db = await asyncio.get_running_loop().run_in_executor(self._worker, self._connect)
+            loop = asyncio.get_running_loop()
+            self._worker_db = await loop.run_in_executor(self._worker, self._connect_worker)
+            self._db = _connect(self._path, busy_timeout_ms=0)
+            self._db.execute("PRAGMA wal_autocheckpoint = 0")
             await self._write(lambda db: None)
         except sqlite3.Error as exc:
             await self.close()
@@ -165,13 +188,18 @@ class SqliteStore(InProcessOrdering):
             raise
 
     async def close(self) -> None:
-        """Waits for the statement or transaction in flight, then closes; closing twice is fine."""
+        """Waits for the calls in flight on the worker, then closes; closing twice is fine."""
         worker, self._worker = self._worker, None
         if worker is None:
             return
+        if self._checkpoint is not None:
+            await asyncio.wait({self._checkpoint})
         db, self._db = self._db, None
         if db is not None:
-            await asyncio.get_running_loop().run_in_executor(worker, db.close)
+            db.close()
+        worker_db, self._worker_db = self._worker_db, None
+        if worker_db is not None:
+            await asyncio.get_running_loop().run_in_executor(worker, worker_db.close)
         worker.shutdown(wait=False)
 
     async def ping(self) -> None:
@@ -203,7 +231,7 @@ class SqliteStore(InProcessOrdering):
         await self._write(lambda db: _commit_turns(db, session_key, turns, expires_at))
 
     async def clear_session(self, session_key: str) -> bool:
-        return await self._run(lambda db: _clear_session(db, session_key))
+        return await self._write(lambda db: _clear_session(db, session_key))
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Most recently active first."""
@@ -227,7 +255,7 @@ class SqliteStore(InProcessOrdering):
         return await self._run(_access)
 
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
-        await self._run(
+        await self._write(
             lambda db: db.execute(
                 "INSERT INTO access (identity, decision) VALUES (?, ?)"
                 " ON CONFLICT (identity) DO UPDATE SET decision = excluded.decision",
@@ -242,7 +270,7 @@ class SqliteStore(InProcessOrdering):
         figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
         params = [value for subject in subjects for value in (subject, delta.day, *figures)]
         sql = _ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects)))
-        await self._run(lambda db: db.execute(sql, params))
+        await self._write(lambda db: db.execute(sql, params))
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         rows = await self._run(
@@ -256,50 +284,88 @@ class SqliteStore(InProcessOrdering):
 
     # --- plumbing -------------------------------------------------------------------------------
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the store's one worker thread: one hop per store call, whatever it does.
-
-        The single worker serialises every statement and transaction, so nothing of another task
-        can land inside an open transaction.
-        """
+        """Run ``work`` on the event loop's thread, or on the worker when the file is locked or
+        earlier calls are still queued there (so calls never overtake each other)."""
         db = self._db
         if db is None:
             raise StoreUnavailable(f"sqlite store {self._path} is not open")
-        return await self._in_worker(lambda: work(db))
+        if self._in_worker_calls == 0:
+            try:
+                return work(db)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+        return await self._in_worker(work)
 
     async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Like ``_run``, sweeping expired rows first when a sweep is due. Only writes sweep: reading
-        a session must never delete it, since the engine decides when a session is idle."""
+        """Like ``_run``, sweeping expired rows first, on the worker, when a sweep is due. Only writes
+        sweep: reading a session must never delete it, since the engine decides when a session is idle."""
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY_WRITES == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.ensure_future(self._checkpoint_in_worker())
+        now = time.time()
+        if not self._prune.due(now):
+            return await self._run(work)
 
         def sweep_then_work(db: sqlite3.Connection) -> _T:
-            now = time.time()
-            if self._prune.due(now):
-                with _immediate(db):
-                    for statement in _PRUNE:
-                        db.execute(statement, {"now": now})
+            with _immediate(db):
+                for statement in _PRUNE:
+                    db.execute(statement, {"now": now})
             return work(db)
 
-        return await self._run(sweep_then_work)
+        return await self._in_worker(sweep_then_work)
 
-    async def _in_worker(self, work: Callable[[], _T]) -> _T:
-        if self._worker is None:
+    async def _in_worker(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        worker, db = self._worker, self._worker_db
+        if worker is None or db is None:
             raise StoreUnavailable(f"sqlite store {self._path} is not open")
+        self._in_worker_calls += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+            return await asyncio.get_running_loop().run_in_executor(worker, work, db)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+        finally:
+            self._in_worker_calls -= 1
 
-    def _connect(self) -> sqlite3.Connection:
-        """Runs on the worker thread, which is the only thread that ever touches the connection."""
-        db = sqlite3.connect(self._path, isolation_level=None)
+    async def _checkpoint_in_worker(self) -> None:
+        """Copy the WAL into the file without blocking anyone (``PASSIVE``); a failure only means the
+        WAL grows until the next one."""
+        worker, db = self._worker, self._worker_db
+        try:
+            if worker is not None and db is not None:
+                await asyncio.get_running_loop().run_in_executor(worker, _checkpoint, db)
+        except sqlite3.Error as exc:
+            log.warning("sqlite checkpoint failed: %s", exc)
+        finally:
+            self._checkpoint = None
+
+    def _connect_worker(self) -> sqlite3.Connection:
+        """Runs on the worker thread: the first connection turns WAL on and creates the schema."""
+        db = _connect(self._path, busy_timeout_ms=BUSY_TIMEOUT_MS)
         try:
             db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.executescript(_SCHEMA)
         except BaseException:
             db.close()
             raise
         return db
+
+
+def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 @contextmanager
