@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 MessageRole = Literal["system", "user", "assistant"]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+class ChatMessage(NamedTuple):
+    """A named tuple: a request's window is rebuilt from dozens of these for every message."""
+
     role: MessageRole
     content: str
 

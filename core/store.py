@@ -12,14 +12,17 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Role = Literal["user", "assistant"]
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One stored message of a session; ``tokens`` is counted once, when the turn is created."""
+class Turn(NamedTuple):
+    """One stored message of a session; ``tokens`` is counted once, when the turn is created.
+
+    A named tuple rather than a frozen dataclass: every answered message reads a whole window of
+    turns back from the store, and a tuple is built in well under half the time.
+    """
 
     role: Role
     content: str

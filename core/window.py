@@ -58,8 +58,9 @@ def build_window(
     if used > budget.max_tokens:
         return None
     kept: list[Turn] = [user_turn]
+    scale, pair_overhead = budget.scale, 2 * budget.message_overhead  # looked up once, not per turn
     for user, assistant in _newest_pairs(history):
-        pair_cost = budget.cost(user.tokens) + budget.cost(assistant.tokens)
+        pair_cost = scale(user.tokens) + scale(assistant.tokens) + pair_overhead
         if used + pair_cost > budget.max_tokens or len(kept) + 2 > budget.max_messages:
             break
         used += pair_cost
