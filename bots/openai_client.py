@@ -25,7 +25,7 @@ from httpx_sse import EventSource, aconnect_sse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
-from bots.http_pool import PooledClients
+from bots.http_client import is_timeout, model_http_client
 from bots.model import ChatMessage, ModelReply, TextSink, Usage
 from bots.settings import ModelSettings
 
@@ -86,12 +86,10 @@ class OpenAIChatModel:
         self._base_url = settings.base_url.rstrip("/")
         self._api_key = settings.api_key.get_secret_value()
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
-        self._pools = (
-            PooledClients(timeout_s=settings.timeout_s, max_connections=settings.max_connections)
-            if http_client is None
-            else None
-        )
-        self._given_http = http_client
+        self._own_http = http_client is None
+        self._http = http_client or model_http_client(timeout_s=settings.timeout_s, max_connections=settings.max_connections)
+        self._completions_url = httpx.URL(self._url("chat/completions"))
+        """Parsed once: httpx parses a URL given as a string on every request."""
 
     async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
@@ -118,14 +116,8 @@ class OpenAIChatModel:
             raise exc.error from exc.__cause__
 
     async def aclose(self) -> None:
-        if self._pools is not None:
-            await self._pools.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._pools is None:
-            assert self._given_http is not None
-            return self._given_http
-        return self._pools.next()
+        if self._own_http:
+            await self._http.aclose()
 
     # --- one attempt ----------------------------------------------------------------------------
 
@@ -157,7 +149,7 @@ class OpenAIChatModel:
 
     async def _complete(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         with _network_failures():
-            response = await self._http().post(self._url("chat/completions"), json=body, headers=self._headers())
+            response = await self._http.post(self._completions_url, json=body, headers=self._headers())
         await self._raise_for_status(response)
         payload = _json_object(response.content, "completion")
         choice = _first_choice(payload)
@@ -173,7 +165,7 @@ class OpenAIChatModel:
             # between and its own errors must not be mistaken for the model server's.
             with _network_failures():
                 source = await stack.enter_async_context(
-                    aconnect_sse(self._http(), "POST", self._url("chat/completions"), json=body, headers=self._headers())
+                    aconnect_sse(self._http, "POST", self._completions_url, json=body, headers=self._headers())
                 )
             await self._raise_for_status(source.response)
             reply = await self._read_stream(source, sink)
@@ -203,7 +195,7 @@ class OpenAIChatModel:
 
     async def _check_once(self) -> str:
         with _network_failures():
-            response = await self._http().get(self._url("models"), headers=self._headers())
+            response = await self._http.get(self._url("models"), headers=self._headers())
         if response.status_code in (404, 405):
             return await self._check_by_completion()
         await self._raise_for_status(response)
@@ -371,11 +363,17 @@ def _network_failures() -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
+        if not is_timeout(exc):
+            raise _Transient(ModelUnavailable(f"transport error: {_describe(exc.__cause__ or exc)}")) from exc
         raise _Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
     except httpx.UnsupportedProtocol as exc:
         raise ModelUnavailable(f"bad model.base_url: {exc}") from exc
     except httpx.TransportError as exc:
-        raise _Transient(ModelUnavailable(f"transport error: {type(exc).__name__}: {exc}")) from exc
+        raise _Transient(ModelUnavailable(f"transport error: {_describe(exc.__cause__ or exc)}")) from exc
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 async def _sse_data(source: EventSource) -> AsyncGenerator[str, None]:

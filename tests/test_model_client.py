@@ -6,6 +6,7 @@ saw (how many requests, their bodies and headers), which is where retries become
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -193,8 +194,30 @@ async def test_refused_connection_is_unavailable(make_client: MakeClient) -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
-    with pytest.raises(ModelUnavailable, match="ConnectError"):
+    # Not a timeout, though the aiohttp transport reports it as httpx.ConnectTimeout.
+    with pytest.raises(ModelUnavailable, match="Cannot connect"):
         await make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1).reply(MESSAGES)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_server_that_hangs_up_without_answering_is_unavailable(make_client: MakeClient, stream: bool) -> None:
+    accepted = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ModelUnavailable, match="ServerDisconnected"):
+            await make_client(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, stream=stream).reply(MESSAGES)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert accepted == 2
 
 
 # --- errors that are not retried ----------------------------------------------------------------

@@ -1,0 +1,32 @@
+"""The HTTP client of the model server: httpx's API on aiohttp's connection pool.
+
+httpx's own pool (httpcore) walks every one of its connections on each request and each release
+(``_assign_requests_to_connections``, encode/httpcore#1035), so with hundreds of concurrent model
+calls its bookkeeping cost more than the calls themselves, and even a single request costs it far
+more than aiohttp (848 against 539 us for the same request in ``bench/``). The ``httpx-aiohttp``
+transport, written by an httpx maintainer and offered by the OpenAI Python SDK for the same reason,
+keeps httpx's API, and with it ``httpx-sse``, over aiohttp's connector.
+
+One thing it gets wrong for us: it maps every aiohttp connection error to ``httpx.ConnectTimeout``,
+a refused connection and a server that hung up mid-reply included. Users are told different things
+for a timeout and for an unreachable server, so ``is_timeout`` looks at what was actually raised.
+"""
+
+from __future__ import annotations
+
+import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+
+
+def model_http_client(*, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """One pool for every model call; connections beyond ``max_connections`` wait for a free one.
+    Proxies from the environment (``HTTPS_PROXY``) apply as with plain httpx."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return HttpxAiohttpClient(timeout=httpx.Timeout(timeout_s), limits=limits)
+
+
+def is_timeout(error: httpx.TimeoutException) -> bool:
+    """Whether a timeout httpx reports really was one: raised by httpx itself, or by aiohttp as one
+    of its timeout errors (which are ``TimeoutError``s), not some other connection error."""
+    cause = error.__cause__
+    return cause is None or isinstance(cause, TimeoutError) or type(cause).__module__.startswith("httpcore")
