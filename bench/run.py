@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from redis.asyncio.connection import Connection
 
+from adapters.runtime import tune_garbage_collector
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -102,7 +103,7 @@ async def _mean_s(action: Callable[[int], Awaitable[object]], count: int, warmup
 OVERHEAD_SESSIONS = 50
 
 
-async def per_message_overhead(stores: dict[str, Callable[[], Store]], per_round: int = 100, rounds: int = 5) -> list[Row]:
+async def per_message_overhead(stores: dict[str, Callable[[], Store]]) -> list[Row]:
     """Latency to the final reply (what the user waits for) against a bare request carrying the very
     body the bridge sent, so that the model's own work on a long prompt counts on both sides.
 
@@ -112,57 +113,80 @@ async def per_message_overhead(stores: dict[str, Callable[[], Store]], per_round
     history, as in a chat that has been going for a while. Bare requests and messages alternate in
     rounds and medians are compared, so that drift and the odd pause of this virtual machine do not
     land on one side only. Throughput counts whole handling, which also includes the writes made
-    after the reply landed."""
+    after the reply landed. Each store gets a fresh fake model, which keeps every request it saw."""
     rows: list[Row] = []
     for name, make in stores.items():
-        async with FakeModel() as server, httpx.AsyncClient() as plain_client, model_http_client(timeout_s=30, max_connections=10) as bare_client:
-            model = OpenAIChatModel(model_settings(server.base_url, stream=False))
-            plain_s: list[float] = []
-            bare_s: list[float] = []
-            reply_s: list[float] = []
-            handled_s: list[float] = []
-            async with opened(make()) as store:
-                for n in range(OVERHEAD_SESSIONS):
-                    await _fill(store, f"bench:{n}", 40)
-                engine = _engine(store, model)
-
-                async def message(n: int) -> None:
-                    channel = NullChannel()
-                    started = time.monotonic()
-                    outcome = await engine.handle(private(f"hello {n}", user=f"bench:{n % OVERHEAD_SESSIONS}"), channel)
-                    assert outcome is Outcome.ANSWERED, outcome
-                    reply_s.append(channel.sends[-1] - started)
-                    handled_s.append(time.monotonic() - started)
-
-                async def bare(client: httpx.AsyncClient, into: list[float]) -> None:
-                    started = time.monotonic()
-                    response = await client.post(f"{server.base_url}/chat/completions", json=body)
-                    into.append(time.monotonic() - started)
-                    assert response.status_code == 200
-
-                for n in range(3 * OVERHEAD_SESSIONS):  # warm up; every session's window is full
-                    await message(n)
-                reply_s.clear()
-                handled_s.clear()
-                body = server.requests[-1]
-                server.requests.clear()  # the fake keeps every request; a growing heap slows every later figure
-                for _ in range(rounds):
-                    for _ in range(per_round):
-                        await bare(bare_client, bare_s)
-                        await bare(plain_client, plain_s)
-                    for n in range(per_round):
-                        await message(n)
-            await model.aclose()
-            floor, reply = statistics.median(bare_s), statistics.median(reply_s)
-            target = 1.5 if name == "memory" else 2.0
-            ratio = reply / floor
-            rows.append(Row("1 overhead", f"{name}: bare request with the bridge's body, plain httpx (reference)", f"{statistics.median(plain_s) * 1e3:.3f} ms"))
-            rows.append(Row("1 overhead", f"{name}: bare request with the bridge's body, the bridge's HTTP stack", f"{floor * 1e3:.3f} ms"))
-            rows.append(Row("1 overhead", f"{name}: event to final reply", f"{reply * 1e3:.3f} ms"))
-            rows.append(Row("1 overhead", f"{name}: added by the bridge", f"{(reply - floor) * 1e3:.3f} ms"))
-            rows.append(Row("1 overhead", f"{name}: ratio to the bare request", f"{ratio:.2f}x", f"<= {target}x", ratio <= target))
-            rows.append(Row("1 overhead", f"{name}: messages per second, one process, one at a time", f"{len(handled_s) / sum(handled_s):.0f}"))
+        async with FakeModel() as server, opened(make()) as store, _OverheadRun(server, store) as run:
+            await run.measure()
+        floor, reply = statistics.median(run.bare_s), statistics.median(run.reply_s)
+        target = 1.5 if name == "memory" else 2.0
+        ratio = reply / floor
+        rows += [
+            Row("1 overhead", f"{name}: bare request with the bridge's body, plain httpx (reference)", f"{statistics.median(run.plain_s) * 1e3:.3f} ms"),
+            Row("1 overhead", f"{name}: bare request with the bridge's body, the bridge's HTTP stack", f"{floor * 1e3:.3f} ms"),
+            Row("1 overhead", f"{name}: event to final reply", f"{reply * 1e3:.3f} ms"),
+            Row("1 overhead", f"{name}: added by the bridge", f"{(reply - floor) * 1e3:.3f} ms"),
+            Row("1 overhead", f"{name}: ratio to the bare request", f"{ratio:.2f}x", f"<= {target}x", ratio <= target),
+            Row("1 overhead", f"{name}: messages per second, one process, one at a time", f"{len(run.handled_s) / sum(run.handled_s):.0f}"),
+        ]
     return rows
+
+
+class _OverheadRun:
+    """One store's share of ``per_message_overhead``: its engine, clients and samples (seconds)."""
+
+    def __init__(self, server: FakeModel, store: Store, per_round: int = 100, rounds: int = 5) -> None:
+        self._server = server
+        self._store = store
+        self._per_round = per_round
+        self._rounds = rounds
+        self._model = OpenAIChatModel(model_settings(server.base_url, stream=False))
+        self._engine = _engine(store, self._model)
+        self._plain = httpx.AsyncClient()
+        self._stack = model_http_client(timeout_s=30, max_connections=10)
+        self._body: dict[str, Any] = {}
+        self.plain_s: list[float] = []
+        self.bare_s: list[float] = []
+        self.reply_s: list[float] = []
+        self.handled_s: list[float] = []
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for client in (self._model, self._plain, self._stack):
+            await client.aclose()
+
+    async def measure(self) -> None:
+        for n in range(OVERHEAD_SESSIONS):
+            await _fill(self._store, f"bench:{n}", 40)
+        for n in range(3 * OVERHEAD_SESSIONS):  # warm up; every session's window is full
+            await self._message(n)
+        self.reply_s.clear()
+        self.handled_s.clear()
+        self._body = self._server.requests[-1]
+        self._server.requests.clear()  # a growing heap would slow every later figure
+        for _ in range(self._rounds):
+            for _ in range(self._per_round):
+                self.bare_s.append(await self._bare(self._stack))
+                self.plain_s.append(await self._bare(self._plain))
+            for n in range(self._per_round):
+                await self._message(n)
+
+    async def _message(self, n: int) -> None:
+        channel = NullChannel()
+        started = time.monotonic()
+        outcome = await self._engine.handle(private(f"hello {n}", user=f"bench:{n % OVERHEAD_SESSIONS}"), channel)
+        assert outcome is Outcome.ANSWERED, outcome
+        self.reply_s.append(channel.sends[-1] - started)
+        self.handled_s.append(time.monotonic() - started)
+
+    async def _bare(self, client: httpx.AsyncClient) -> float:
+        started = time.monotonic()
+        response = await client.post(f"{self._server.base_url}/chat/completions", json=self._body)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        return elapsed
 
 
 # --- 2. context window versus history length ----------------------------------------------------
@@ -440,6 +464,7 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(SECTIONS))
     parser.add_argument("--json", action="store_true", help="print rows as JSON (used for isolated sections)")
     args = parser.parse_args()
+    tune_garbage_collector()  # as ``chatbridge run`` does
     names = [args.only] if args.only else list(SECTIONS)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
