@@ -272,7 +272,7 @@ async def concurrency(sessions: int = 1_000, latency_s: float = 1.0) -> list[Row
     answered = sum(outcome is Outcome.ANSWERED for outcome in outcomes)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
-        Row("3 concurrency", f"{sessions:,} bare httpx requests at once, same pools: wall time", f"{bare:.2f} s"),
+        Row("3 concurrency", f"{sessions:,} bare requests at once through the same HTTP stack: wall time", f"{bare:.2f} s"),
         Row("3 concurrency", f"{sessions:,} sessions at once, {latency_s:.0f} s model: wall time", f"{wall:.2f} s", "<= 1.3 s", wall <= 1.3 and answered == sessions),
         Row("3 concurrency", "answered", f"{answered:,} of {sessions:,}"),
         Row("3 concurrency", "peak RSS of the bridge process", f"{peak_mib:.0f} MiB"),
