@@ -1,9 +1,11 @@
 """The engine: one incoming event in, at most one answer out, following design section 2.
 
-The order of the checks differs from the design's list in one respect, on purpose: the pure checks
-(bot authors, whether the message addresses the bot at all) run before anything touches the store.
-The effect is the same, but group chatter that is not for the bot costs no store round trip, and a
-denied user is only ever told so when they actually addressed the bot.
+The order of the checks differs from the design's list in two respects, on purpose. The pure checks
+(bot authors, whether the message addresses the bot at all) run before anything touches the store:
+group chatter that is not for the bot costs no store round trip, and a denied user is only ever told
+so when they actually addressed the bot. And a prompt's dedupe, access and rate checks are one store
+call together with queueing it (``Store.admit``), one round trip before the model call in a shared
+store; commands and refused prompts are checked on their own, then answered.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,6 +37,7 @@ from core.sessions import session_key
 from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
 from core.store import (
     AccessDecision,
+    Admission,
     PendingMessage,
     SessionState,
     StaleLease,
@@ -42,6 +45,7 @@ from core.store import (
     StoreUnavailable,
     Turn,
     UsageDelta,
+    Verdict,
 )
 from core.tokens import TokenCounter
 from core.triggers import Addressed, CommandName, address
@@ -228,6 +232,9 @@ class Engine:
     async def _handle_addressed(
         self, message: IncomingMessage, addressed: Addressed, key: str, ticket: Ticket, channel: ReplyChannel
     ) -> _Handled:
+        refusal = self._refusal(addressed.text) if addressed.command is None else None
+        if addressed.command is None and refusal is None:
+            return await self._take_turn(message, addressed, key, ticket, channel)
         first, overrides = await self._store.first_seen_with_access(f"msg:{message.dedupe_key}", DEDUPE_TTL_S)
         if not first:
             return _Handled(Outcome.DUPLICATE)
@@ -240,17 +247,11 @@ class Engine:
             context = CommandContext(message=message, session_key=key, is_admin=is_admin)
             await send_text(channel, await self._commands.run(addressed.command, context))
             return _Handled(Outcome.COMMAND, key)
-        refusal = self._refusal(addressed.text)
-        if refusal:
-            await send_text(channel, refusal)
-            return _Handled(Outcome.REFUSED, key)
-        if await self._over_rate_limit(message.user_id):
-            limit = self._settings.limits.user_messages_per_minute
-            await send_text(channel, texts.RATE_LIMITED.format(limit=limit))
-            return _Handled(Outcome.RATE_LIMITED, key)
-        return await self._take_turn(message, addressed.text, key, ticket, channel)
+        assert refusal is not None  # only commands and refused prompts come this way
+        await send_text(channel, refusal)
+        return _Handled(Outcome.REFUSED, key)
 
-    def _allowed(self, message: IncomingMessage, overrides: dict[str, AccessDecision]) -> bool:
+    def _allowed(self, message: IncomingMessage, overrides: Mapping[str, AccessDecision]) -> bool:
         return self._access.allows(
             message.user_id, message.chat_id, private=message.is_private, overrides=overrides
         )
@@ -275,24 +276,43 @@ class Engine:
             return texts.MESSAGE_TOO_LONG.format(size=len(text), limit=limit)
         return None
 
-    async def _over_rate_limit(self, user_id: str) -> bool:
-        limit = self._settings.limits.user_messages_per_minute
-        if limit <= 0:
-            return False
-        return await self._store.count_hit(f"rate:{user_id}", RATE_WINDOW_S) > limit
-
     async def _take_turn(
-        self, message: IncomingMessage, text: str, key: str, ticket: Ticket, channel: ReplyChannel
+        self, message: IncomingMessage, addressed: Addressed, key: str, ticket: Ticket, channel: ReplyChannel
     ) -> _Handled:
-        """Queue the message, then, holding the session, answer everything queued as one turn.
+        """Check the prompt, queue it, then, holding the session, answer everything queued as one turn.
 
-        Whoever holds the lease answers all waiting messages of the session at once; a handler that
-        finds the queue empty was answered together with an earlier message.
+        The checks (dedupe, access, rate limit) and the queueing are one store call, made once every
+        earlier message of the session has been queued, so the queue keeps arrival order. Whoever
+        holds the lease answers all waiting messages of the session at once; a handler that finds the
+        queue empty was answered together with an earlier message.
         """
-        pending = PendingMessage(message.dedupe_key, message.user_id, text, message.received_at)
-        max_turns = self._settings.context.max_messages
-        hold = self._store.hold_for_turn(key, self._settings.lease_ttl_s, pending, max_turns, on_queued=ticket.give_back)
-        async with hold as held:
+        await ticket.wait_for_earlier()
+        limits = self._settings.limits
+        admission = Admission(
+            dedupe_key=f"msg:{message.dedupe_key}",
+            dedupe_ttl_s=DEDUPE_TTL_S,
+            allowed=lambda overrides: self._allowed(message, overrides),
+            rate_key=f"rate:{message.user_id}",
+            rate_window_s=RATE_WINDOW_S,
+            rate_limit=max(limits.user_messages_per_minute, 0),
+            session_key=key,
+            lease_ttl_s=self._settings.lease_ttl_s,
+            item=PendingMessage(message.dedupe_key, message.user_id, addressed.text, message.received_at),
+            max_turns=self._settings.context.max_messages,
+            on_queued=ticket.give_back,
+        )
+        async with self._store.admit(admission) as admitted:
+            match admitted.verdict:
+                case Verdict.DUPLICATE:
+                    return _Handled(Outcome.DUPLICATE)
+                case Verdict.DENIED:
+                    await self._tell_denied(message, addressed, key, channel)
+                    return _Handled(Outcome.DENIED, key)
+                case Verdict.RATE_LIMITED:
+                    await send_text(channel, texts.RATE_LIMITED.format(limit=limits.user_messages_per_minute))
+                    return _Handled(Outcome.RATE_LIMITED, key)
+            held = admitted.held
+            assert held is not None
             if not held.waiting:
                 return _Handled(Outcome.JOINED, key)
             return await self._answer(message, key, held.fence, held.waiting, held.state, channel)

@@ -8,7 +8,7 @@ usage. The embedded backends (``memory``, ``sqlite``) keep ordering inside their
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,6 +70,46 @@ class HeldSession:
     fence: int
     waiting: list[PendingMessage]
     state: SessionState | None
+
+
+class Verdict(StrEnum):
+    """What ``Store.admit`` came to for one prompt."""
+
+    DUPLICATE = "duplicate"
+    DENIED = "denied"
+    RATE_LIMITED = "rate_limited"
+    HELD = "held"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A new prompt, and everything to check before it may join its session's queue.
+
+    ``allowed`` is the engine's access decision given the runtime overrides (the store knows the
+    overrides, the engine the rules). ``rate_limit`` 0 means no limit; otherwise ``rate_key`` counts
+    hits in fixed windows of ``rate_window_s`` and the prompt is refused above the limit. The rest is
+    what ``Store.hold_for_turn`` takes.
+    """
+
+    dedupe_key: str
+    dedupe_ttl_s: float
+    allowed: Callable[[Mapping[str, AccessDecision]], bool]
+    rate_key: str
+    rate_window_s: float
+    rate_limit: int
+    session_key: str
+    lease_ttl_s: float
+    item: PendingMessage
+    max_turns: int
+    on_queued: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """``held`` is set for ``Verdict.HELD`` only; the lease is held while ``Store.admit`` is open."""
+
+    verdict: Verdict
+    held: HeldSession | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +201,14 @@ class Store(Protocol):
         the queue, which is how the engine keeps a session's messages in arrival order without
         waiting for the lease itself. A shared backend queues, takes the lease, takes the queue and
         loads the session in one round trip when the session is free.
+        """
+        ...
+
+    def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
+        """The whole way from a new prompt to the model call: ``first_seen_with_access``, the access
+        decision, ``count_hit`` and ``hold_for_turn``, in that order, stopping at the first that says
+        no. A shared backend does all of it in one round trip when the session is free and the
+        runtime access decisions it last saw are still current.
         """
         ...
 

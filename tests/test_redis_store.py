@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from redis.asyncio.connection import Connection
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Outcome
-from core.store import PendingMessage, StoreUnavailable
+from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Verdict
 from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
@@ -371,7 +371,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield counter
 
 
-ROUND_TRIPS_PER_MESSAGE = 6
+ROUND_TRIPS_PER_MESSAGE = 4
 """The figure in the README: an answered message in a session nobody else is using."""
 
 
@@ -396,10 +396,11 @@ async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
         monitor.close()
         await model_client.aclose()
 
-    assert counts == [ROUND_TRIPS_PER_MESSAGE] * 4, counts
+    # The first prompt a process admits also learns the runtime access decisions: one more.
+    assert counts == [ROUND_TRIPS_PER_MESSAGE + 1] + [ROUND_TRIPS_PER_MESSAGE] * 3, counts
     # What the server received: one command (a Lua script, mostly) per round trip, except the
     # commit, a pipeline with the session index update (EVALSHA, ZADD, ZREMRANGEBYSCORE).
-    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2), "\n".join(commands)
+    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2) + 1, "\n".join(commands)
 
 
 async def test_every_key_carries_an_expiry_or_is_bounded(
@@ -423,15 +424,49 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {"session", "sessions", "seen", "rate", "access", "usage"}
 
 
-async def test_a_holder_cancelled_while_acquiring_puts_the_queue_back(redis_server: RedisServer, store: RedisStore) -> None:
-    """Shutdown can cancel a handler while its script that takes the lease and the queue is still
-    running in Redis: the messages it took go back to the queue, in order, and the lease is freed."""
-    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 1.0))
+def _admission(n: int, allowed: Callable[[Mapping[str, AccessDecision]], bool] = lambda overrides: True) -> Admission:
+    return Admission(
+        dedupe_key=f"msg:telegram:1/{n}", dedupe_ttl_s=60, allowed=allowed, rate_key="rate:telegram:1",
+        rate_window_s=60, rate_limit=0, session_key="telegram:1", lease_ttl_s=30,
+        item=PendingMessage(f"telegram:1/{n}", "telegram:1", f"part {n}", float(n)), max_turns=10,
+    )  # fmt: skip
+
+
+async def test_a_decision_made_by_another_process_applies_to_the_next_prompt(
+    redis_server: RedisServer, store: RedisStore, prefix: str
+) -> None:
+    """Each process decides on the access decisions it last read, and Redis refuses to admit on
+    stale ones: a deny made through one process stops the very next prompt in every other."""
+    other = RedisStore(redis_server.url, prefix)
+    await other.open()
+
+    def not_denied(overrides: Mapping[str, AccessDecision]) -> bool:
+        return overrides.get("telegram:1") is not AccessDecision.DENY
+
+    try:
+        async with store.admit(_admission(1, not_denied)) as admitted:
+            assert admitted.verdict is Verdict.HELD
+        await other.set_access("telegram:1", AccessDecision.DENY)
+        async with store.admit(_admission(2, not_denied)) as admitted:
+            assert admitted.verdict is Verdict.DENIED
+        assert await store.take_pending("telegram:1") == []
+    finally:
+        await other.close()
+
+
+async def test_a_prompt_cancelled_while_admitted_puts_the_queue_back(redis_server: RedisServer, store: RedisStore) -> None:
+    """Shutdown can cancel a handler while the script that admits its prompt, takes the lease and
+    takes the queue is still running in Redis: the messages it took go back to the queue, in order,
+    and the lease is freed."""
+    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 0.0))
 
     async def hold() -> None:
-        async with store.hold_for_turn("telegram:1", 30, PendingMessage("m1", "telegram:1", "second", 2.0), 10):
+        async with store.admit(_admission(1)):
             raise AssertionError("the cancelled holder must never run its turn")
 
+    async with store.admit(_admission(0)):  # learns the access decisions, so the next admission is one script
+        pass
+    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 0.0))  # it took "first": again
     assert redis_server.command("CLIENT", "PAUSE", "300", "ALL").startswith("+OK")
     holder = asyncio.create_task(hold())
     await asyncio.sleep(0.1)  # the script is sent, Redis holds it back
@@ -440,7 +475,7 @@ async def test_a_holder_cancelled_while_acquiring_puts_the_queue_back(redis_serv
         await holder
     await asyncio.sleep(0.5)  # the pause ends, the script runs, the give-back follows
 
-    assert [item.text for item in await store.take_pending("telegram:1")] == ["first", "second"]
+    assert [item.text for item in await store.take_pending("telegram:1")] == ["first", "part 1"]
     async with asyncio.timeout(1):
         async with store.lease("telegram:1", 30):
             pass

@@ -8,10 +8,11 @@ tiny TTLs and windows with real sleeps, because a shared backend expires keys by
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ import pytest
 from core.settings import StoreBackend, StoreSettings
 from core.store import (
     AccessDecision,
+    Admission,
     PendingMessage,
     SessionInfo,
     StaleLease,
@@ -28,6 +30,7 @@ from core.store import (
     Turn,
     UsageDelta,
     UsageTotals,
+    Verdict,
 )
 from core.stores import create_store
 from core.stores.local_ordering import LocalOrdering
@@ -234,6 +237,63 @@ async def test_hold_for_turn_finds_nothing_when_an_earlier_holder_took_its_messa
 async def _waiting_of(store: Store, item: PendingMessage) -> tuple[list[PendingMessage], Any]:
     async with store.hold_for_turn("telegram:1", LEASE_TTL_S, item, 10) as held:
         return held.waiting, held.state
+
+
+def admission(
+    n: int, *, allowed: Callable[[Mapping[str, AccessDecision]], bool] = lambda overrides: True, rate_limit: int = 0
+) -> Admission:
+    return Admission(
+        dedupe_key=f"msg:telegram:1/{n}",
+        dedupe_ttl_s=60,
+        allowed=allowed,
+        rate_key="rate:telegram:1",
+        rate_window_s=60,
+        rate_limit=rate_limit,
+        session_key="telegram:1",
+        lease_ttl_s=LEASE_TTL_S,
+        item=pending(n),
+        max_turns=10,
+    )
+
+
+async def verdict_of(store: Store, admitted: Admission) -> Verdict:
+    async with store.admit(admitted) as result:
+        return result.verdict
+
+
+async def test_admit_holds_the_session_with_the_prompt_taken_and_the_session_loaded(store: Store) -> None:
+    await commit(store, "telegram:1", user("q1", 10.0), assistant("a1", 11.0))
+    await store.enqueue("telegram:1", pending(0))
+    queued: list[int] = []
+    async with store.admit(dataclasses.replace(admission(1), on_queued=lambda: queued.append(1))) as admitted:
+        assert admitted.verdict is Verdict.HELD and admitted.held is not None and queued == [1]
+        assert admitted.held.waiting == [pending(0), pending(1)]
+        assert admitted.held.state is not None and admitted.held.state.turns == [user("q1", 10.0), assistant("a1", 11.0)]
+        await store.commit_turns("telegram:1", [user("q2", 20.0)], admitted.held.fence, SESSION_TTL_S)
+    assert await stored(store, "telegram:1") == [user("q1", 10.0), assistant("a1", 11.0), user("q2", 20.0)]
+
+
+async def test_admit_stops_at_a_duplicate_a_denial_or_the_rate_limit_and_queues_nothing(store: Store) -> None:
+    assert await verdict_of(store, admission(1)) is Verdict.HELD
+    assert await verdict_of(store, admission(1)) is Verdict.DUPLICATE
+    assert await verdict_of(store, admission(2, allowed=lambda overrides: False)) is Verdict.DENIED
+    assert await verdict_of(store, admission(3, rate_limit=2)) is Verdict.HELD
+    assert await verdict_of(store, admission(4, rate_limit=2)) is Verdict.HELD
+    assert await verdict_of(store, admission(5, rate_limit=2)) is Verdict.RATE_LIMITED
+    assert await store.take_pending("telegram:1") == []
+    # A denied or limited prompt was still seen: its redelivery is a duplicate.
+    assert await verdict_of(store, admission(2)) is Verdict.DUPLICATE
+
+
+async def test_admit_decides_on_the_current_runtime_decisions(store: Store) -> None:
+    def not_denied(overrides: Mapping[str, AccessDecision]) -> bool:
+        return overrides.get("telegram:1") is not AccessDecision.DENY
+
+    assert await verdict_of(store, admission(1, allowed=not_denied)) is Verdict.HELD
+    await store.set_access("telegram:1", AccessDecision.DENY)
+    assert await verdict_of(store, admission(2, allowed=not_denied)) is Verdict.DENIED
+    await store.set_access("telegram:1", AccessDecision.ALLOW)
+    assert await verdict_of(store, admission(3, allowed=not_denied)) is Verdict.HELD
 
 
 async def test_lease_is_exclusive_and_granted_in_arrival_order(store: Store) -> None:

@@ -8,11 +8,13 @@ and the backend modules can import the shared rules from here without a cycle.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import assert_never
 
 from core.settings import StoreBackend, StoreSettings
-from core.store import ALL_SUBJECTS, Store, UsageDelta
+from core.store import ALL_SUBJECTS, Admission, Admitted, Store, UsageDelta, Verdict
 
 
 def create_store(settings: StoreSettings) -> Store:
@@ -69,3 +71,22 @@ class PruneTimer:
             return False
         self.next_at = now + self.interval_s
         return True
+
+
+@asynccontextmanager
+async def admit_in_steps(store: Store, admission: Admission) -> AsyncIterator[Admitted]:
+    """``Store.admit`` made of the store's own steps, one call each: what the embedded stores do, and
+    a Redis Cluster, whose keys for one prompt live in different slots."""
+    first, overrides = await store.first_seen_with_access(admission.dedupe_key, admission.dedupe_ttl_s)
+    if not first:
+        yield Admitted(Verdict.DUPLICATE)
+    elif not admission.allowed(overrides):
+        yield Admitted(Verdict.DENIED)
+    elif admission.rate_limit > 0 and await store.count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit:
+        yield Admitted(Verdict.RATE_LIMITED)
+    else:
+        hold = store.hold_for_turn(
+            admission.session_key, admission.lease_ttl_s, admission.item, admission.max_turns, admission.on_queued
+        )
+        async with hold as held:
+            yield Admitted(Verdict.HELD, held)

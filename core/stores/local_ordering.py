@@ -15,8 +15,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
-from core.store import HeldSession, PendingMessage, SessionState, StaleLease
+from core.store import Admission, Admitted, HeldSession, PendingMessage, SessionState, StaleLease, Store
+from core.stores import admit_in_steps
 
 
 @dataclass(slots=True)
@@ -131,6 +133,9 @@ class InProcessOrdering(ABC):
             waiting = self._ordering.take_pending(session_key)
             state = await self.load_session(session_key, max_turns) if waiting else None
             yield HeldSession(fence, waiting, state)
+
+    def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
+        return admit_in_steps(cast(Store, self), admission)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         return self._ordering.take_pending(session_key)

@@ -13,7 +13,7 @@ key (after ``store.redis_key_prefix``)      type        bound
 ``sessions``                                zset        session keys by expiry; trimmed on every commit
 ``seen:<key>``                              string      dedupe mark, ``SET NX PX``
 ``rate:<key>:<window>``                     string      hit counter, expires at the window's end
-``access``                                  hash        runtime allow/deny decisions (one field per identity)
+``access``                                  hash        runtime allow/deny decisions (one field per identity, and ``#version``)
 ``usage:{usage}:<day>``                     hash        ``m|p|c|e:<subject>`` counters; ``USAGE_TTL_S``
 ``usage:{usage}:days``                      zset        days with usage, at most ``USAGE_DAYS_KEPT``
 =========================================  ==========  =====================================================
@@ -31,8 +31,9 @@ for a busy session, with a short exponential backoff capped by the lease's remai
 
 Round trips: every store method is one round trip (one command, one Lua script or one pipeline),
 except ``list_sessions`` and ``usage_by_day`` (admin commands, two each). The combined methods
-(``first_seen_with_access``, ``hold_for_turn``) exist so that an answered message costs two round
-trips before the model is called and 6 in all; see the README ("Running several processes").
+(``first_seen_with_access``, ``hold_for_turn`` and above all ``admit``) exist so that an answered
+prompt costs one round trip before the model is called and 4 in all; see the README ("Running
+several processes").
 
 Redis errors and timeouts surface as ``StoreUnavailable``; the client reconnects by itself when
 Redis is back. Scripts are loaded on ``open`` and reloaded transparently (``NOSCRIPT``) after a
@@ -61,6 +62,8 @@ from redis.backoff import ExponentialBackoff
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
+    Admission,
+    Admitted,
     HeldSession,
     PendingMessage,
     SessionInfo,
@@ -70,8 +73,9 @@ from core.store import (
     Turn,
     UsageDelta,
     UsageTotals,
+    Verdict,
 )
-from core.stores import FixedWindow, usage_subjects
+from core.stores import FixedWindow, admit_in_steps, usage_subjects
 from core.stores.local_ordering import LocalOrdering
 
 log = logging.getLogger("chatbridge.store.redis")
@@ -94,6 +98,9 @@ RATE_KEY_SLACK_MS = 1000
 TURN_CHUNK = 1000
 """Turns appended per ``RPUSH`` inside the commit script (Lua's ``unpack`` has a stack limit)."""
 
+ACCESS_VERSION = "#version"
+"""A field of the ``access`` hash that every ``set_access`` bumps (no identity looks like it):
+``admit`` checks it to know that the decisions this process last read are still current."""
 _USAGE_FIELDS = ("m", "p", "c", "e")
 """messages, prompt_tokens, completion_tokens, errors."""
 
@@ -124,35 +131,68 @@ return {first and 1 or 0, redis.call('HGETALL', KEYS[2])}
 """
 )
 
-# KEYS: lease, fence counter, pending, turns, meta.
-# ARGV: lease ttl ms, counter ttl s, pending ttl s, turns to load (-1: take and load nothing)[, item to queue].
-# Returns {0, remaining ms of the current lease} when the lease is taken; when acquired, {1, token}
-# without taking, else {1, token, items} (no session) or {1, token, items, last_active, turns},
-# with items empty when nothing was pending; the turns come as one string, their JSON joined by commas.
-_ACQUIRE = _Script(
-    """
-if ARGV[5] then
-  redis.call('RPUSH', KEYS[3], ARGV[5])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+# The end of both scripts that take a session's lease: queue ``item`` when there is one, take the
+# lease unless told not to, then take the queue and load the newest ``take`` turns (none when take < 0).
+# Returns {2} when told not to try the lease, {0, remaining ms of the current lease} when it is
+# taken; when acquired, {1, token} without taking, else {1, token, items} (no session) or
+# {1, token, items, last_active, turns}, with items empty when nothing was pending and the turns as
+# one string, their JSON joined by commas.
+_LEASE_AND_TAKE = """
+if item then
+  redis.call('RPUSH', pending, item)
+  redis.call('EXPIRE', pending, pending_ttl)
 end
-local held = redis.call('PTTL', KEYS[1])
+if not try_lease then return {2} end
+local held = redis.call('PTTL', lease)
 if held ~= -2 then return {0, held} end
 local now = redis.call('TIME')
 local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local last = tonumber(redis.call('GET', fence) or '0')
 local token = string.format('%d', math.max(last + 1, floor))
-redis.call('SET', KEYS[2], token, 'EX', ARGV[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-local n = tonumber(ARGV[4])
-if n < 0 then return {1, token} end
-local items = redis.call('LRANGE', KEYS[3], 0, -1)
+redis.call('SET', fence, token, 'EX', fence_ttl)
+redis.call('SET', lease, token, 'PX', lease_ms)
+if take < 0 then return {1, token} end
+local items = redis.call('LRANGE', pending, 0, -1)
 if #items == 0 then return {1, token, {}} end
-redis.call('DEL', KEYS[3])
-local active = redis.call('HGET', KEYS[5], 'last_active')
+redis.call('DEL', pending)
+local active = redis.call('HGET', meta, 'last_active')
 if not active then return {1, token, items} end
-if n == 0 then return {1, token, items, active, ''} end
-return {1, token, items, active, table.concat(redis.call('LRANGE', KEYS[4], -n, -1), ',')}
+if take == 0 then return {1, token, items, active, ''} end
+return {1, token, items, active, table.concat(redis.call('LRANGE', turns, -take, -1), ',')}
 """
+
+_SESSION_LOCALS = """
+local lease, fence, pending, turns, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lease_ms, fence_ttl, pending_ttl, take = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+"""
+
+# KEYS: lease, fence counter, pending, turns, meta. ARGV: lease ttl ms, counter ttl s, pending ttl s,
+# turns to take[, item to queue].
+_ACQUIRE = _Script(_SESSION_LOCALS + "local item, try_lease = ARGV[5], true" + _LEASE_AND_TAKE)
+
+# A new prompt's checks, then what _ACQUIRE does. KEYS: those of _ACQUIRE, then the dedupe mark,
+# the access hash and the rate counter. ARGV: those of _ACQUIRE with the item, then 1 to try the
+# lease, the access version the caller decided with, 1 when it found the prompt allowed, the mark's
+# ttl ms, the rate limit (0: none) and when the rate counter expires (ms since the epoch).
+# Returns {'stale', the access hash} when the decisions changed since (nothing else is done),
+# {'duplicate'}, {'denied'} or {'rate_limited'}, or what _LEASE_AND_TAKE returns.
+_ADMIT = _Script(
+    _SESSION_LOCALS
+    + """
+local item, try_lease = ARGV[5], ARGV[6] == '1'
+if (redis.call('HGET', KEYS[7], '#version') or '0') ~= ARGV[7] then
+  return {'stale', redis.call('HGETALL', KEYS[7])}
+end
+if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
+if ARGV[8] ~= '1' then return {'denied'} end
+local limit = tonumber(ARGV[10])
+if limit > 0 then
+  local hits = redis.call('INCR', KEYS[8])
+  if hits == 1 then redis.call('PEXPIREAT', KEYS[8], ARGV[11]) end
+  if hits > limit then return {'rate_limited'} end
+end
+"""
+    + _LEASE_AND_TAKE
 )
 
 # KEYS: pending, lease. ARGV: token, pending ttl s, items taken (oldest first).
@@ -223,7 +263,7 @@ return 1
 """
 )
 
-_SCRIPTS = (_FIRST_SEEN_WITH_ACCESS, _ENQUEUE, _ACQUIRE, _GIVE_BACK, _RELEASE, _COMMIT, _LOAD, _COUNT_HIT, _ADD_USAGE)
+_SCRIPTS = (_FIRST_SEEN_WITH_ACCESS, _ENQUEUE, _ACQUIRE, _ADMIT, _GIVE_BACK, _RELEASE, _COMMIT, _LOAD, _COUNT_HIT, _ADD_USAGE)
 
 
 def _ms(seconds: float) -> int:
@@ -238,6 +278,17 @@ def _turns_from_json(joined: str) -> list[Turn]:
     """The scripts join the stored turns' JSON with commas: one parse for the whole window is about
     four times cheaper than one per turn, and a window is read for every answered message."""
     return [Turn(role, content, tokens, created_at) for role, content, tokens, created_at in json.loads(f"[{joined}]")]
+
+
+def _access_from_flat(flat: Sequence[str]) -> tuple[str, dict[str, AccessDecision]]:
+    """``HGETALL access`` as a script returns it (field, value, field, value...)."""
+    return _access_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def _access_from_hash(raw: dict[str, str]) -> tuple[str, dict[str, AccessDecision]]:
+    """The version of the ``access`` hash ("0" before the first change) and its decisions."""
+    decisions = {identity: AccessDecision(value) for identity, value in raw.items() if identity != ACCESS_VERSION}
+    return raw.get(ACCESS_VERSION, "0"), decisions
 
 
 def _pending_to_json(item: PendingMessage) -> str:
@@ -322,6 +373,8 @@ class RedisStore:
         self._client: Any = None
         self._local = LocalOrdering()
         self._cluster = "+cluster://" in url
+        self._access_known: tuple[str, dict[str, AccessDecision]] = ("", {})
+        """The runtime access decisions as of a version of the ``access`` hash ("" matches none)."""
 
     # --- keys ---------------------------------------------------------------------------------------
     def _session(self, session_key: str, part: str) -> str:
@@ -395,11 +448,9 @@ class RedisStore:
                 pipe.set(mark, 1, nx=True, px=_ms(ttl_s))
                 pipe.hgetall(access)
                 first, raw = await pipe.execute()
-            pairs = raw.items()
-        else:
-            first, flat = await self._eval(_FIRST_SEEN_WITH_ACCESS, [mark, access], [_ms(ttl_s)])
-            pairs = zip(flat[::2], flat[1::2], strict=True)
-        return bool(first), {identity: AccessDecision(decision) for identity, decision in pairs}
+            return bool(first), _access_from_hash(raw)[1]
+        first, flat = await self._eval(_FIRST_SEEN_WITH_ACCESS, [mark, access], [_ms(ttl_s)])
+        return bool(first), _access_from_flat(flat)[1]
 
     # --- per-session ordering -------------------------------------------------------------------
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
@@ -430,11 +481,11 @@ class RedisStore:
         the lease, takes the queue and loads the session. When another task of this process is
         already in line, ``item`` is queued at once instead, before waiting, so the current holder
         can take it."""
-        return self._hold_for_turn(session_key, ttl_s, item, max_turns, on_queued or _nothing)
+        return self._hold_for_turn(session_key, ttl_s, item, max(max_turns, 0), on_queued or _nothing)
 
     @asynccontextmanager
     async def _hold_for_turn(
-        self, session_key: str, ttl_s: float, item: PendingMessage, max_turns: int, on_queued: Callable[[], None]
+        self, session_key: str, ttl_s: float, item: PendingMessage, take: int, on_queued: Callable[[], None]
     ) -> AsyncIterator[HeldSession]:
         riding: PendingMessage | None = item
         if self._local.busy(session_key):
@@ -443,12 +494,66 @@ class RedisStore:
             on_queued()
         async with self._local.lease(session_key):
             token, taken = await self._acquire(
-                session_key, ttl_s, riding, on_queued if riding is not None else None, take_turns=max(max_turns, 0)
+                session_key, ttl_s, riding, on_queued if riding is not None else None, take_turns=take
             )
-            try:
-                yield HeldSession(token, *self._taken(session_key, taken))
-            finally:
-                await self._release(session_key, token)
+            async with self._holding(session_key, token, taken) as held:
+                yield held
+
+    def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
+        """One round trip for a prompt to a free session: the ``_ADMIT`` script checks, queues, takes
+        the lease and loads the session. It also checks that the runtime access decisions the engine
+        decided with are current (``_ACCESS_VERSION``); when they are not it does nothing else and
+        sends the current ones, and the engine decides again. On a cluster, where the keys of one
+        prompt live in different slots, the steps are separate calls."""
+        if self._cluster:
+            return admit_in_steps(self, admission)
+        return self._admit(admission)
+
+    @asynccontextmanager
+    async def _admit(self, admission: Admission) -> AsyncIterator[Admitted]:
+        key = admission.session_key
+        on_queued = admission.on_queued or _nothing
+        take = max(admission.max_turns, 0)
+        # When another task of this process is in line, the prompt is checked and queued at once,
+        # before waiting, so the current holder can take it; trying the lease would jump that line.
+        first_in_line = not self._local.busy(key)
+        if not first_in_line:
+            result = await self._run_admission(admission, try_lease=False)
+            if isinstance(result[0], str):
+                yield Admitted(Verdict(result[0]))
+                return
+            on_queued()
+        async with self._local.lease(key):
+            if first_in_line:
+                result = await self._run_admission(admission, try_lease=True)
+                if isinstance(result[0], str):
+                    yield Admitted(Verdict(result[0]))
+                    return
+                on_queued()
+            if result[0] == 1:
+                token, taken = int(result[1]), result[2:]
+            else:
+                token, taken = await self._acquire(key, admission.lease_ttl_s, take_turns=take)
+            async with self._holding(key, token, taken) as held:
+                yield Admitted(Verdict.HELD, held)
+
+    async def _run_admission(self, admission: Admission, *, try_lease: bool) -> list[Any]:
+        """The ``_ADMIT`` script, run again after learning the current access decisions when the
+        ones this process knew were stale. A verdict comes back as its string."""
+        keys = [self._session(admission.session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+        keys += [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", f"{self._prefix}rate:{admission.rate_key}"]
+        window = FixedWindow.at(time.time(), admission.rate_window_s)
+        while True:
+            version, overrides = self._access_known
+            args = [
+                _ms(admission.lease_ttl_s), FENCE_TTL_S, PENDING_TTL_S, max(admission.max_turns, 0),
+                _pending_to_json(admission.item), int(try_lease), version, int(admission.allowed(overrides)),
+                _ms(admission.dedupe_ttl_s), admission.rate_limit, math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS,
+            ]  # fmt: skip
+            result = await self._eval_shielded(_ADMIT, keys, args, admission.session_key)
+            if result[0] != "stale":
+                return list(result)
+            self._access_known = _access_from_flat(result[1])
 
     async def _acquire(
         self,
@@ -461,42 +566,52 @@ class RedisStore:
         """Take the lease, polling while another holder has it; the first attempt also queues
         ``enqueue``, after which ``on_queued`` is told. With ``take_turns`` >= 0 the attempt that
         gets the lease also takes the queue and loads that many turns; the raw result comes back
-        for ``_taken``."""
+        for ``_holding``."""
         keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
         args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns]
         if enqueue is not None:
             args.append(_pending_to_json(enqueue))
         delay = POLL_FIRST_S
         while True:
-            attempt = asyncio.ensure_future(self._eval(_ACQUIRE, keys, tuple(args)))
+            result = await self._eval_shielded(_ACQUIRE, keys, tuple(args), session_key)
             del args[4:]  # the first attempt queues the message; later ones must not
-            try:
-                result = await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                # The script may still succeed after we stopped waiting: give back what it took.
-                attempt.add_done_callback(lambda done: self._give_back_abandoned(session_key, done))
-                raise
             if on_queued is not None:
                 on_queued()
                 on_queued = None
-            if int(result[0]):
+            if result[0] == 1:
                 return int(result[1]), result[2:]
             remaining_s = int(result[1]) / 1000 if int(result[1]) > 0 else delay
             await asyncio.sleep(min(delay, remaining_s) * random.uniform(0.8, 1.2))
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _taken(self, session_key: str, taken: list[Any]) -> tuple[list[PendingMessage], SessionState | None]:
-        waiting = [_pending_from_json(raw) for raw in taken[0]]
-        if len(taken) < 3:
-            return waiting, None
-        _, last_active, raw_turns = taken
-        return waiting, SessionState(session_key, _turns_from_json(raw_turns), float(last_active))
+    async def _eval_shielded(self, script: _Script, keys: Sequence[str], args: Sequence[Any], session_key: str) -> Any:
+        """A script that may take the session's lease and queue: when the caller is cancelled while it
+        runs, it still completes in Redis, and whatever it took is given back then."""
+        attempt = asyncio.ensure_future(self._eval(script, keys, args))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            attempt.add_done_callback(lambda done: self._give_back_abandoned(session_key, done))
+            raise
+
+    @asynccontextmanager
+    async def _holding(self, session_key: str, token: int, taken: list[Any]) -> AsyncIterator[HeldSession]:
+        """The session as taken by a script that got the lease; the lease goes back on exit."""
+        try:
+            waiting = [_pending_from_json(raw) for raw in taken[0]]
+            state = None
+            if len(taken) == 3:
+                _, last_active, raw_turns = taken
+                state = SessionState(session_key, _turns_from_json(raw_turns), float(last_active))
+            yield HeldSession(token, waiting, state)
+        finally:
+            await self._release(session_key, token)
 
     def _give_back_abandoned(self, session_key: str, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is not None:
             return
         result = done.result()
-        if int(result[0]):
+        if result[0] == 1:
             items = result[2] if len(result) > 2 else []
             asyncio.ensure_future(self._give_back(session_key, int(result[1]), items))
 
@@ -617,11 +732,16 @@ class RedisStore:
     async def access_overrides(self) -> dict[str, AccessDecision]:
         with _translated("access_overrides"):
             raw = await self._redis.hgetall(f"{self._prefix}access")
-        return {identity: AccessDecision(decision) for identity, decision in raw.items()}
+        return _access_from_hash(raw)[1]
 
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
+        """The decision and a new ``ACCESS_VERSION`` in one transaction: no process can admit a
+        prompt on the old decisions once this returns."""
         with _translated("set_access"):
-            await self._redis.hset(f"{self._prefix}access", identity, decision.value)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(f"{self._prefix}access", identity, decision.value)
+            pipe.hincrby(f"{self._prefix}access", ACCESS_VERSION, 1)
+            await pipe.execute()
 
     # --- usage ----------------------------------------------------------------------------------
     def _usage_day(self, day: str) -> str:

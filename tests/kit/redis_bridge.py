@@ -40,8 +40,9 @@ class _ObservedStore(RedisStore):
     """Reports when a message has reached its session's queue: the moment that defines its place
     in the session's order, which a test needs to know to check that order.
 
-    A message is queued either by ``enqueue`` or, riding along, by the first attempt to take the
-    lease (the ``_ACQUIRE`` script with a fifth argument); both are watched here."""
+    A message is queued by ``enqueue``, or by a script that also checks it or takes the lease: the
+    ``_ADMIT`` script unless it gave a verdict, the ``_ACQUIRE`` script when given a fifth
+    argument. All are watched here."""
 
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
         await super().enqueue(session_key, item)
@@ -49,7 +50,8 @@ class _ObservedStore(RedisStore):
 
     async def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         result = await super()._eval(script, keys, args)
-        if script is redis_store._ACQUIRE and len(args) > 4:
+        admitted = script is redis_store._ADMIT and not isinstance(result[0], str)
+        if admitted or (script is redis_store._ACQUIRE and len(args) > 4):
             _write({"enqueued": json.loads(args[4])[0]})
         return result
 
