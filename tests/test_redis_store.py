@@ -29,7 +29,8 @@ from redis.asyncio.connection import Connection
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Outcome
-from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Verdict
+from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Turn, Verdict
+from core.stores import redis as redis_store_module
 from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
@@ -452,6 +453,52 @@ async def test_a_decision_made_by_another_process_applies_to_the_next_prompt(
         assert await store.take_pending("telegram:1") == []
     finally:
         await other.close()
+
+
+async def _exchange(store: RedisStore, n: int) -> list[str]:
+    """One answered prompt through ``store``: what its window held, then its two turns stored."""
+    async with store.admit(_admission(n)) as admitted:
+        held = admitted.held
+        assert held is not None and held.waiting
+        window = [] if held.state is None else [turn.content for turn in held.state.turns]
+        await store.commit_turns("telegram:1", [Turn("user", f"q{n}", 1, n), Turn("assistant", f"a{n}", 1, n)], held.fence, 3600)
+    return window
+
+
+async def test_windows_stay_exact_when_another_process_writes_clears_and_restarts_the_session(
+    redis_server: RedisServer, store: RedisStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process keeps the windows it used and reads only the turns stored after them; turns
+    written by another process, a cleared session and a session started again all show."""
+    other = RedisStore(redis_server.url, prefix)
+    await other.open()
+    decoded: list[int] = []
+    parse = redis_store_module._turns_from_json
+    monkeypatch.setattr(redis_store_module, "_turns_from_json", lambda joined: decoded.append(len(p := parse(joined))) or p)
+    try:
+        assert await _exchange(store, 1) == []
+        assert await _exchange(store, 2) == ["q1", "a1"]
+        assert await _exchange(other, 3) == ["q1", "a1", "q2", "a2"]
+        assert await _exchange(store, 4) == ["q1", "a1", "q2", "a2", "q3", "a3"]
+        for n in range(5, 8):
+            await _exchange(store, n)
+        # The window holds the newest 10 turns (max_turns), from both processes.
+        assert await _exchange(store, 8) == [f"{role}{n}" for n in range(3, 8) for role in "qa"]
+        assert await other.clear_session("telegram:1")
+        assert await _exchange(other, 9) == []
+        assert await _exchange(store, 10) == ["q9", "a9"]
+        # Cleared and started again until it holds more turns than before: still another session.
+        assert await other.clear_session("telegram:1")
+        for n in range(11, 14):
+            await _exchange(other, n)
+        assert await _exchange(store, 14) == [f"{role}{n}" for n in range(11, 14) for role in "qa"]
+    finally:
+        await other.close()
+    # The turns that came over the wire for each window read (none for a session that did not
+    # exist): nothing while this process wrote the newest turns itself, only the other process's
+    # exchange after it wrote one, the whole window for a process without one (3) and after the
+    # session was cleared and started again (10, 14).
+    assert decoded == [0, 4, 2, 0, 0, 0, 0, 2, 0, 0, 6], decoded
 
 
 async def test_a_prompt_cancelled_while_admitted_puts_the_queue_back(redis_server: RedisServer, store: RedisStore) -> None:

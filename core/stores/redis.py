@@ -77,6 +77,7 @@ from core.store import (
 )
 from core.stores import FixedWindow, admit_in_steps, usage_subjects
 from core.stores.local_ordering import LocalOrdering
+from core.stores.redis_windows import WindowCache
 
 log = logging.getLogger("chatbridge.store.redis")
 
@@ -132,11 +133,13 @@ return {first and 1 or 0, redis.call('HGETALL', KEYS[2])}
 )
 
 # The end of both scripts that take a session's lease: queue ``item`` when there is one, take the
-# lease unless told not to, then take the queue and load the newest ``take`` turns (none when take < 0).
-# Returns {2} when told not to try the lease, {0, remaining ms of the current lease} when it is
-# taken; when acquired, {1, token} without taking, else {1, token, items} (no session) or
-# {1, token, items, last_active, turns}, with items empty when nothing was pending and the turns as
-# one string, their JSON joined by commas.
+# lease unless told not to, then take the queue and load the newest ``take`` turns (none when take < 0),
+# or only those after ``known_count`` when the session is still the ``known_gen`` this process has a
+# window of (redis_windows.py). Returns {2} when told not to try the lease, {0, remaining ms of the
+# current lease} when it is taken; when acquired, {1, token} without taking, else {1, token, items}
+# (no session) or {1, token, items, last_active, gen, turn_count, position of the first turn sent,
+# turns}, with items empty when nothing was pending and the turns as one string, their JSON joined by
+# commas.
 _LEASE_AND_TAKE = """
 if item then
   redis.call('RPUSH', pending, item)
@@ -155,20 +158,25 @@ if take < 0 then return {1, token} end
 local items = redis.call('LRANGE', pending, 0, -1)
 if #items == 0 then return {1, token, {}} end
 redis.call('DEL', pending)
-local active = redis.call('HGET', meta, 'last_active')
-if not active then return {1, token, items} end
-if take == 0 then return {1, token, items, active, ''} end
-return {1, token, items, active, table.concat(redis.call('LRANGE', turns, -take, -1), ',')}
+local m = redis.call('HMGET', meta, 'last_active', 'gen', 'turn_count')
+if not m[1] then return {1, token, items} end
+local count = tonumber(m[3] or '0')
+local from = math.max(count - take, 0)
+if m[2] and m[2] == known_gen and known_count <= count and known_count >= from then from = known_count end
+local window = ''
+if from < count then window = table.concat(redis.call('LRANGE', turns, from, -1), ',') end
+return {1, token, items, m[1], m[2] or '', count, from, window}
 """
 
 _SESSION_LOCALS = """
 local lease, fence, pending, turns, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lease_ms, fence_ttl, pending_ttl, take = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local known_gen, known_count = ARGV[5], tonumber(ARGV[6])
 """
 
 # KEYS: lease, fence counter, pending, turns, meta. ARGV: lease ttl ms, counter ttl s, pending ttl s,
-# turns to take[, item to queue].
-_ACQUIRE = _Script(_SESSION_LOCALS + "local item, try_lease = ARGV[5], true" + _LEASE_AND_TAKE)
+# turns to take, known gen, known turn count[, item to queue].
+_ACQUIRE = _Script(_SESSION_LOCALS + "local item, try_lease = ARGV[7], true" + _LEASE_AND_TAKE)
 
 # A new prompt's checks, then what _ACQUIRE does. KEYS: those of _ACQUIRE, then the dedupe mark,
 # the access hash and the rate counter. ARGV: those of _ACQUIRE with the item, then 1 to try the
@@ -179,16 +187,16 @@ _ACQUIRE = _Script(_SESSION_LOCALS + "local item, try_lease = ARGV[5], true" + _
 _ADMIT = _Script(
     _SESSION_LOCALS
     + """
-local item, try_lease = ARGV[5], ARGV[6] == '1'
-if (redis.call('HGET', KEYS[7], '#version') or '0') ~= ARGV[7] then
+local item, try_lease = ARGV[7], ARGV[8] == '1'
+if (redis.call('HGET', KEYS[7], '#version') or '0') ~= ARGV[9] then
   return {'stale', redis.call('HGETALL', KEYS[7])}
 end
-if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[9]) then return {'duplicate'} end
-if ARGV[8] ~= '1' then return {'denied'} end
-local limit = tonumber(ARGV[10])
+if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[11]) then return {'duplicate'} end
+if ARGV[10] ~= '1' then return {'denied'} end
+local limit = tonumber(ARGV[12])
 if limit > 0 then
   local hits = redis.call('INCR', KEYS[8])
-  if hits == 1 then redis.call('PEXPIREAT', KEYS[8], ARGV[11]) end
+  if hits == 1 then redis.call('PEXPIREAT', KEYS[8], ARGV[13]) end
   if hits > limit then return {'rate_limited'} end
 end
 """
@@ -215,6 +223,7 @@ return 0
 )
 
 # KEYS: lease, turns, meta. ARGV: fence, ttl ms, last_active, chunk size, turns...
+# Returns 0 for a stale fence, 1 for no turns, else {1, the session's gen, its turn count}.
 _COMMIT = _Script(
     """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -224,11 +233,12 @@ local chunk = tonumber(ARGV[4])
 for first = 5, #ARGV, chunk do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + chunk - 1, #ARGV)))
 end
+redis.call('HSETNX', KEYS[3], 'gen', ARGV[1])
 redis.call('HSET', KEYS[3], 'last_active', ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'turn_count', n)
+local count = redis.call('HINCRBY', KEYS[3], 'turn_count', n)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return 1
+return {1, redis.call('HGET', KEYS[3], 'gen'), count}
 """
 )
 
@@ -373,6 +383,7 @@ class RedisStore:
         self._client: Any = None
         self._local = LocalOrdering()
         self._cluster = "+cluster://" in url
+        self._windows = WindowCache()
         self._access_known: tuple[str, dict[str, AccessDecision]] = ("", {})
         """The runtime access decisions as of a version of the ``access`` hash ("" matches none)."""
 
@@ -496,7 +507,7 @@ class RedisStore:
             token, taken = await self._acquire(
                 session_key, ttl_s, riding, on_queued if riding is not None else None, take_turns=take
             )
-            async with self._holding(session_key, token, taken) as held:
+            async with self._holding(session_key, token, taken, take) as held:
                 yield held
 
     def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
@@ -534,7 +545,7 @@ class RedisStore:
                 token, taken = int(result[1]), result[2:]
             else:
                 token, taken = await self._acquire(key, admission.lease_ttl_s, take_turns=take)
-            async with self._holding(key, token, taken) as held:
+            async with self._holding(key, token, taken, take) as held:
                 yield Admitted(Verdict.HELD, held)
 
     async def _run_admission(self, admission: Admission, *, try_lease: bool) -> list[Any]:
@@ -543,10 +554,11 @@ class RedisStore:
         keys = [self._session(admission.session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
         keys += [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", f"{self._prefix}rate:{admission.rate_key}"]
         window = FixedWindow.at(time.time(), admission.rate_window_s)
+        take = max(admission.max_turns, 0)
         while True:
             version, overrides = self._access_known
             args = [
-                _ms(admission.lease_ttl_s), FENCE_TTL_S, PENDING_TTL_S, max(admission.max_turns, 0),
+                _ms(admission.lease_ttl_s), FENCE_TTL_S, PENDING_TTL_S, take, *self._windows.known(admission.session_key, take),
                 _pending_to_json(admission.item), int(try_lease), version, int(admission.allowed(overrides)),
                 _ms(admission.dedupe_ttl_s), admission.rate_limit, math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS,
             ]  # fmt: skip
@@ -568,13 +580,13 @@ class RedisStore:
         gets the lease also takes the queue and loads that many turns; the raw result comes back
         for ``_holding``."""
         keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
-        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns]
+        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns, *self._windows.known(session_key, take_turns)]
         if enqueue is not None:
             args.append(_pending_to_json(enqueue))
         delay = POLL_FIRST_S
         while True:
             result = await self._eval_shielded(_ACQUIRE, keys, tuple(args), session_key)
-            del args[4:]  # the first attempt queues the message; later ones must not
+            del args[6:]  # the first attempt queues the message; later ones must not
             if on_queued is not None:
                 on_queued()
                 on_queued = None
@@ -595,14 +607,17 @@ class RedisStore:
             raise
 
     @asynccontextmanager
-    async def _holding(self, session_key: str, token: int, taken: list[Any]) -> AsyncIterator[HeldSession]:
+    async def _holding(self, session_key: str, token: int, taken: list[Any], take: int) -> AsyncIterator[HeldSession]:
         """The session as taken by a script that got the lease; the lease goes back on exit."""
         try:
             waiting = [_pending_from_json(raw) for raw in taken[0]]
             state = None
-            if len(taken) == 3:
-                _, last_active, raw_turns = taken
-                state = SessionState(session_key, _turns_from_json(raw_turns), float(last_active))
+            if len(taken) > 1:
+                _, last_active, gen, count, start, raw_turns = taken
+                turns = self._windows.loaded(session_key, take, gen, int(count), int(start), _turns_from_json(raw_turns))
+                state = SessionState(session_key, turns, float(last_active))
+            elif waiting:
+                self._windows.absent(session_key, take)
             yield HeldSession(token, waiting, state)
         finally:
             await self._release(session_key, token)
@@ -651,6 +666,20 @@ class RedisStore:
         """Turns, ``last_active`` and ``turn_count`` in one script that checks the fence first; the
         session index is updated in the same round trip (it is only a hint: listing reads the meta).
         Committing no turns only checks the fence."""
+        try:
+            committed = await self._commit(session_key, turns, fence, ttl_s)
+        except BaseException:
+            self._windows.forget(session_key)  # whether the turns landed is unknown
+            raise
+        if committed == 0:
+            self._windows.forget(session_key)
+            raise StaleLease(f"lease {fence} on {session_key!r} is no longer held")
+        if turns:
+            _, gen, count = committed
+            self._windows.committed(session_key, turns, gen, int(count))
+
+    async def _commit(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> Any:
+        """What the ``_COMMIT`` script returned, with the session index updated alongside."""
         keys = [self._session(session_key, "lease"), self._session(session_key, "turns"), self._session(session_key, "meta")]
         last_active = repr(turns[-1].created_at) if turns else "0"
         args = [fence, _ms(ttl_s), last_active, TURN_CHUNK, *(_turn_to_json(turn) for turn in turns)]
@@ -672,8 +701,7 @@ class RedisStore:
             elif isinstance(ok, Exception):
                 with _translated("commit_turns"):
                     raise ok
-        if not int(ok):
-            raise StaleLease(f"lease {fence} on {session_key!r} is no longer held")
+        return ok
 
     def _index_session(self, session_key: str, ttl_s: float, pipe: Any = None) -> Any:
         """Add the session to the index (scored by its expiry) and trim expired ones; into ``pipe``,
@@ -692,6 +720,7 @@ class RedisStore:
             await pipe.execute()
 
     async def clear_session(self, session_key: str) -> bool:
+        self._windows.forget(session_key)
         with _translated("clear_session"):
             pipe = self._redis.pipeline(transaction=False)
             pipe.delete(self._session(session_key, "turns"), self._session(session_key, "meta"))

@@ -41,7 +41,7 @@ class _ObservedStore(RedisStore):
     in the session's order, which a test needs to know to check that order.
 
     A message is queued by ``enqueue``, or by a script that also checks it or takes the lease: the
-    ``_ADMIT`` script unless it gave a verdict, the ``_ACQUIRE`` script when given a fifth
+    ``_ADMIT`` script unless it gave a verdict, the ``_ACQUIRE`` script when given a seventh
     argument. All are watched here."""
 
     async def enqueue(self, session_key: str, item: PendingMessage) -> None:
@@ -51,8 +51,8 @@ class _ObservedStore(RedisStore):
     async def _eval(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         result = await super()._eval(script, keys, args)
         admitted = script is redis_store._ADMIT and not isinstance(result[0], str)
-        if admitted or (script is redis_store._ACQUIRE and len(args) > 4):
-            _write({"enqueued": json.loads(args[4])[0]})
+        if admitted or (script is redis_store._ACQUIRE and len(args) > 6):
+            _write({"enqueued": json.loads(args[6])[0]})
         return result
 
 
