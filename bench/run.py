@@ -126,6 +126,7 @@ async def per_message_overhead(stores: dict[str, Callable[[], Store]]) -> list[R
         rows += [
             Row("1 overhead", f"{name}: bare request with the bridge's body, plain httpx (reference)", f"{statistics.median(run.plain_s) * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: bare request with the bridge's body, the bridge's HTTP stack", f"{floor * 1e3:.3f} ms"),
+            Row("1 overhead", f"{name}: one store round trip (ping), then that bare request (reference)", f"{statistics.median(run.pinged_s) * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: event to final reply", f"{reply * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: added by the bridge", f"{(reply - floor) * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: ratio to the bare request", f"{ratio:.2f}x", f"<= {target}x", ratio <= target),
@@ -149,6 +150,7 @@ class _OverheadRun:
         self._body: dict[str, Any] = {}
         self.plain_s: list[float] = []
         self.bare_s: list[float] = []
+        self.pinged_s: list[float] = []
         self.reply_s: list[float] = []
         self.handled_s: list[float] = []
 
@@ -172,6 +174,7 @@ class _OverheadRun:
             for _ in range(self._per_round):
                 self.bare_s.append(await self._bare(self._stack))
                 self.plain_s.append(await self._bare(self._plain))
+                self.pinged_s.append(await self._bare(self._stack, ping_first=True))
             for n in range(self._per_round):
                 await self._message(n)
 
@@ -183,8 +186,10 @@ class _OverheadRun:
         self.reply_s.append(channel.sends[-1] - started)
         self.handled_s.append(time.monotonic() - started)
 
-    async def _bare(self, client: httpx.AsyncClient) -> float:
+    async def _bare(self, client: httpx.AsyncClient, ping_first: bool = False) -> float:
         started = time.monotonic()
+        if ping_first:
+            await self._store.ping()
         response = await client.post(f"{self._server.base_url}/chat/completions", json=self._body)
         elapsed = time.monotonic() - started
         assert response.status_code == 200
