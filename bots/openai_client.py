@@ -164,8 +164,10 @@ class OpenAIChatModel:
             # Only the request and the reading of the body are network calls; on_text runs in
             # between and its own errors must not be mistaken for the model server's.
             with _network_failures():
+                # httpx takes the parsed URL as it is; httpx-sse's annotation says str only.
+                url: Any = self._completions_url
                 source = await stack.enter_async_context(
-                    aconnect_sse(self._http, "POST", self._completions_url, json=body, headers=self._headers())
+                    aconnect_sse(self._http, "POST", url, json=body, headers=self._headers())
                 )
             await self._raise_for_status(source.response)
             reply = await self._read_stream(source, sink)
