@@ -285,6 +285,19 @@ async def test_admit_stops_at_a_duplicate_a_denial_or_the_rate_limit_and_queues_
     assert await verdict_of(store, admission(2)) is Verdict.DUPLICATE
 
 
+async def test_admit_counts_the_rate_in_the_same_windows_as_count_hit(store: Store) -> None:
+    def limited(n: int) -> Admission:
+        return dataclasses.replace(admission(n, rate_limit=2), rate_window_s=0.3)
+
+    await start_of_window(0.3)
+    assert await store.count_hit("rate:telegram:1", 0.3) == 1
+    assert await verdict_of(store, limited(1)) is Verdict.HELD
+    assert await verdict_of(store, limited(2)) is Verdict.RATE_LIMITED
+    assert await store.count_hit("rate:telegram:1", 0.3) == 4
+    await start_of_window(0.3)
+    assert await verdict_of(store, limited(3)) is Verdict.HELD
+
+
 async def test_admit_decides_on_the_current_runtime_decisions(store: Store) -> None:
     def not_denied(overrides: Mapping[str, AccessDecision]) -> bool:
         return overrides.get("telegram:1") is not AccessDecision.DENY

@@ -6,7 +6,7 @@ Everything that must be shared lives in Redis, and every key carries an expiry o
 key (after ``store.redis_key_prefix``)      type        bound
 =========================================  ==========  =====================================================
 ``session:{K}:turns``                       list        expires ``session.timeout_s`` after the last commit
-``session:{K}:meta``                        hash        ``last_active``, ``turn_count``; same expiry as turns
+``session:{K}:meta``                        hash        ``last_active``, ``turn_count``, ``gen``; same expiry as turns
 ``session:{K}:pending``                     list        messages waiting for the lease; ``PENDING_TTL_S``
 ``session:{K}:lease``                       string      the holder's fencing token; expires after the lease ttl
 ``session:{K}:fence``                       string      the session's last token; ``FENCE_TTL_S``
@@ -551,16 +551,16 @@ class RedisStore:
     async def _run_admission(self, admission: Admission, *, try_lease: bool) -> list[Any]:
         """The ``_ADMIT`` script, run again after learning the current access decisions when the
         ones this process knew were stale. A verdict comes back as its string."""
+        counter, counter_expires_ms = self._rate_counter(admission.rate_key, admission.rate_window_s)
         keys = [self._session(admission.session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
-        keys += [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", f"{self._prefix}rate:{admission.rate_key}"]
-        window = FixedWindow.at(time.time(), admission.rate_window_s)
+        keys += [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", counter]
         take = max(admission.max_turns, 0)
         while True:
             version, overrides = self._access_known
             args = [
                 _ms(admission.lease_ttl_s), FENCE_TTL_S, PENDING_TTL_S, take, *self._windows.known(admission.session_key, take),
                 _pending_to_json(admission.item), int(try_lease), version, int(admission.allowed(overrides)),
-                _ms(admission.dedupe_ttl_s), admission.rate_limit, math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS,
+                _ms(admission.dedupe_ttl_s), admission.rate_limit, counter_expires_ms,
             ]  # fmt: skip
             result = await self._eval_shielded(_ADMIT, keys, args, admission.session_key)
             if result[0] != "stale":
@@ -751,11 +751,15 @@ class RedisStore:
 
     # --- rate limits ----------------------------------------------------------------------------
     async def count_hit(self, key: str, window_s: float) -> int:
-        """The window comes from the shared ``FixedWindow`` rule, so every process (with a synced
-        clock) counts into the same key for the same instant."""
+        counter, expire_at_ms = self._rate_counter(key, window_s)
+        return int(await self._eval(_COUNT_HIT, [counter], [expire_at_ms]))
+
+    def _rate_counter(self, key: str, window_s: float) -> tuple[str, int]:
+        """The current window's counter and when it expires (ms since the epoch). The window comes
+        from the shared ``FixedWindow`` rule, so every process (with a synced clock) counts into the
+        same key for the same instant, whether through ``count_hit`` or ``admit``."""
         window = FixedWindow.at(time.time(), window_s)
-        expire_at_ms = math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS
-        return int(await self._eval(_COUNT_HIT, [f"{self._prefix}rate:{key}:{window.index}"], [expire_at_ms]))
+        return f"{self._prefix}rate:{key}:{window.index}", math.ceil(window.ends_at * 1000) + RATE_KEY_SLACK_MS
 
     # --- runtime access lists -------------------------------------------------------------------
     async def access_overrides(self) -> dict[str, AccessDecision]:
