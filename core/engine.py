@@ -302,20 +302,21 @@ class Engine:
             on_queued=ticket.give_back,
         )
         async with self._store.admit(admission) as admitted:
-            match admitted.verdict:
-                case Verdict.DUPLICATE:
-                    return _Handled(Outcome.DUPLICATE)
-                case Verdict.DENIED:
-                    await self._tell_denied(message, addressed, key, channel)
-                    return _Handled(Outcome.DENIED, key)
-                case Verdict.RATE_LIMITED:
-                    await send_text(channel, texts.RATE_LIMITED.format(limit=limits.user_messages_per_minute))
-                    return _Handled(Outcome.RATE_LIMITED, key)
             held = admitted.held
-            assert held is not None
-            if not held.waiting:
-                return _Handled(Outcome.JOINED, key)
-            return await self._answer(message, key, held.fence, held.waiting, held.state, channel)
+            if held is not None:
+                if not held.waiting:
+                    return _Handled(Outcome.JOINED, key)
+                return await self._answer(message, key, held.fence, held.waiting, held.state, channel)
+        # Refusals are sent after the store call has ended, so that nothing is held meanwhile.
+        match admitted.verdict:
+            case Verdict.DUPLICATE:
+                return _Handled(Outcome.DUPLICATE)
+            case Verdict.DENIED:
+                await self._tell_denied(message, addressed, key, channel)
+                return _Handled(Outcome.DENIED, key)
+            case _:  # Verdict.RATE_LIMITED: a held session was answered above
+                await send_text(channel, texts.RATE_LIMITED.format(limit=limits.user_messages_per_minute))
+                return _Handled(Outcome.RATE_LIMITED, key)
 
     async def _answer(
         self,

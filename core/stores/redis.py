@@ -188,7 +188,7 @@ _ADMIT = _Script(
     _SESSION_LOCALS
     + """
 local item, try_lease = ARGV[7], ARGV[8] == '1'
-if (redis.call('HGET', KEYS[7], '#version') or '0') ~= ARGV[9] then
+if (redis.call('HGET', KEYS[7], '#version') or '0') ~= ARGV[9] then  -- ACCESS_VERSION
   return {'stale', redis.call('HGETALL', KEYS[7])}
 end
 if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[11]) then return {'duplicate'} end
@@ -513,7 +513,7 @@ class RedisStore:
     def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
         """One round trip for a prompt to a free session: the ``_ADMIT`` script checks, queues, takes
         the lease and loads the session. It also checks that the runtime access decisions the engine
-        decided with are current (``_ACCESS_VERSION``); when they are not it does nothing else and
+        decided with are current (``ACCESS_VERSION``); when they are not it does nothing else and
         sends the current ones, and the engine decides again. On a cluster, where the keys of one
         prompt live in different slots, the steps are separate calls."""
         if self._cluster:
