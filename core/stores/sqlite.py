@@ -210,7 +210,7 @@ class SqliteStore(InProcessOrdering):
         return await self._write(lambda db: _first_seen(db, key, ttl_s))
 
     async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        return await self._write(lambda db: (_first_seen(db, key, ttl_s), _access(db)))
+        return await self._write(lambda db: _first_seen_with_access(db, key, ttl_s))
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
@@ -285,7 +285,11 @@ class SqliteStore(InProcessOrdering):
     # --- plumbing -------------------------------------------------------------------------------
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` on the event loop's thread, or on the worker when the file is locked or
-        earlier calls are still queued there (so calls never overtake each other)."""
+        earlier calls are still queued there (so calls never overtake each other).
+
+        A locked file makes the attempt on the loop fail with ``SQLITE_BUSY`` and the worker run
+        ``work`` again, so every ``work`` is one statement or one transaction: a failed attempt
+        leaves nothing done."""
         db = self._db
         if db is None:
             raise StoreUnavailable(f"sqlite store {self._path} is not open")
@@ -384,6 +388,13 @@ def _immediate(db: sqlite3.Connection) -> Iterator[None]:
 def _first_seen(db: sqlite3.Connection, key: str, ttl_s: float) -> bool:
     now = time.time()
     return db.execute(_FIRST_SEEN, {"key": key, "expires_at": now + ttl_s, "now": now}).fetchone() is not None
+
+
+def _first_seen_with_access(db: sqlite3.Connection, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
+    """One transaction, as ``_run`` needs: the mark must not be set by an attempt that then fails
+    and is run again on the worker, which would find the message already seen."""
+    with _immediate(db):
+        return _first_seen(db, key, ttl_s), _access(db)
 
 
 def _access(db: sqlite3.Connection) -> dict[str, AccessDecision]:
