@@ -217,11 +217,9 @@ async def window_cost(stores: dict[str, Callable[[], Store]], repeats: int = 300
                 timings = {size: await _median_s(_window_builder(store, f"bench:window:{size}", budget, user_turn), repeats) for size in (10, 1_000, 10_000)}
                 figures = " / ".join(f"{timings[size] * 1e6:.0f}" for size in timings)
                 ratio = timings[10_000] / timings[10]
+                judged = max_messages == 11  # the target is about history length, so same windows only
                 rows.append(Row("2 window", f"{name}, {label}: 10 / 1,000 / 10,000 stored turns", f"{figures} us"))
-                if max_messages == 11:
-                    rows.append(Row("2 window", f"{name}, {label}: 10,000 vs 10 turns", f"{ratio:.2f}x", "<= 1.5x", ratio <= 1.5))
-                else:
-                    rows.append(Row("2 window", f"{name}, {label}: 10,000 vs 10 turns", f"{ratio:.2f}x"))
+                rows.append(Row("2 window", f"{name}, {label}: 10,000 vs 10 turns", f"{ratio:.2f}x", "<= 1.5x" if judged else "", ratio <= 1.5 if judged else None))
     return rows
 
 

@@ -391,6 +391,10 @@ class RedisStore:
     def _session(self, session_key: str, part: str) -> str:
         return f"{self._prefix}session:{{{session_key}}}:{part}"
 
+    def _session_keys(self, session_key: str) -> list[str]:
+        """The keys of the scripts that take a session's lease, in their order."""
+        return [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+
     @property
     def _index(self) -> str:
         return f"{self._prefix}sessions"
@@ -552,8 +556,7 @@ class RedisStore:
         """The ``_ADMIT`` script, run again after learning the current access decisions when the
         ones this process knew were stale. A verdict comes back as its string."""
         counter, counter_expires_ms = self._rate_counter(admission.rate_key, admission.rate_window_s)
-        keys = [self._session(admission.session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
-        keys += [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", counter]
+        keys = self._session_keys(admission.session_key) + [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", counter]
         take = max(admission.max_turns, 0)
         while True:
             version, overrides = self._access_known
@@ -579,7 +582,7 @@ class RedisStore:
         ``enqueue``, after which ``on_queued`` is told. With ``take_turns`` >= 0 the attempt that
         gets the lease also takes the queue and loads that many turns; the raw result comes back
         for ``_holding``."""
-        keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+        keys = self._session_keys(session_key)
         args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns, *self._windows.known(session_key, take_turns)]
         if enqueue is not None:
             args.append(_pending_to_json(enqueue))
