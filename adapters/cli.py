@@ -23,8 +23,9 @@ from adapters.http_server import HttpServer, ServerStartError
 from adapters.logging_setup import configure_logging, configured_secrets, redact
 from adapters.metrics import BridgeMetrics
 from adapters.ops import Operations
+from adapters.process import run, tune_garbage_collector
 from adapters.registry import enabled_adapters
-from adapters.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime, tune_garbage_collector
+from adapters.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
 from bots.errors import ModelError
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         _setup_logging(config, args.command)
         tune_garbage_collector()
-        return asyncio.run(_COMMANDS[args.command](config))
+        return run(_COMMANDS[args.command](config))
     except ConfigError as exc:
         print(f"chatbridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

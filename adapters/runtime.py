@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,26 +18,6 @@ from core.tokens import load_token_counter
 
 SHUTDOWN_GRACE_S = 30.0
 """How long replies in flight may take to finish after SIGTERM before they are cancelled."""
-YOUNG_OBJECTS_BEFORE_GC = 50_000
-"""CPython starts a collection every 700 new objects by default; one message makes hundreds."""
-
-
-def tune_garbage_collector() -> None:
-    """Collect less often, and never again look at what start-up loaded.
-
-    The cyclic collector walks every tracked object of the generations it collects, and a bridge
-    holds a great many long-lived ones (modules, the libraries of four platforms) plus a burst of
-    short-lived ones per message. Freezing what exists after start-up takes the former out of every
-    later walk, and a larger first threshold makes the walks rarer. With 1,000 sessions answered at
-    once this took 2.06 s down to 1.8 s in ``bench/``; the memory cost is a few megabytes of young
-    objects at most. Cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_OBJECTS_BEFORE_GC, older, oldest)
-
-
 @dataclass(frozen=True, slots=True)
 class Runtime:
     config: Config

@@ -27,7 +27,7 @@ from typing import Any, Self
 import httpx
 from redis.asyncio.connection import Connection
 
-from adapters.runtime import tune_garbage_collector
+from adapters.process import run, tune_garbage_collector
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -501,7 +501,7 @@ def main() -> None:
             if name in ISOLATED and not args.only:
                 rows += _in_subprocess(name)
             else:
-                rows += asyncio.run(SECTIONS[name](Path(folder)))
+                rows += run(SECTIONS[name](Path(folder)))
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in rows]))
     else:

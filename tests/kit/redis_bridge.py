@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.runtime import tune_garbage_collector
+from adapters.process import run, tune_garbage_collector
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine
 from core.events import ChatKind, IncomingMessage
@@ -112,4 +112,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     tune_garbage_collector()  # as ``chatbridge run`` does
-    asyncio.run(main())
+    run(main())
