@@ -189,6 +189,18 @@ async def test_server_errors_through_every_retry_are_reported(fake_model: FakeMo
     assert len(fake_model.requests) == 2
 
 
+async def test_without_retries_a_server_error_is_reported_after_one_request(
+    fake_model: FakeModel, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_model.script(Status(500), Reply(text="never asked for"))
+
+    with caplog.at_level(logging.WARNING, logger="chatbridge.model"), pytest.raises(ModelUnavailable, match="HTTP 500"):
+        await make_client(max_retries=0).reply(MESSAGES)
+
+    assert len(fake_model.requests) == 1
+    assert not [record for record in caplog.records if record.name == "chatbridge.model"]
+
+
 async def test_refused_connection_is_unavailable(make_client: MakeClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
