@@ -427,7 +427,7 @@ async def streaming(tokens: int = 2_000) -> list[Row]:
         channel = NullChannel(PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0))
         renderer = StreamRenderer(channel)
         started = time.perf_counter()
-        reply = await model.reply([ChatMessage("user", "go")], renderer.push)
+        reply = await model.reply([ChatMessage(role="user", content="go")], renderer.push)
         await renderer.finish(reply.text)
         duration = time.perf_counter() - started
         await model.aclose()

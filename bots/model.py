@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, Protocol, TypedDict
 
 MessageRole = Literal["system", "user", "assistant"]
 
 
-class ChatMessage(NamedTuple):
-    """A named tuple: a request's window is rebuilt from dozens of these for every message."""
+class ChatMessage(TypedDict):
+    """One message of a request, in the shape of the OpenAI wire format: a request's window is
+    rebuilt from dozens of these for every message, and this way they go into the body as they are."""
 
     role: MessageRole
     content: str

@@ -227,7 +227,7 @@ class OpenAIChatModel:
 
     async def _check_by_completion(self) -> str:
         """Servers without ``/models`` (some proxies) are reached with the cheapest real request."""
-        body = self._completion_body([ChatMessage("user", "ping")], stream=False, max_tokens=1)
+        body = self._completion_body([ChatMessage(role="user", content="ping")], stream=False, max_tokens=1)
         await self._complete(body, _Sink(None))
         return f"model server answered a one-token completion with {self._settings.name} (it has no /models listing)"
 
@@ -290,7 +290,7 @@ class OpenAIChatModel:
     def _completion_body(self, messages: Sequence[ChatMessage], *, stream: bool, max_tokens: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._settings.name,
-            "messages": [{"role": message.role, "content": message.content} for message in messages],
+            "messages": list(messages),
             "temperature": self._settings.temperature,
             "max_tokens": max_tokens,
             "stream": stream,

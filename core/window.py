@@ -66,8 +66,8 @@ def build_window(
         used += pair_cost
         kept += (assistant, user)
     kept.reverse()
-    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
-    messages += [ChatMessage(turn.role, turn.content) for turn in kept]
+    messages = [ChatMessage(role="system", content=system_prompt)] if system_prompt else []
+    messages += [{"role": turn.role, "content": turn.content} for turn in kept]
     raw = sum(turn.tokens + budget.message_overhead for turn in kept)
     if system_prompt:
         raw += system_tokens + budget.message_overhead

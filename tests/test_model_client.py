@@ -26,7 +26,7 @@ from bots.settings import ModelSettings
 from tests.fakes.fake_model import CutStream, FakeModel, Hang, Malformed, Reply, Status, Step
 
 KEY = "sk-test-9f8e7d6c5b4a"
-MESSAGES = [ChatMessage("system", "be brief"), ChatMessage("user", "hello there")]
+MESSAGES = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="hello there")]
 PROMPT_TOKENS = (len("be brief") + len("hello there")) // 4 + 4 * 2  # the fake's counting rule
 
 MakeClient = Callable[..., OpenAIChatModel]

@@ -24,7 +24,7 @@ def _budget(max_tokens: int = 1000, max_messages: int = 100, overhead: int = 0) 
 def test_everything_fits() -> None:
     window = build_window("sys", 5, _history(3), _turn("user", "new", 5), _budget())
     assert window is not None
-    assert [m.content for m in window.messages] == ["sys", "q0", "a0", "q1", "a1", "q2", "a2", "new"]
+    assert [m["content"] for m in window.messages] == ["sys", "q0", "a0", "q1", "a1", "q2", "a2", "new"]
     assert window.history_turns == 6
     assert window.raw_tokens == 5 + 60 + 5
 
@@ -32,19 +32,19 @@ def test_everything_fits() -> None:
 def test_token_budget_keeps_the_newest_whole_pairs() -> None:
     window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_tokens=55))
     assert window is not None
-    assert [m.content for m in window.messages] == ["sys", "q3", "a3", "q4", "a4", "new"]
+    assert [m["content"] for m in window.messages] == ["sys", "q3", "a3", "q4", "a4", "new"]
 
 
 def test_a_pair_that_does_not_fit_whole_is_left_out_whole() -> None:
     window = build_window("sys", 5, _history(2), _turn("user", "new", 5), _budget(max_tokens=29))
     assert window is not None
-    assert [m.content for m in window.messages] == ["sys", "new"]
+    assert [m["content"] for m in window.messages] == ["sys", "new"]
 
 
 def test_message_budget_counts_the_new_message() -> None:
     window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_messages=4))
     assert window is not None
-    assert [m.content for m in window.messages] == ["sys", "q4", "a4", "new"]
+    assert [m["content"] for m in window.messages] == ["sys", "q4", "a4", "new"]
 
 
 def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
@@ -52,7 +52,7 @@ def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
     history.insert(3, _turn("user", "unanswered", 1))
     window = build_window("", 0, history, _turn("user", "new", 1), _budget())
     assert window is not None
-    assert [(m.role, m.content) for m in window.messages] == [
+    assert [(m["role"], m["content"]) for m in window.messages] == [
         ("user", "q0"), ("assistant", "a0"), ("user", "q1"), ("assistant", "a1"), ("user", "new"),
     ]
 
