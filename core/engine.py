@@ -366,14 +366,14 @@ class Engine:
         await renderer.finish(shown)
 
         assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
+        prompt, completion = self._usage_figures(reply, window, assistant_turn)
+        delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
         try:
-            await self._store.commit_turns(key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s)
+            await self._store.finish_turn(key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s, delta)
         except StaleLease:
             log.error("session %s was taken over while answering; this turn was not stored", key)
             return _Handled(Outcome.FAILED, key, error="stale_lease", model_s=timing.model_s, first_token_s=timing.first_token_s)
-        prompt, completion = self._usage_figures(reply, window, assistant_turn)
-        delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
-        await self._record_usage(delta)
+        self.totals.add(delta)
         return _Handled(
             Outcome.ANSWERED, key, prompt, completion, model_s=timing.model_s, first_token_s=timing.first_token_s, reply=reply.text
         )

@@ -231,6 +231,14 @@ class Store(Protocol):
         """
         ...
 
+    async def finish_turn(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta
+    ) -> None:
+        """The holder's last write of a turn: ``commit_turns``, then ``add_usage`` once the turns are
+        stored. A shared backend does both in one round trip and releases its lease with them, so
+        that leaving ``lease``/``admit`` afterwards costs none."""
+        ...
+
     async def clear_session(self, session_key: str) -> bool:
         """Forget a session's history; True when there was one."""
         ...

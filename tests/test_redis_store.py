@@ -9,6 +9,7 @@ every key is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from redis.asyncio.connection import Connection
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Outcome
-from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Turn, Verdict
+from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Turn, UsageDelta, Verdict
 from core.stores import redis as redis_store_module
 from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
@@ -372,7 +373,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield counter
 
 
-ROUND_TRIPS_PER_MESSAGE = 4
+ROUND_TRIPS_PER_MESSAGE = 2
 """The figure in the README: an answered message in a session nobody else is using."""
 
 
@@ -451,6 +452,28 @@ async def test_a_decision_made_by_another_process_applies_to_the_next_prompt(
         async with store.admit(_admission(2, not_denied)) as admitted:
             assert admitted.verdict is Verdict.DENIED
         assert await store.take_pending("telegram:1") == []
+    finally:
+        await other.close()
+
+
+async def test_a_finished_turn_lets_another_process_in_before_its_holder_leaves(
+    redis_server: RedisServer, store: RedisStore, prefix: str
+) -> None:
+    """``finish_turn`` releases the lease in its own round trip; the holder's leaving afterwards must
+    then leave alone whoever took the session in between."""
+    other = RedisStore(redis_server.url, prefix)
+    await other.open()
+    delta = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1)
+    try:
+        async with contextlib.AsyncExitStack() as holders:
+            fence = await holders.enter_async_context(store.lease("telegram:1", 30))
+            await store.finish_turn("telegram:1", [Turn("user", "q1", 1, 1.0), Turn("assistant", "a1", 1, 1.0)], fence, 3600, delta)
+            async with asyncio.timeout(1):
+                async with other.lease("telegram:1", 30) as other_fence:
+                    await holders.aclose()  # the first holder leaves while the other holds the session
+                    await other.commit_turns("telegram:1", [Turn("user", "q2", 1, 2.0)], other_fence, 3600)
+        state = await store.load_session("telegram:1", 10)
+        assert state is not None and [turn.content for turn in state.turns] == ["q1", "a1", "q2"]
     finally:
         await other.close()
 

@@ -374,6 +374,33 @@ async def test_a_commit_with_a_stale_fence_is_refused_and_stores_nothing(store: 
     assert await stored(store, "telegram:1") == [user("current")]
 
 
+async def test_finishing_a_turn_stores_it_counts_its_usage_and_frees_the_session(store: Store) -> None:
+    first = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1, prompt_tokens=10, completion_tokens=5)
+    second = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=2, prompt_tokens=20, completion_tokens=6)
+    async with store.lease("telegram:1", LEASE_TTL_S) as fence:
+        await store.finish_turn("telegram:1", [user("q1"), assistant("a1")], fence, SESSION_TTL_S, first)
+    async with asyncio.timeout(1):  # nothing holds the session after the first turn
+        async with store.lease("telegram:1", LEASE_TTL_S) as fence:
+            await store.finish_turn("telegram:1", [user("q2"), assistant("a2")], fence, SESSION_TTL_S, second)
+
+    assert await stored(store, "telegram:1") == [user("q1"), assistant("a1"), user("q2"), assistant("a2")]
+    assert await store.usage_by_day(1) == [UsageTotals("2024-05-01", 3, 30, 11, 0)]
+
+
+async def test_a_turn_finished_with_a_stale_fence_stores_and_counts_nothing(store: Store) -> None:
+    delta = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1, prompt_tokens=10, completion_tokens=5)
+    async with store.lease("telegram:1", LEASE_TTL_S) as old:
+        pass
+    async with store.lease("telegram:1", LEASE_TTL_S) as current:
+        with pytest.raises(StaleLease):
+            await store.finish_turn("telegram:1", [user("late"), assistant("late")], old, SESSION_TTL_S, delta)
+        # The current holder still holds the session: its own write lands.
+        await store.commit_turns("telegram:1", [user("current")], current, SESSION_TTL_S)
+
+    assert await stored(store, "telegram:1") == [user("current")]
+    assert await store.usage_by_day(1) == []
+
+
 async def test_commit_appends_and_load_returns_the_newest_turns_oldest_first(store: Store) -> None:
     await commit(store, "telegram:1", user("q1", 10.0, 4), assistant("a1", 11.0, 7))
     await commit(store, "telegram:1", user("q2", 20.0, 2), assistant("a2", 21.0, 9))

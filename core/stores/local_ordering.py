@@ -12,13 +12,23 @@ import asyncio
 import itertools
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
-from core.store import Admission, Admitted, HeldSession, PendingMessage, SessionState, StaleLease, Store
-from core.stores import admit_in_steps
+from core.store import (
+    Admission,
+    Admitted,
+    HeldSession,
+    PendingMessage,
+    SessionState,
+    StaleLease,
+    Store,
+    Turn,
+    UsageDelta,
+)
+from core.stores import admit_in_steps, finish_turn_in_steps
 
 
 @dataclass(slots=True)
@@ -136,6 +146,11 @@ class InProcessOrdering(ABC):
 
     def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
         return admit_in_steps(cast(Store, self), admission)
+
+    async def finish_turn(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta
+    ) -> None:
+        await finish_turn_in_steps(cast(Store, self), session_key, turns, fence, ttl_s, usage)
 
     async def take_pending(self, session_key: str) -> list[PendingMessage]:
         return self._ordering.take_pending(session_key)

@@ -75,7 +75,7 @@ from core.store import (
     UsageTotals,
     Verdict,
 )
-from core.stores import FixedWindow, admit_in_steps, usage_subjects
+from core.stores import FixedWindow, admit_in_steps, finish_turn_in_steps, usage_subjects
 from core.stores.local_ordering import LocalOrdering
 from core.stores.redis_windows import WindowCache
 
@@ -222,25 +222,29 @@ return 0
 """
 )
 
-# KEYS: lease, turns, meta. ARGV: fence, ttl ms, last_active, chunk size, turns...
-# Returns 0 for a stale fence, 1 for no turns, else {1, the session's gen, its turn count}.
-_COMMIT = _Script(
-    """
+# The start of both commit scripts: check the fence, then append ARGV[turns_from..] as turns.
+# KEYS: lease, turns, meta. ARGV: fence, ttl ms, last_active, chunk size. Returns 0 for a stale
+# fence; otherwise ``committed`` is 1 for no turns, else {1, the session's gen, its turn count}.
+_APPEND_TURNS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local n = #ARGV - 4
-if n == 0 then return 1 end
-local chunk = tonumber(ARGV[4])
-for first = 5, #ARGV, chunk do
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + chunk - 1, #ARGV)))
+local n = #ARGV - turns_from + 1
+local committed = 1
+if n > 0 then
+  local chunk = tonumber(ARGV[4])
+  for first = turns_from, #ARGV, chunk do
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, first, math.min(first + chunk - 1, #ARGV)))
+  end
+  redis.call('HSETNX', KEYS[3], 'gen', ARGV[1])
+  redis.call('HSET', KEYS[3], 'last_active', ARGV[3])
+  local count = redis.call('HINCRBY', KEYS[3], 'turn_count', n)
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  committed = {1, redis.call('HGET', KEYS[3], 'gen'), count}
 end
-redis.call('HSETNX', KEYS[3], 'gen', ARGV[1])
-redis.call('HSET', KEYS[3], 'last_active', ARGV[3])
-local count = redis.call('HINCRBY', KEYS[3], 'turn_count', n)
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return {1, redis.call('HGET', KEYS[3], 'gen'), count}
 """
-)
+
+# KEYS: lease, turns, meta. ARGV: fence, ttl ms, last_active, chunk size, turns...
+_COMMIT = _Script("local turns_from = 5" + _APPEND_TURNS + "return committed")
 
 # KEYS: turns, meta. ARGV: how many of the newest turns. Returns nil or {last_active, turns joined by commas}.
 _LOAD = _Script(
@@ -261,19 +265,40 @@ return n
 """
 )
 
+# Adds the field/increment pairs ARGV[pairs_from..pairs_to] to the day's usage hash and records the
+# day in the index of days, which keeps the newest ``days_kept``.
+_ADD_TO_USAGE = """
+for i = pairs_from, pairs_to, 2 do redis.call('HINCRBY', usage_day, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', usage_day, usage_ttl)
+redis.call('ZADD', usage_days, 0, day)
+redis.call('ZREMRANGEBYRANK', usage_days, 0, -(tonumber(days_kept) + 1))
+redis.call('EXPIRE', usage_days, usage_ttl)
+"""
+
 # KEYS: the day's hash, the days index. ARGV: day, ttl s, days kept, then field/increment pairs.
 _ADD_USAGE = _Script(
-    """
-for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-return 1
-"""
+    "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]\n"
+    "local pairs_from, pairs_to = 4, #ARGV"
+    + _ADD_TO_USAGE
+    + "return 1"
 )
 
-_SCRIPTS = (_FIRST_SEEN_WITH_ACCESS, _ENQUEUE, _ACQUIRE, _ADMIT, _GIVE_BACK, _RELEASE, _COMMIT, _LOAD, _COUNT_HIT, _ADD_USAGE)
+# The end of a turn: _COMMIT, then the usage counters, then the lease is released.
+# KEYS: those of _COMMIT, then those of _ADD_USAGE. ARGV: those of _COMMIT before the turns, then
+# those of _ADD_USAGE before the pairs, the number of pair values, the pairs, the turns.
+_FINISH = _Script(
+    "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[4], KEYS[5], ARGV[5], ARGV[6], ARGV[7]\n"
+    "local pairs_from = 9\n"
+    "local pairs_to = pairs_from + tonumber(ARGV[8]) - 1\n"
+    "local turns_from = pairs_to + 1"
+    + _APPEND_TURNS
+    + _ADD_TO_USAGE
+    + "redis.call('DEL', KEYS[1])\nreturn committed"
+)
+
+_SCRIPTS = (
+    _FIRST_SEEN_WITH_ACCESS, _ENQUEUE, _ACQUIRE, _ADMIT, _GIVE_BACK, _RELEASE, _COMMIT, _LOAD, _COUNT_HIT, _ADD_USAGE, _FINISH
+)  # fmt: skip
 
 
 def _ms(seconds: float) -> int:
@@ -386,6 +411,8 @@ class RedisStore:
         self._windows = WindowCache()
         self._access_known: tuple[str, dict[str, AccessDecision]] = ("", {})
         """The runtime access decisions as of a version of the ``access`` hash ("" matches none)."""
+        self._released_by_finish: set[tuple[str, int]] = set()
+        """Leases (session, token) whose ``finish_turn`` released them, until their holder leaves."""
 
     # --- keys ---------------------------------------------------------------------------------------
     def _session(self, session_key: str, part: str) -> str:
@@ -642,7 +669,11 @@ class RedisStore:
             log.warning("could not give back the lease of %s (it expires by itself): %s", session_key, exc)
 
     async def _release(self, session_key: str, token: int) -> None:
-        """Best effort: if Redis is unreachable the lease simply expires after its ttl."""
+        """Best effort: if Redis is unreachable the lease simply expires after its ttl. Nothing to do
+        when ``finish_turn`` released it already."""
+        if (session_key, token) in self._released_by_finish:
+            self._released_by_finish.discard((session_key, token))
+            return
         try:
             await self._eval(_RELEASE, [self._session(session_key, "lease")], [token])
         except StoreUnavailable as exc:
@@ -669,8 +700,26 @@ class RedisStore:
         """Turns, ``last_active`` and ``turn_count`` in one script that checks the fence first; the
         session index is updated in the same round trip (it is only a hint: listing reads the meta).
         Committing no turns only checks the fence."""
+        await self._commit(session_key, turns, fence, ttl_s)
+
+    async def finish_turn(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta
+    ) -> None:
+        """What ``commit_turns`` does, and in the same script the usage counters and the release of
+        the lease, which the holder's leaving then skips: one round trip after the reply instead of
+        three. On a cluster the usage counters live in another slot, so it takes the steps."""
+        if self._cluster:
+            await finish_turn_in_steps(self, session_key, turns, fence, ttl_s, usage)
+            return
+        await self._commit(session_key, turns, fence, ttl_s, usage)
+        self._released_by_finish.add((session_key, fence))
+
+    async def _commit(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta | None = None
+    ) -> None:
+        """``_COMMIT``, or ``_FINISH`` with ``usage``; the window cache follows what landed."""
         try:
-            committed = await self._commit(session_key, turns, fence, ttl_s)
+            committed = await self._run_commit(session_key, turns, fence, ttl_s, usage)
         except BaseException:
             self._windows.forget(session_key)  # whether the turns landed is unknown
             raise
@@ -681,26 +730,35 @@ class RedisStore:
             _, gen, count = committed
             self._windows.committed(session_key, turns, gen, int(count))
 
-    async def _commit(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> Any:
-        """What the ``_COMMIT`` script returned, with the session index updated alongside."""
+    async def _run_commit(
+        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta | None
+    ) -> Any:
+        """What the commit script returned, with the session index updated alongside."""
         keys = [self._session(session_key, "lease"), self._session(session_key, "turns"), self._session(session_key, "meta")]
         last_active = repr(turns[-1].created_at) if turns else "0"
-        args = [fence, _ms(ttl_s), last_active, TURN_CHUNK, *(_turn_to_json(turn) for turn in turns)]
+        args: list[Any] = [fence, _ms(ttl_s), last_active, TURN_CHUNK]
+        script = _COMMIT
+        if usage is not None:
+            usage_keys, (day, ttl, kept, *pairs) = self._usage_call(usage)
+            keys += usage_keys
+            args += [day, ttl, kept, len(pairs), *pairs]
+            script = _FINISH
+        args += [_turn_to_json(turn) for turn in turns]
         if not turns:
-            ok = await self._eval(_COMMIT, keys, args)
+            ok = await self._eval(script, keys, args)
         elif self._cluster:
             # redis-py refuses scripts in cluster pipelines, and the index lives in another slot:
             # two requests, sent at the same time.
-            ok, _ = await asyncio.gather(self._eval(_COMMIT, keys, args), self._index_session(session_key, ttl_s))
+            ok, _ = await asyncio.gather(self._eval(script, keys, args), self._index_session(session_key, ttl_s))
         else:
             with _translated("commit_turns"):
                 pipe = self._redis.pipeline(transaction=False)
-                pipe.evalsha(_COMMIT.sha, len(keys), *keys, *args)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
                 self._index_session(session_key, ttl_s, pipe)
                 results = await pipe.execute(raise_on_error=False)
             ok = results[0]
             if isinstance(ok, redis_errors.NoScriptError):
-                ok = await self._eval(_COMMIT, keys, args)
+                ok = await self._eval(script, keys, args)
             elif isinstance(ok, Exception):
                 with _translated("commit_turns"):
                     raise ok
@@ -789,6 +847,11 @@ class RedisStore:
 
     async def add_usage(self, delta: UsageDelta) -> None:
         """Every subject's counters of the day in one script, so they never disagree."""
+        await self._eval(_ADD_USAGE, *self._usage_call(delta))
+
+    def _usage_call(self, delta: UsageDelta) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``_ADD_USAGE`` for ``delta``: its day, then every subject's
+        counter names and increments."""
         figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
         pairs = [
             value
@@ -796,8 +859,7 @@ class RedisStore:
             for name, figure in zip(_USAGE_FIELDS, figures, strict=True)
             for value in (f"{name}:{subject}", figure)
         ]
-        keys = [self._usage_day(delta.day), self._usage_days]
-        await self._eval(_ADD_USAGE, keys, [delta.day, USAGE_TTL_S, USAGE_DAYS_KEPT, *pairs])
+        return [self._usage_day(delta.day), self._usage_days], [delta.day, USAGE_TTL_S, USAGE_DAYS_KEPT, *pairs]
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         if days <= 0:
