@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from core.settings import StoreBackend, StoreSettings
-from core.store import ALL_SUBJECTS, Admission, Admitted, Store, Turn, UsageDelta, Verdict
+from core.store import (
+    ALL_SUBJECTS,
+    Admission,
+    Admitted,
+    Store,
+    Turn,
+    UsageDelta,
+    Verdict,
+)
 
 
 def create_store(settings: StoreSettings) -> Store:

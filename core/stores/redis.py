@@ -75,7 +75,12 @@ from core.store import (
     UsageTotals,
     Verdict,
 )
-from core.stores import FixedWindow, admit_in_steps, finish_turn_in_steps, usage_subjects
+from core.stores import (
+    FixedWindow,
+    admit_in_steps,
+    finish_turn_in_steps,
+    usage_subjects,
+)
 from core.stores.local_ordering import LocalOrdering
 from core.stores.redis_windows import WindowCache
 
