@@ -7,7 +7,7 @@ not on how long the conversation has been going.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bots.model import ChatMessage
@@ -53,34 +53,34 @@ def build_window(
     None when the system prompt and the new message alone exceed the budget: the caller refuses such
     a message rather than sending the model a prompt without it.
     """
-    system_cost = budget.cost(system_tokens) if system_prompt else 0
-    used = system_cost + budget.cost(user_turn.tokens)
+    overhead = budget.message_overhead
+    used = budget.cost(user_turn.tokens)
+    raw = user_turn.tokens + overhead
+    if system_prompt:
+        used += budget.cost(system_tokens)
+        raw += system_tokens + overhead
     if used > budget.max_tokens:
         return None
+    # Walk back from the newest turn, one (user, assistant) pair at a time, skipping any turn without
+    # its partner. One plain loop: this runs for every message, over up to ``max_messages`` turns.
     kept: list[Turn] = [user_turn]
-    scale, pair_overhead = budget.scale, 2 * budget.message_overhead  # looked up once, not per turn
-    for user, assistant in _newest_pairs(history):
+    scale, pair_overhead = budget.scale, 2 * overhead  # looked up once, not per turn
+    pairs_left = (budget.max_messages - 1) // 2
+    index = len(history) - 1
+    while index >= 1 and pairs_left > 0:
+        assistant, user = history[index], history[index - 1]
+        if assistant.role != "assistant" or user.role != "user":
+            index -= 1
+            continue
         pair_cost = scale(user.tokens) + scale(assistant.tokens) + pair_overhead
-        if used + pair_cost > budget.max_tokens or len(kept) + 2 > budget.max_messages:
+        if used + pair_cost > budget.max_tokens:
             break
         used += pair_cost
+        raw += user.tokens + assistant.tokens + pair_overhead
         kept += (assistant, user)
+        index -= 2
+        pairs_left -= 1
     kept.reverse()
     messages = [ChatMessage(role="system", content=system_prompt)] if system_prompt else []
     messages += [{"role": turn.role, "content": turn.content} for turn in kept]
-    raw = sum(turn.tokens + budget.message_overhead for turn in kept)
-    if system_prompt:
-        raw += system_tokens + budget.message_overhead
     return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)
-
-
-def _newest_pairs(history: Sequence[Turn]) -> Iterator[tuple[Turn, Turn]]:
-    """Yield (user, assistant) pairs from newest to oldest, skipping any turn without its partner."""
-    index = len(history) - 1
-    while index >= 1:
-        assistant, user = history[index], history[index - 1]
-        if assistant.role == "assistant" and user.role == "user":
-            yield user, assistant
-            index -= 2
-        else:
-            index -= 1
