@@ -18,6 +18,8 @@ from core.tokens import load_token_counter
 
 SHUTDOWN_GRACE_S = 30.0
 """How long replies in flight may take to finish after SIGTERM before they are cancelled."""
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     config: Config

@@ -102,7 +102,7 @@ class OpenAIChatModel:
     async def _retried(self, body: dict[str, Any], on_text: TextSink | None, first_failure: _Transient) -> ModelReply:
         """Retries after a failed first attempt, as tenacity runs them from that failure on.
 
-        Most calls succeed at once, and tenacity's loop costs about 25 us a call to run even then
+        Most calls succeed at once, and tenacity's loop costs about 50 us a call to run even then
         (``bench/``), so it is set up only now. It is built per call: it keeps the state of its loop
         on itself, and concurrent replies on one client must not share it.
         """

@@ -31,9 +31,9 @@ for a busy session, with a short exponential backoff capped by the lease's remai
 
 Round trips: every store method is one round trip (one command, one Lua script or one pipeline),
 except ``list_sessions`` and ``usage_by_day`` (admin commands, two each). The combined methods
-(``first_seen_with_access``, ``hold_for_turn`` and above all ``admit``) exist so that an answered
-prompt costs one round trip before the model is called and 4 in all; see the README ("Running
-several processes").
+(``first_seen_with_access``, ``hold_for_turn``, ``finish_turn`` and above all ``admit``) exist so
+that an answered prompt costs one round trip before the model is called and one after the reply;
+see the README ("Running several processes").
 
 Redis errors and timeouts surface as ``StoreUnavailable``; the client reconnects by itself when
 Redis is back. Scripts are loaded on ``open`` and reloaded transparently (``NOSCRIPT``) after a
