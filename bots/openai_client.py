@@ -384,16 +384,19 @@ def _network_failures() -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         if not is_timeout(exc):
-            raise _Transient(ModelUnavailable(f"transport error: {_describe(exc.__cause__ or exc)}")) from exc
+            raise _unreachable(exc) from exc
         raise _Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
     except httpx.UnsupportedProtocol as exc:
         raise ModelUnavailable(f"bad model.base_url: {exc}") from exc
     except httpx.TransportError as exc:
-        raise _Transient(ModelUnavailable(f"transport error: {_describe(exc.__cause__ or exc)}")) from exc
+        raise _unreachable(exc) from exc
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+def _unreachable(error: httpx.TransportError) -> _Transient:
+    """A connection that failed other than by timing out, named by what the transport really
+    raised (the httpx error wraps aiohttp's)."""
+    cause = error.__cause__ or error
+    return _Transient(ModelUnavailable(f"transport error: {type(cause).__name__}: {cause}"))
 
 
 async def _sse_data(source: EventSource) -> AsyncGenerator[str, None]:
