@@ -296,11 +296,9 @@ class SqliteStore(InProcessOrdering):
         if self._in_worker_calls == 0:
             try:
                 return work(db)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+                if not _locked(exc):
+                    raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
         return await self._in_worker(work)
 
     async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -366,6 +364,11 @@ def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _locked(error: sqlite3.Error) -> bool:
+    """``SQLITE_BUSY`` (any of its extended codes): another connection holds the lock."""
+    return isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _checkpoint(db: sqlite3.Connection) -> None:
