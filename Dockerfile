@@ -20,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY bots ./bots
 COPY adapters ./adapters
+COPY chatbridge ./chatbridge
 RUN pip install --no-cache-dir . \
     && rm -rf /src
 

@@ -27,7 +27,7 @@ from typing import Any, Self
 import httpx
 from redis.asyncio.connection import Connection
 
-from adapters.process import run, tune_garbage_collector
+from chatbridge.process import run, tune_garbage_collector
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel

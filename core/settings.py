@@ -2,7 +2,7 @@
 ``limits``, ``store``, ``server``).
 
 They are plain pydantic models; the file/environment loading lives with the command line in
-``adapters.config`` so that this room stays free of process concerns.
+``chatbridge.config`` so that this room stays free of process concerns.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from adapters.process import event_loop_factory
+from chatbridge.process import event_loop_factory
 from bots.openai_client import OpenAIChatModel
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel
@@ -18,7 +18,7 @@ from tests.kit.engine import model_settings
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Every test runs on the event loop chatbridge itself runs on (adapters/process.py)."""
+    """Every test runs on the event loop chatbridge itself runs on (chatbridge/process.py)."""
     return {"loop": event_loop_factory() or asyncio.new_event_loop}
 
 

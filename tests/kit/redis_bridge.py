@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.process import run, tune_garbage_collector
+from chatbridge.process import run, tune_garbage_collector
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine
 from core.events import ChatKind, IncomingMessage

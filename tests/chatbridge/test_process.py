@@ -1,4 +1,4 @@
-"""The process-wide choices of adapters/process.py, which every entry point shares."""
+"""The process-wide choices of chatbridge/process.py, which every entry point shares."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import uvloop
 
-from adapters.process import run
+from chatbridge.process import run
 
 
 async def _loop_type() -> type:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.fake_model import FakeModel, Reply
 
-CLI = [sys.executable, "-m", "adapters.cli"]
+CLI = [sys.executable, "-m", "chatbridge.cli"]
 
 
 def _env(fake_model: FakeModel | None, **extra: str) -> dict[str, str]:

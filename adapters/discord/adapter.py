@@ -12,7 +12,7 @@ the HTTP session closes at shutdown. A gateway disconnect does not touch them ei
 over HTTP, discord.py resumes the gateway by itself, and a replayed message is dropped by the
 engine's dedupe, so nothing is lost or answered twice.
 
-This module is ``adapters.discord``; ``import discord`` below is absolute and always means the
+This module is ``adapters.discord.adapter``; ``import discord`` below is absolute and always means the
 discord.py package.
 """
 
@@ -32,8 +32,8 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.base import AdapterStartupError
-from adapters.config import DiscordSettings
+from adapters.kit import AdapterStartupError
+from chatbridge.config import DiscordSettings
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
 from core.engine import Engine

@@ -44,10 +44,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.base import AdapterStartupError, UpdateTasks
-from adapters.config import SlackSettings
-from adapters.http_server import HttpServer
-from adapters.slack_mrkdwn import to_mrkdwn
+from adapters.kit import AdapterStartupError, UpdateTasks
+from chatbridge.config import SlackSettings
+from chatbridge.http_server import HttpServer
+from adapters.slack.format import to_mrkdwn
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
 from core.engine import Engine

@@ -17,11 +17,11 @@ import discord
 import pytest
 import pytest_asyncio
 
-from adapters.base import AdapterStartupError
-from adapters.config import Config, DiscordSettings
-from adapters.discord import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _platform_call
-from adapters.http_server import HttpServer
-from adapters.registry import enabled_adapters
+from adapters.kit import AdapterStartupError
+from chatbridge.config import Config, DiscordSettings
+from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _platform_call
+from chatbridge.http_server import HttpServer
+from chatbridge.registry import enabled_adapters
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.channel import PlatformRateLimited

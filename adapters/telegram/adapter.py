@@ -18,7 +18,7 @@ What reaches the engine, and why:
 
 Updates are processed concurrently, one task each, so a slow model call in one chat never delays
 another chat; ordering within a session is the engine's job. Replies are HTML (see
-``adapters.telegram_format``) with a plain-text fallback, and limits are data for ``core.render``.
+``adapters.telegram.format``) with a plain-text fallback, and limits are data for ``core.render``.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, T
 from telegram.ext import Updater
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.config import TelegramSettings
-from adapters.http_server import HttpServer
-from adapters.base import AdapterStartupError, UpdateTasks
-from adapters.telegram_format import markdown_to_html
+from chatbridge.config import TelegramSettings
+from chatbridge.http_server import HttpServer
+from adapters.kit import AdapterStartupError, UpdateTasks
+from adapters.telegram.format import markdown_to_html
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
 from core.engine import Engine

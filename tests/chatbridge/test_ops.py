@@ -31,12 +31,12 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.cli import _check_port
-from adapters.config import Config
-from adapters.http_server import HttpServer, ServerStartError
-from adapters.logging_setup import REDACTED, configure_logging, configured_secrets
-from adapters.metrics import BridgeMetrics
-from adapters.ops import Operations
+from chatbridge.cli import _check_port
+from chatbridge.config import Config
+from chatbridge.http_server import HttpServer, ServerStartError
+from chatbridge.logging_setup import REDACTED, configure_logging, configured_secrets
+from chatbridge.metrics import BridgeMetrics
+from chatbridge.ops import Operations
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine, Outcome
 from core.store import SessionInfo, StoreUnavailable
@@ -46,7 +46,7 @@ from tests.fakes.fake_model import FakeModel, Reply, Status
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import engine_settings, model_settings, private
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -300,7 +300,7 @@ async def test_run_stops_with_one_line_when_its_port_is_taken(tmp_path: Path, fa
         port = taken.getsockname()[1]
         env = base_env(CHATBRIDGE_MODEL__BASE_URL=fake_model.base_url, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
         env["CHATBRIDGE_SERVER__PORT"] = str(port)
-        bridge = BridgeProcess([sys.executable, "-m", "adapters.cli", "run"], tmp_path, env)
+        bridge = BridgeProcess([sys.executable, "-m", "chatbridge.cli", "run"], tmp_path, env)
         await bridge.start()
         assert await bridge.finish() == 1
     assert bridge.stderr.strip().splitlines()[-1].startswith(f"chatbridge: server: cannot listen on 127.0.0.1:{port} (")
@@ -433,7 +433,7 @@ def test_secrets_are_redacted_from_every_record(fmt: str, level: str, log_output
 # python-telegram-bot's request URLs carry the token, and exception texts can carry anything.
 LEAKY_CLI = """
 import json, logging, os, sys
-import adapters.logging_setup as setup
+import chatbridge.logging_setup as setup
 
 _configure = setup.configure_logging
 
@@ -448,7 +448,7 @@ def configure_and_leak(**kwargs):
     return redactor
 
 setup.configure_logging = configure_and_leak
-from adapters.cli import main
+from chatbridge.cli import main
 sys.exit(main())
 """
 
@@ -612,7 +612,7 @@ async def test_no_secret_in_the_debug_logs_of_a_real_telegram_bridge(tmp_path: P
         CHATBRIDGE_LOG__FORMAT="json",
         CHATBRIDGE_LOG__LEVEL="debug",
     )
-    bridge = BridgeProcess([sys.executable, "-m", "adapters.cli", "run", "--config", "config.yaml"], tmp_path, env)
+    bridge = BridgeProcess([sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path, env)
     await bridge.start()
     try:
         port = await bridge.port()
@@ -667,7 +667,7 @@ async def test_readyz_follows_a_real_redis_outage_and_no_secret_leaks(tmp_path: 
         CHATBRIDGE_STORE__REDIS_URL=f"redis://:{SECRETS['redis']}@127.0.0.1:{redis.port}/0",
         CHATBRIDGE_LOG__LEVEL="debug",
     )
-    bridge = BridgeProcess([sys.executable, "-m", "adapters.cli", "run", "--config", "config.yaml"], tmp_path, env)
+    bridge = BridgeProcess([sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path, env)
     await bridge.start()
     try:
         port = await bridge.port()

@@ -5,9 +5,9 @@
 - ``/readyz``: 200 when the store answers a ping within ``PING_TIMEOUT_S`` and every adapter is
   running and ready; 503 otherwise, and from the moment a shutdown begins. The JSON body says
   which part is not ready, e.g. ``{"ready": false, "store": "unreachable", "adapters": {"telegram": "ok"}}``.
-- ``/metrics``: Prometheus text format (see ``adapters.metrics``).
+- ``/metrics``: Prometheus text format (see ``chatbridge.metrics``).
 
-An adapter reports readiness through an optional ``ready`` attribute (see ``adapters.base``);
+An adapter reports readiness through an optional ``ready`` attribute (see ``adapters.kit``);
 one without it counts as ready while its task runs.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.base import Adapter, adapter_ready
-from adapters.http_server import HttpServer
-from adapters.metrics import BridgeMetrics
+from adapters.kit import Adapter, adapter_ready
+from chatbridge.http_server import HttpServer
+from chatbridge.metrics import BridgeMetrics
 from core.store import Store
 
 log = logging.getLogger("chatbridge.ops")

@@ -28,12 +28,12 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from adapters.base import AdapterStartupError
-from adapters.config import Config, ConfigError, SlackSettings
-from adapters.http_server import HttpServer
-from adapters.registry import enabled_adapters
-from adapters.slack import PLACEHOLDER, SlackAdapter, is_late_retry, translate_command
-from adapters.slack_mrkdwn import to_mrkdwn
+from adapters.kit import AdapterStartupError
+from chatbridge.config import Config, ConfigError, SlackSettings
+from chatbridge.http_server import HttpServer
+from chatbridge.registry import enabled_adapters
+from adapters.slack.adapter import PLACEHOLDER, SlackAdapter, is_late_retry, translate_command
+from adapters.slack.format import to_mrkdwn
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Engine
@@ -544,7 +544,7 @@ async def test_enabled_slack_in_http_mode_mounts_the_events_route() -> None:
 
 
 def test_config_error_names_the_missing_key(tmp_path: Any) -> None:
-    from adapters.config import load_config
+    from chatbridge.config import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("adapters:\n  slack: {enabled: true, bot_token: xoxb, mode: http}\n")
@@ -582,7 +582,7 @@ async def test_chatbridge_run_serves_slack_over_http_and_stops_on_sigterm(tmp_pa
     await fake.start()
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "adapters.cli", "run", cwd=tmp_path, env=_cli_env(fake_model, fake, "http", port),
+        sys.executable, "-m", "chatbridge.cli", "run", cwd=tmp_path, env=_cli_env(fake_model, fake, "http", port),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -613,7 +613,7 @@ async def test_chatbridge_check_reaches_slack(tmp_path: Path, fake_model: FakeMo
     await fake.start()
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "adapters.cli", "check", cwd=tmp_path, env=_cli_env(fake_model, fake, "socket", _free_port()),
+            sys.executable, "-m", "chatbridge.cli", "check", cwd=tmp_path, env=_cli_env(fake_model, fake, "socket", _free_port()),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(), 20)

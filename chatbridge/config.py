@@ -125,7 +125,7 @@ class AdaptersSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
-    """How the bridge logs; see ``adapters.logging_setup``."""
+    """How the bridge logs; see ``chatbridge.logging_setup``."""
 
     model_config = ConfigDict(extra="forbid")
 

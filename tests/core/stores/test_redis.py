@@ -1,6 +1,6 @@
 """The redis store across processes: two real bridge processes share one real redis-server.
 
-The store contract itself is in ``test_store_conformance.py`` (the ``redis`` parameter). Here: what only
+The store contract itself is in ``test_conformance.py`` (the ``redis`` parameter). Here: what only
 a shared store promises (one answer per message and complete, ordered sessions across processes,
 dedupe across processes, outages, a crashed lease holder), the round trips a message costs, and that
 every key is bounded.
@@ -38,7 +38,7 @@ from tests.fakes.redis_server import RedisServer
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import make_engine, model_settings, private
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class BridgeProcess:

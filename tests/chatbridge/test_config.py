@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from adapters.config import Config, ConfigError, load_config
+from chatbridge.config import Config, ConfigError, load_config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:

@@ -18,17 +18,17 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from adapters.base import AdapterStartupError
-from adapters.config import Config, ConfigError, TelegramSettings, load_config
-from adapters.http_server import HttpServer
-from adapters.registry import enabled_adapters
-from adapters.telegram import (
+from adapters.kit import AdapterStartupError
+from chatbridge.config import Config, ConfigError, TelegramSettings, load_config
+from chatbridge.http_server import HttpServer
+from chatbridge.registry import enabled_adapters
+from adapters.telegram.adapter import (
     SECRET_HEADER,
     WEBHOOK_PATH,
     TelegramAdapter,
     TelegramLimits,
 )
-from adapters.telegram_format import markdown_to_html
+from adapters.telegram.format import markdown_to_html
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.channel import PlatformLimits

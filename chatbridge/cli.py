@@ -16,16 +16,16 @@ from pathlib import Path
 
 import httpx
 
-from adapters.base import Adapter, AdapterStartupError
-from adapters.config import Config, ConfigError, load_config
-from adapters.console import ConsoleAdapter
-from adapters.http_server import HttpServer, ServerStartError
-from adapters.logging_setup import configure_logging, configured_secrets, redact
-from adapters.metrics import BridgeMetrics
-from adapters.ops import Operations
-from adapters.process import run, tune_garbage_collector
-from adapters.registry import enabled_adapters
-from adapters.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
+from adapters.kit import Adapter, AdapterStartupError
+from chatbridge.config import Config, ConfigError, load_config
+from adapters.console.adapter import ConsoleAdapter
+from chatbridge.http_server import HttpServer, ServerStartError
+from chatbridge.logging_setup import configure_logging, configured_secrets, redact
+from chatbridge.metrics import BridgeMetrics
+from chatbridge.ops import Operations
+from chatbridge.process import run, tune_garbage_collector
+from chatbridge.registry import enabled_adapters
+from chatbridge.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
 from bots.errors import ModelError
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from adapters.config import Config, ConfigError
-from adapters.console import CONSOLE_USER
-from adapters.metrics import BridgeMetrics
+from chatbridge.config import Config, ConfigError
+from adapters.console.adapter import CONSOLE_USER
+from chatbridge.metrics import BridgeMetrics
 from bots.openai_client import OpenAIChatModel
 from core.engine import Engine, EngineSettings
 from core.observe import NULL_OBSERVER
