@@ -123,13 +123,29 @@ async def per_message_overhead(stores: dict[str, Callable[[], Store]]) -> list[R
         target = 1.5 if name == "memory" else 2.0
         ratio = reply / floor
         rows += [
-            Row("1 overhead", f"{name}: bare request with the bridge's body, plain httpx (reference)", f"{statistics.median(run.plain_s) * 1e3:.3f} ms"),
-            Row("1 overhead", f"{name}: bare request with the bridge's body, the bridge's HTTP stack", f"{floor * 1e3:.3f} ms"),
-            Row("1 overhead", f"{name}: one store round trip (ping), then that bare request (reference)", f"{statistics.median(run.pinged_s) * 1e3:.3f} ms"),
+            Row(
+                "1 overhead",
+                f"{name}: bare request with the bridge's body, plain httpx (reference)",
+                f"{statistics.median(run.plain_s) * 1e3:.3f} ms",
+            ),
+            Row(
+                "1 overhead",
+                f"{name}: bare request with the bridge's body, the bridge's HTTP stack",
+                f"{floor * 1e3:.3f} ms",
+            ),
+            Row(
+                "1 overhead",
+                f"{name}: one store round trip (ping), then that bare request (reference)",
+                f"{statistics.median(run.pinged_s) * 1e3:.3f} ms",
+            ),
             Row("1 overhead", f"{name}: event to final reply", f"{reply * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: added by the bridge", f"{(reply - floor) * 1e3:.3f} ms"),
             Row("1 overhead", f"{name}: ratio to the bare request", f"{ratio:.2f}x", f"<= {target}x", ratio <= target),
-            Row("1 overhead", f"{name}: messages per second, one process, one at a time", f"{len(run.handled_s) / sum(run.handled_s):.0f}"),
+            Row(
+                "1 overhead",
+                f"{name}: messages per second, one process, one at a time",
+                f"{len(run.handled_s) / sum(run.handled_s):.0f}",
+            ),
         ]
     return rows
 
@@ -214,12 +230,23 @@ async def window_cost(stores: dict[str, Callable[[], Store]], repeats: int = 300
                 await _fill(store, f"bench:window:{size}", size)
             for max_messages, label in budgets.items():
                 budget = Budget(4000, max_messages, tokens.message_overhead, tokens.scaled)
-                timings = {size: await _median_s(_window_builder(store, f"bench:window:{size}", budget, user_turn), repeats) for size in (10, 1_000, 10_000)}
+                timings = {
+                    size: await _median_s(_window_builder(store, f"bench:window:{size}", budget, user_turn), repeats)
+                    for size in (10, 1_000, 10_000)
+                }
                 figures = " / ".join(f"{timings[size] * 1e6:.0f}" for size in timings)
                 ratio = timings[10_000] / timings[10]
                 judged = max_messages == 11  # the target is about history length, so same windows only
                 rows.append(Row("2 window", f"{name}, {label}: 10 / 1,000 / 10,000 stored turns", f"{figures} us"))
-                rows.append(Row("2 window", f"{name}, {label}: 10,000 vs 10 turns", f"{ratio:.2f}x", "<= 1.5x" if judged else "", ratio <= 1.5 if judged else None))
+                rows.append(
+                    Row(
+                        "2 window",
+                        f"{name}, {label}: 10,000 vs 10 turns",
+                        f"{ratio:.2f}x",
+                        "<= 1.5x" if judged else "",
+                        ratio <= 1.5 if judged else None,
+                    )
+                )
     return rows
 
 
@@ -228,7 +255,9 @@ def _window_builder(store: Store, key: str, budget: Budget, user_turn: Turn) -> 
         state = await store.load_session(key, budget.max_messages)
         assert state is not None
         window = build_window("You are a helpful assistant.", 8, state.turns, user_turn, budget)
-        assert window is not None and len(window.messages) == 2 + 2 * (min(len(state.turns), budget.max_messages - 1) // 2)
+        assert window is not None and len(window.messages) == 2 + 2 * (
+            min(len(state.turns), budget.max_messages - 1) // 2
+        )
 
     return build
 
@@ -248,8 +277,13 @@ async def _fill(store: Store, key: str, turns: int) -> None:
 async def fake_model_process(latency_s: float) -> AsyncIterator[str]:
     """The fake model in a process of its own, so its CPU time is not billed to the bridge."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fakes.fake_model", "--delay", str(latency_s),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.fakes.fake_model",
+        "--delay",
+        str(latency_s),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stdin is not None
     try:
@@ -273,9 +307,23 @@ async def concurrency(sessions: int = 1_000, latency_s: float = 1.0) -> list[Row
         await model.aclose()
     peak_mib = _peak_rss_bytes() / 2**20
     return [
-        Row("3 concurrency", f"{sessions:,} bare requests at once through the same HTTP stack, new connections", f"{bare_cold:.2f} s"),
-        Row("3 concurrency", f"{sessions:,} sessions at once, {latency_s:.0f} s model, new connections: wall time", f"{cold:.2f} s", "<= 1.3 s", cold <= 1.3 and answered == sessions),
-        Row("3 concurrency", f"{sessions:,} bare requests again, connections kept alive (reference)", f"{bare_warm:.2f} s"),
+        Row(
+            "3 concurrency",
+            f"{sessions:,} bare requests at once through the same HTTP stack, new connections",
+            f"{bare_cold:.2f} s",
+        ),
+        Row(
+            "3 concurrency",
+            f"{sessions:,} sessions at once, {latency_s:.0f} s model, new connections: wall time",
+            f"{cold:.2f} s",
+            "<= 1.3 s",
+            cold <= 1.3 and answered == sessions,
+        ),
+        Row(
+            "3 concurrency",
+            f"{sessions:,} bare requests again, connections kept alive (reference)",
+            f"{bare_warm:.2f} s",
+        ),
         Row("3 concurrency", f"{sessions:,} new sessions again, connections kept alive (reference)", f"{warm:.2f} s"),
         Row("3 concurrency", "answered", f"{answered:,} and {answered_warm:,} of {sessions:,}"),
         Row("3 concurrency", "peak RSS of the bridge process", f"{peak_mib:.0f} MiB"),
@@ -365,14 +413,27 @@ async def redis_two_processes(url: str, per_process: int = 500) -> list[Row]:
     answered = sum(outcome == "answered" for outcome in outcomes)
     return [
         Row("4 redis", f"two processes, {2 * per_process:,} messages at once: wall time", f"{wall:.2f} s"),
-        Row("4 redis", "messages per second, two processes sharing one Redis", f"{answered / wall:.0f} ({answered:,} answered)"),
+        Row(
+            "4 redis",
+            "messages per second, two processes sharing one Redis",
+            f"{answered / wall:.0f} ({answered:,} answered)",
+        ),
     ]
 
 
 async def _start_bridge(redis_url: str, model_url: str) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.kit.redis_bridge", "--redis-url", redis_url, "--prefix", "bench:",
-        "--model-url", model_url, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.kit.redis_bridge",
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        "bench:",
+        "--model-url",
+        model_url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
     await process.stdout.readline()  # {"ready": pid}
@@ -381,7 +442,11 @@ async def _start_bridge(redis_url: str, model_url: str) -> asyncio.subprocess.Pr
 
 async def _outcomes(bridge: asyncio.subprocess.Process) -> list[str]:
     assert bridge.stdout is not None
-    outcomes = [record["outcome"] for line in (await bridge.stdout.read()).splitlines() if "outcome" in (record := json.loads(line))]
+    outcomes = [
+        record["outcome"]
+        for line in (await bridge.stdout.read()).splitlines()
+        if "outcome" in (record := json.loads(line))
+    ]
     await bridge.wait()
     return outcomes
 
@@ -418,13 +483,20 @@ async def memory_per_session(sessions: int = 10_000) -> list[Row]:
     for n in range(sessions):
         key = f"telegram:{1_000_000 + n}"
         async with store.lease(key, 60) as fence:
-            pair = [Turn("user", "hello, how are you?", 6, now), Turn("assistant", "I am fine, thank you. How can I help?", 10, now)]
+            pair = [
+                Turn("user", "hello, how are you?", 6, now),
+                Turn("assistant", "I am fine, thank you. How can I help?", 10, now),
+            ]
             await store.commit_turns(key, pair, fence, 3600)
     gc.collect()
     grown = _rss_bytes() - before
     await store.close()
     return [
-        Row("5 memory", f"RSS growth for {sessions:,} idle sessions (one short exchange each)", f"{grown / 2**20:.1f} MiB"),
+        Row(
+            "5 memory",
+            f"RSS growth for {sessions:,} idle sessions (one short exchange each)",
+            f"{grown / 2**20:.1f} MiB",
+        ),
         Row("5 memory", "per idle session", f"{grown / sessions / 1024:.2f} KiB"),
     ]
 
@@ -450,7 +522,11 @@ async def streaming(tokens: int = 2_000) -> list[Row]:
     calls = len(channel.sends) + channel.edits
     return [
         Row("6 streaming", "model's first token to first text handed to the platform", f"{first_text_ms:.2f} ms"),
-        Row("6 streaming", f"platform calls for a {tokens:,}-token reply streamed over {duration:.1f} s (1 s edit interval)", f"{calls} ({len(channel.sends)} sends, {channel.edits} edits)"),
+        Row(
+            "6 streaming",
+            f"platform calls for a {tokens:,}-token reply streamed over {duration:.1f} s (1 s edit interval)",
+            f"{calls} ({len(channel.sends)} sends, {channel.edits} edits)",
+        ),
     ]
 
 
@@ -499,7 +575,9 @@ def _print_table(rows: list[Row]) -> None:
     widths = [max(len(getattr(row, field)) for row in rows) for field in ("section", "metric", "value", "target")]
     for row in rows:
         verdict = "" if row.met is None else ("met" if row.met else "MISSED")
-        print(f"{row.section:<{widths[0]}}  {row.metric:<{widths[1]}}  {row.value:>{widths[2]}}  {row.target:<{widths[3]}}  {verdict}")
+        print(
+            f"{row.section:<{widths[0]}}  {row.metric:<{widths[1]}}  {row.value:>{widths[2]}}  {row.target:<{widths[3]}}  {verdict}"
+        )
 
 
 def main() -> None:

@@ -87,7 +87,9 @@ class OpenAIChatModel:
         self._api_key = settings.api_key.get_secret_value()
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
         self._own_http = http_client is None
-        self._http = http_client or model_http_client(timeout_s=settings.timeout_s, max_connections=settings.max_connections)
+        self._http = http_client or model_http_client(
+            timeout_s=settings.timeout_s, max_connections=settings.max_connections
+        )
         self._completions_url = httpx.URL(self._url("chat/completions"))
         """Parsed once: httpx parses a URL given as a string on every request."""
 
@@ -199,7 +201,9 @@ class OpenAIChatModel:
                     return reply.result()
                 await sink(reply.add(self._stream_chunk(data)))
         if reply.finish_reason is None:
-            raise _Transient(ModelUnavailable("stream ended before the reply was complete (no finish_reason, no [DONE])"))
+            raise _Transient(
+                ModelUnavailable("stream ended before the reply was complete (no finish_reason, no [DONE])")
+            )
         return reply.result()
 
     def _stream_chunk(self, data: str) -> dict[str, Any]:

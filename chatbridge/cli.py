@@ -79,7 +79,9 @@ async def _run(config: Config) -> int:
     adapters = enabled_adapters(config, server)
     if not adapters:
         raise ConfigError("adapters: no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)")
-    metrics = BridgeMetrics(session_timeout_s=config.session.timeout_s, platforms=[adapter.name for adapter in adapters])
+    metrics = BridgeMetrics(
+        session_timeout_s=config.session.timeout_s, platforms=[adapter.name for adapter in adapters]
+    )
     async with open_runtime(config, metrics) as runtime:
         # The server stops before the runtime closes the store that /readyz and /metrics use.
         ops = Operations(store=runtime.store, metrics=metrics, adapters=adapters)

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bots.settings import ModelSettings
@@ -90,7 +99,9 @@ class DiscordSettings(_AdapterSection):
             return self
         if self.shard_count is None:
             raise ValueError("shard_ids: needs shard_count")
-        if len(set(self.shard_ids)) != len(self.shard_ids) or not all(0 <= i < self.shard_count for i in self.shard_ids):
+        if len(set(self.shard_ids)) != len(self.shard_ids) or not all(
+            0 <= i < self.shard_count for i in self.shard_ids
+        ):
             raise ValueError(f"shard_ids: must be distinct numbers from 0 to {self.shard_count - 1}")
         return self
 
@@ -101,7 +112,9 @@ class SlackSettings(_AdapterSection):
     signing_secret: SecretStr = SecretStr("")
     mode: Literal["socket", "http"] = "socket"
     api_base_url: str = ""
-    thread_follow: bool = Field(True, description="later messages in a thread the bot answered in trigger without a mention")
+    thread_follow: bool = Field(
+        True, description="later messages in a thread the bot answered in trigger without a mention"
+    )
     command: str = Field("/chatbridge", pattern=r"^/[\w-]+$", description="the slash command created in the Slack app")
 
     _credentials = field_validator("bot_token")(_required_when_enabled)

@@ -41,7 +41,9 @@ class HttpServer:
         return bool(self._app.router.routes())
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        self._runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         try:
@@ -51,7 +53,9 @@ class HttpServer:
             self._runner = None
             reason = exc.strerror or str(exc)
             where = f"{self._host}:{self._port}"
-            raise ServerStartError(f"server: cannot listen on {where} ({reason}); set server.host/server.port") from None
+            raise ServerStartError(
+                f"server: cannot listen on {where} ({reason}); set server.host/server.port"
+            ) from None
         sockets = self._runner.addresses
         self.bound_port = sockets[0][1] if sockets else self._port
         log.info("HTTP server listening on %s:%s", self._host, self.bound_port)

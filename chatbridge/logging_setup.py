@@ -41,7 +41,12 @@ class Redactor:
         for secret in secrets:
             if len(secret) < MIN_SECRET_CHARS:
                 continue
-            forms |= {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], quote(secret, safe="")}
+            forms |= {
+                secret,
+                json.dumps(secret)[1:-1],
+                json.dumps(secret, ensure_ascii=False)[1:-1],
+                quote(secret, safe=""),
+            }
         # Longest first, so a secret that contains another is replaced whole.
         self._forms = sorted(forms, key=len, reverse=True)
 

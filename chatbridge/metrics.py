@@ -61,14 +61,23 @@ class BridgeMetrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
-        self.received = Counter("chatbridge_messages_received", "Messages handed to the engine.", ["platform"], registry=r)
-        self.answered = Counter("chatbridge_messages_answered", "Messages answered by the model.", ["platform"], registry=r)
-        self.denied = Counter("chatbridge_messages_denied", "Messages refused by the access lists.", ["platform"], registry=r)
+        self.received = Counter(
+            "chatbridge_messages_received", "Messages handed to the engine.", ["platform"], registry=r
+        )
+        self.answered = Counter(
+            "chatbridge_messages_answered", "Messages answered by the model.", ["platform"], registry=r
+        )
+        self.denied = Counter(
+            "chatbridge_messages_denied", "Messages refused by the access lists.", ["platform"], registry=r
+        )
         self.rate_limited = Counter(
             "chatbridge_messages_rate_limited", "Messages refused by the per-user rate limit.", ["platform"], registry=r
         )
         self.outcomes = Counter(
-            "chatbridge_messages_handled", "Messages by what became of them (engine outcome).", ["platform", "outcome"], registry=r
+            "chatbridge_messages_handled",
+            "Messages by what became of them (engine outcome).",
+            ["platform", "outcome"],
+            registry=r,
         )
         self.errors = Counter("chatbridge_errors", "Failed messages by kind of failure.", ["kind"], registry=r)
         self.handling = Histogram(
@@ -78,7 +87,10 @@ class BridgeMetrics:
             registry=r,
         )
         self.model_latency = Histogram(
-            "chatbridge_model_latency_seconds", "Duration of model calls, retries included.", buckets=_LATENCY_BUCKETS, registry=r
+            "chatbridge_model_latency_seconds",
+            "Duration of model calls, retries included.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_token = Histogram(
             "chatbridge_model_time_to_first_token_seconds",
@@ -86,10 +98,16 @@ class BridgeMetrics:
             buckets=_FIRST_TOKEN_BUCKETS,
             registry=r,
         )
-        self.tokens = Counter("chatbridge_tokens", "Tokens sent to (in) and produced by (out) the model.", ["direction"], registry=r)
-        self.retries = Counter("chatbridge_model_retries", "Model calls retried, by the failure that caused it.", ["kind"], registry=r)
+        self.tokens = Counter(
+            "chatbridge_tokens", "Tokens sent to (in) and produced by (out) the model.", ["direction"], registry=r
+        )
+        self.retries = Counter(
+            "chatbridge_model_retries", "Model calls retried, by the failure that caused it.", ["kind"], registry=r
+        )
         self.active_sessions = Gauge(
-            "chatbridge_active_sessions", "Sessions used within session.timeout_s (counted at most every 15 s).", registry=r
+            "chatbridge_active_sessions",
+            "Sessions used within session.timeout_s (counted at most every 15 s).",
+            registry=r,
         )
         for direction in ("in", "out"):
             self.tokens.labels(direction)

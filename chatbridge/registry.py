@@ -25,7 +25,9 @@ def enabled_adapters(config: Config, server: HttpServer) -> list[Adapter]:
 
         adapters.append(DiscordAdapter(config.adapters.discord))
     if config.adapters.telegram.enabled:
-        from adapters.telegram.adapter import TelegramAdapter  # python-telegram-bot is imported only when Telegram is enabled
+        from adapters.telegram.adapter import (
+            TelegramAdapter,
+        )  # python-telegram-bot is imported only when Telegram is enabled
 
         adapters.append(TelegramAdapter(config.adapters.telegram, config.bot, server))
     return adapters

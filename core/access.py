@@ -32,9 +32,7 @@ class AccessPolicy:
     def is_configured_admin(self, identity: str) -> bool:
         return identity in self._admins
 
-    def allows(
-        self, user_id: str, chat_id: str, *, private: bool, overrides: Mapping[str, AccessDecision]
-    ) -> bool:
+    def allows(self, user_id: str, chat_id: str, *, private: bool, overrides: Mapping[str, AccessDecision]) -> bool:
         if self._denied(user_id, overrides) or (not private and overrides.get(chat_id) is AccessDecision.DENY):
             return False
         if self.is_admin(user_id):

@@ -252,9 +252,7 @@ class Engine:
         return _Handled(Outcome.REFUSED, key)
 
     def _allowed(self, message: IncomingMessage, overrides: Mapping[str, AccessDecision]) -> bool:
-        return self._access.allows(
-            message.user_id, message.chat_id, private=message.is_private, overrides=overrides
-        )
+        return self._access.allows(message.user_id, message.chat_id, private=message.is_private, overrides=overrides)
 
     async def _tell_denied(
         self, message: IncomingMessage, addressed: Addressed, key: str, channel: ReplyChannel
@@ -356,12 +354,20 @@ class Engine:
             notice = model_error_text(error)
             partial = "".join(streamed)
             await renderer.finish(f"{partial}\n\n{notice}" if partial else notice)
-            return _Handled(Outcome.FAILED, key, error=model_error_kind(error), model_s=timing.model_s, first_token_s=timing.first_token_s)
+            return _Handled(
+                Outcome.FAILED,
+                key,
+                error=model_error_kind(error),
+                model_s=timing.model_s,
+                first_token_s=timing.first_token_s,
+            )
         timing.done()
 
         if not reply.text.strip():
             await renderer.finish(texts.EMPTY_REPLY)
-            return _Handled(Outcome.FAILED, key, error="empty_reply", model_s=timing.model_s, first_token_s=timing.first_token_s)
+            return _Handled(
+                Outcome.FAILED, key, error="empty_reply", model_s=timing.model_s, first_token_s=timing.first_token_s
+            )
         shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
         await renderer.finish(shown)
 
@@ -369,13 +375,23 @@ class Engine:
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
         delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
         try:
-            await self._store.finish_turn(key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s, delta)
+            await self._store.finish_turn(
+                key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s, delta
+            )
         except StaleLease:
             log.error("session %s was taken over while answering; this turn was not stored", key)
-            return _Handled(Outcome.FAILED, key, error="stale_lease", model_s=timing.model_s, first_token_s=timing.first_token_s)
+            return _Handled(
+                Outcome.FAILED, key, error="stale_lease", model_s=timing.model_s, first_token_s=timing.first_token_s
+            )
         self.totals.add(delta)
         return _Handled(
-            Outcome.ANSWERED, key, prompt, completion, model_s=timing.model_s, first_token_s=timing.first_token_s, reply=reply.text
+            Outcome.ANSWERED,
+            key,
+            prompt,
+            completion,
+            model_s=timing.model_s,
+            first_token_s=timing.first_token_s,
+            reply=reply.text,
         )
 
     async def _history(self, key: str, now: float, state: SessionState | None) -> list[Turn]:
@@ -402,7 +418,11 @@ class Engine:
             smaller = build_window(self._system_prompt, self._system_tokens, history, user_turn, tighter)
             if smaller is None:
                 raise
-            log.info("server said the context is too long; retrying with %d of %d turns", smaller.history_turns, window.history_turns)
+            log.info(
+                "server said the context is too long; retrying with %d of %d turns",
+                smaller.history_turns,
+                window.history_turns,
+            )
             return await self._model.reply(smaller.messages, on_text), smaller
 
     def _usage_figures(self, reply: ModelReply, window: Window, assistant_turn: Turn) -> tuple[int, int]:
@@ -445,7 +465,9 @@ class Engine:
         if self._settings.log_content:
             fields["text"] = message.text
             fields["reply"] = handled.reply
-        line = " ".join(f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}" for name, value in fields.items())
+        line = " ".join(
+            f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}" for name, value in fields.items()
+        )
         # Chatter that is not for the bot, and the bot's own messages echoed back, are most of a
         # busy group's traffic; they stay countable in the metrics without flooding the log.
         level = logging.DEBUG if handled.outcome in _QUIET_OUTCOMES else logging.INFO

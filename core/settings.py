@@ -93,8 +93,12 @@ class StoreSettings(_Section):
         "redis://localhost:6379/0",
         description="redis:// or rediss:// (user:password@ allowed); redis+sentinel:// and redis+cluster:// too",
     )
-    redis_key_prefix: str = Field("chatbridge:", description="every key starts with it; one Redis can serve several bridges")
-    redis_max_connections: int = Field(100, gt=0, description="per process; more concurrent commands wait for a free one")
+    redis_key_prefix: str = Field(
+        "chatbridge:", description="every key starts with it; one Redis can serve several bridges"
+    )
+    redis_max_connections: int = Field(
+        100, gt=0, description="per process; more concurrent commands wait for a free one"
+    )
 
 
 class ServerSettings(_Section):

@@ -221,9 +221,7 @@ class Store(Protocol):
         """The newest ``max_turns`` turns (oldest first), or None when the session has none."""
         ...
 
-    async def commit_turns(
-        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
-    ) -> None:
+    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
         """Append ``turns`` in one atomic write and mark the session active.
 
         Raises ``StaleLease`` when ``fence`` is not the session's current lease. ``ttl_s`` is the idle

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 
 DENIED = "Sorry, you are not allowed to use this bot. An admin can add you; send /id to see your identity."
 ADMIN_ONLY = "Only admins can use /admin commands. Nothing was changed."
-RATE_LIMITED = "You are sending messages faster than this bridge allows ({limit} per minute). Please wait a moment and try again."
+RATE_LIMITED = (
+    "You are sending messages faster than this bridge allows ({limit} per minute). Please wait a moment and try again."
+)
 EMPTY_PROMPT = "Yes? Write your question after the mention."
 MESSAGE_TOO_LONG = "That message is too long for me ({size} characters; the limit is {limit}). Please shorten it."
 MESSAGE_OVER_CONTEXT = "That message is too long to fit the model's context window. Please shorten it or split it up."

@@ -17,7 +17,9 @@ from tests.fakes.redis_server import RedisCluster, RedisSentinel, RedisServer
 from tests.kit.engine import model_settings
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every test runs on the event loop chatbridge itself runs on (chatbridge/process.py)."""
     return {"loop": event_loop_factory() or asyncio.new_event_loop}
 

@@ -50,9 +50,7 @@ MAX_RATE_LIMIT_WAIT_S = 30.0
 """Shorter 429 waits discord.py sits out itself; longer ones (its minimum cut-off) come back to the
 renderer as ``PlatformRateLimited`` instead of silently stalling a reply."""
 THREAD_NAME_CHARS = 60
-INTENT_MISSING = (
-    "discord: enable the Message Content intent in the Developer Portal → Bot → Privileged Gateway Intents"
-)
+INTENT_MISSING = "discord: enable the Message Content intent in the Developer Portal → Bot → Privileged Gateway Intents"
 TOKEN_REFUSED = "discord: the bot token was refused; check adapters.discord.token (CHATBRIDGE_ADAPTERS__DISCORD__TOKEN)"
 GATEWAY_REFUSALS = {
     4004: "authentication failed; check adapters.discord.token",
@@ -132,9 +130,7 @@ def _build_client(settings: DiscordSettings) -> discord.Client:
     }
     if settings.shard_count is None:
         return discord.Client(**options)
-    return discord.AutoShardedClient(
-        shard_count=settings.shard_count, shard_ids=settings.shard_ids or None, **options
-    )
+    return discord.AutoShardedClient(shard_count=settings.shard_count, shard_ids=settings.shard_ids or None, **options)
 
 
 async def _login(client: discord.Client, settings: DiscordSettings) -> None:
@@ -294,7 +290,9 @@ class MessageReplies:
         try:
             return await self._trigger.create_thread(name=_thread_name(self._trigger))
         except (discord.HTTPException, discord.RateLimited) as exc:
-            log.warning("could not open a thread in channel %s (%s); answering in the channel", self._trigger.channel.id, exc)
+            log.warning(
+                "could not open a thread in channel %s (%s); answering in the channel", self._trigger.channel.id, exc
+            )
             return None
 
 
@@ -439,7 +437,9 @@ class DiscordAdapter:
             )
 
         @tree.command(name="admin", description=texts.COMMAND_DESCRIPTIONS["admin"])
-        @app_commands.describe(args="sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats")
+        @app_commands.describe(
+            args="sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats"
+        )
         async def admin(interaction: discord.Interaction, args: str = "") -> None:
             await self._on_slash(engine, interaction, "admin", args)
 
@@ -481,7 +481,9 @@ class DiscordAdapter:
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
 
-    async def _handle(self, engine: Engine, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies) -> None:
+    async def _handle(
+        self, engine: Engine, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies
+    ) -> None:
         """Track the event's task (discord.py made one per event) so shutdown can wait for it."""
         task = asyncio.current_task()
         assert task is not None

@@ -382,7 +382,9 @@ class SlackAdapter:
         forever; after that the Socket Mode client reconnects on its own."""
         url = await self._socket_url()
         handler = AsyncSocketModeHandler(
-            self._app, app_token=self._settings.app_token.get_secret_value(), logger=logging.getLogger("chatbridge.slack.socket")
+            self._app,
+            app_token=self._settings.app_token.get_secret_value(),
+            logger=logging.getLogger("chatbridge.slack.socket"),
         )
         handler.client.wss_uri = url
         await handler.connect_async()
@@ -410,7 +412,9 @@ class SlackAdapter:
         async def on_message(event: dict[str, Any], request: AsyncBoltRequest) -> None:
             self._accept_event(event, request, mention_event=False)
 
-        async def on_command(ack: Callable[[], Awaitable[None]], command: dict[str, Any], respond: AsyncRespond) -> None:
+        async def on_command(
+            ack: Callable[[], Awaitable[None]], command: dict[str, Any], respond: AsyncRespond
+        ) -> None:
             await ack()
             if self._engine is not None:
                 self._updates.spawn(self._engine.handle(translate_command(command), EphemeralChannel(respond)))
@@ -437,7 +441,9 @@ class SlackAdapter:
             log.debug("dropped a retry of an event we acked late (ts %s)", event.get("ts"))
             return
         thread_ts = event.get("thread_ts")
-        followed = bool(self._settings.thread_follow and thread_ts and (event.get("channel"), thread_ts) in self._threads)
+        followed = bool(
+            self._settings.thread_follow and thread_ts and (event.get("channel"), thread_ts) in self._threads
+        )
         message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
         if message is not None:
             channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
@@ -451,6 +457,7 @@ class SlackAdapter:
                 await channel.discard_placeholder()
             except Exception as error:  # noqa: BLE001 - cosmetic clean-up must not raise from a task
                 log.warning("could not remove a placeholder: %s", type(error).__name__)
+
 
 def _api_url(configured: str) -> str:
     """slack_sdk joins method names onto the base URL, which therefore must end with a slash."""

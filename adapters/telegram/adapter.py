@@ -422,7 +422,9 @@ class TelegramAdapter:
         except BadRequest as error:
             raise AdapterStartupError(f"telegram: the Bot API refused start-up: {self._redact(str(error))}") from None
         except NetworkError as error:
-            raise AdapterStartupError(f"telegram: cannot reach the Bot API at {where}: {self._redact(str(error))}") from None
+            raise AdapterStartupError(
+                f"telegram: cannot reach the Bot API at {where}: {self._redact(str(error))}"
+            ) from None
         except TelegramError as error:
             raise AdapterStartupError(f"telegram: start-up failed: {self._redact(str(error))}") from None
 

@@ -90,7 +90,10 @@ async def admit_in_steps(store: Store, admission: Admission) -> AsyncIterator[Ad
         yield Admitted(Verdict.DUPLICATE)
     elif not admission.allowed(overrides):
         yield Admitted(Verdict.DENIED)
-    elif admission.rate_limit > 0 and await store.count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit:
+    elif (
+        admission.rate_limit > 0
+        and await store.count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit
+    ):
         yield Admitted(Verdict.RATE_LIMITED)
     else:
         hold = store.hold_for_turn(

@@ -82,9 +82,7 @@ class MemoryStore(InProcessOrdering):
         start = max(len(session.turns) - max(max_turns, 0), 0)
         return SessionState(session_key, session.turns[start:], session.last_active)
 
-    async def commit_turns(
-        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
-    ) -> None:
+    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
         """The session's ``last_active`` is its newest turn's ``created_at``: the engine stamps turns
         with its own clock and measures idle time with the same clock. Committing no turns only
         checks the fence."""

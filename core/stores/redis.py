@@ -283,9 +283,7 @@ redis.call('EXPIRE', usage_days, usage_ttl)
 # KEYS: the day's hash, the days index. ARGV: day, ttl s, days kept, then field/increment pairs.
 _ADD_USAGE = _Script(
     "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]\n"
-    "local pairs_from, pairs_to = 4, #ARGV"
-    + _ADD_TO_USAGE
-    + "return 1"
+    "local pairs_from, pairs_to = 4, #ARGV" + _ADD_TO_USAGE + "return 1"
 )
 
 # The end of a turn: _COMMIT, then the usage counters, then the lease is released.
@@ -295,10 +293,7 @@ _FINISH = _Script(
     "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[4], KEYS[5], ARGV[5], ARGV[6], ARGV[7]\n"
     "local pairs_from = 9\n"
     "local pairs_to = pairs_from + tonumber(ARGV[8]) - 1\n"
-    "local turns_from = pairs_to + 1"
-    + _APPEND_TURNS
-    + _ADD_TO_USAGE
-    + "redis.call('DEL', KEYS[1])\nreturn committed"
+    "local turns_from = pairs_to + 1" + _APPEND_TURNS + _ADD_TO_USAGE + "redis.call('DEL', KEYS[1])\nreturn committed"
 )
 
 _SCRIPTS = (
@@ -311,7 +306,9 @@ def _ms(seconds: float) -> int:
 
 
 def _turn_to_json(turn: Turn) -> str:
-    return json.dumps([turn.role, turn.content, turn.tokens, turn.created_at], ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        [turn.role, turn.content, turn.tokens, turn.created_at], ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def _turns_from_json(joined: str) -> list[Turn]:
@@ -588,7 +585,11 @@ class RedisStore:
         """The ``_ADMIT`` script, run again after learning the current access decisions when the
         ones this process knew were stale. A verdict comes back as its string."""
         counter, counter_expires_ms = self._rate_counter(admission.rate_key, admission.rate_window_s)
-        keys = self._session_keys(admission.session_key) + [f"{self._prefix}seen:{admission.dedupe_key}", f"{self._prefix}access", counter]
+        keys = self._session_keys(admission.session_key) + [
+            f"{self._prefix}seen:{admission.dedupe_key}",
+            f"{self._prefix}access",
+            counter,
+        ]
         take = max(admission.max_turns, 0)
         while True:
             version, overrides = self._access_known
@@ -615,7 +616,13 @@ class RedisStore:
         gets the lease also takes the queue and loads that many turns; the raw result comes back
         for ``_holding``."""
         keys = self._session_keys(session_key)
-        args: list[Any] = [_ms(ttl_s), FENCE_TTL_S, PENDING_TTL_S, take_turns, *self._windows.known(session_key, take_turns)]
+        args: list[Any] = [
+            _ms(ttl_s),
+            FENCE_TTL_S,
+            PENDING_TTL_S,
+            take_turns,
+            *self._windows.known(session_key, take_turns),
+        ]
         if enqueue is not None:
             args.append(_pending_to_json(enqueue))
         delay = POLL_FIRST_S
@@ -649,7 +656,9 @@ class RedisStore:
             state = None
             if len(taken) > 1:
                 _, last_active, gen, count, start, raw_turns = taken
-                turns = self._windows.loaded(session_key, take, gen, int(count), int(start), _turns_from_json(raw_turns))
+                turns = self._windows.loaded(
+                    session_key, take, gen, int(count), int(start), _turns_from_json(raw_turns)
+                )
                 state = SessionState(session_key, turns, float(last_active))
             elif waiting:
                 self._windows.absent(session_key, take)
@@ -699,9 +708,7 @@ class RedisStore:
         last_active, raw_turns = result
         return SessionState(session_key, _turns_from_json(raw_turns), float(last_active))
 
-    async def commit_turns(
-        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
-    ) -> None:
+    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
         """Turns, ``last_active`` and ``turn_count`` in one script that checks the fence first; the
         session index is updated in the same round trip (it is only a hint: listing reads the meta).
         Committing no turns only checks the fence."""
@@ -739,7 +746,11 @@ class RedisStore:
         self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta | None
     ) -> Any:
         """What the commit script returned, with the session index updated alongside."""
-        keys = [self._session(session_key, "lease"), self._session(session_key, "turns"), self._session(session_key, "meta")]
+        keys = [
+            self._session(session_key, "lease"),
+            self._session(session_key, "turns"),
+            self._session(session_key, "meta"),
+        ]
         last_active = repr(turns[-1].created_at) if turns else "0"
         args: list[Any] = [fence, _ms(ttl_s), last_active, TURN_CHUNK]
         script = _COMMIT

@@ -56,7 +56,9 @@ class WindowCache:
             return NOTHING_KNOWN
         return window.gen, window.count
 
-    def loaded(self, session_key: str, take: int, gen: str, count: int, start: int, turns: Sequence[Turn]) -> list[Turn]:
+    def loaded(
+        self, session_key: str, take: int, gen: str, count: int, start: int, turns: Sequence[Turn]
+    ) -> list[Turn]:
         """The window after the script sent the turns from position ``start`` to ``count``: only the
         new ones when ``start`` is where the known window ends, else the whole window."""
         window = self._windows.get(session_key)

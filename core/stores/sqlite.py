@@ -218,9 +218,7 @@ class SqliteStore(InProcessOrdering):
         with the length of the history."""
         return await self._run(lambda db: _load_session(db, session_key, max_turns))
 
-    async def commit_turns(
-        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float
-    ) -> None:
+    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
         """All turns and the session row in one transaction. ``last_active`` is the newest turn's
         ``created_at``, stamped by the engine's clock, which also measures idle time; ``ttl_s`` sets
         when the row may be pruned. Committing no turns only checks the fence."""
@@ -237,8 +235,7 @@ class SqliteStore(InProcessOrdering):
         """Most recently active first."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT key, last_active, turn_count FROM sessions WHERE turn_count > 0"
-                " ORDER BY last_active DESC"
+                "SELECT key, last_active, turn_count FROM sessions WHERE turn_count > 0 ORDER BY last_active DESC"
             ).fetchall()
         )
         return [SessionInfo(key, last_active, turn_count) for key, last_active, turn_count in rows]

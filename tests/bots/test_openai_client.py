@@ -110,7 +110,9 @@ async def test_non_streamed_reply_is_passed_on_once(fake_model: FakeModel, make_
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_reply_without_a_callback_and_a_length_cut(fake_model: FakeModel, make_client: MakeClient, stream: bool) -> None:
+async def test_reply_without_a_callback_and_a_length_cut(
+    fake_model: FakeModel, make_client: MakeClient, stream: bool
+) -> None:
     fake_model.script(Reply(text="cut short", finish_reason="length"))
 
     reply = await make_client(stream=stream).reply(MESSAGES)
@@ -155,7 +157,9 @@ async def test_rate_limit_through_every_retry_is_reported(fake_model: FakeModel,
 
 
 @pytest.mark.parametrize("retry_after", ["3600", formatdate(time.time() + 3600, usegmt=True)])
-async def test_retry_after_too_far_away_fails_at_once(fake_model: FakeModel, make_client: MakeClient, retry_after: str) -> None:
+async def test_retry_after_too_far_away_fails_at_once(
+    fake_model: FakeModel, make_client: MakeClient, retry_after: str
+) -> None:
     fake_model.script(Status(429, headers={"Retry-After": retry_after}))
 
     with pytest.raises(ModelRateLimited, match="not waiting"):
@@ -236,7 +240,13 @@ async def test_a_server_that_hangs_up_without_answering_is_unavailable(make_clie
 
 
 async def test_exhausted_quota_is_access_denied_without_retry(fake_model: FakeModel, make_client: MakeClient) -> None:
-    quota = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": "insufficient_quota"}}
+    quota = {
+        "error": {
+            "message": "You exceeded your current quota",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    }
     fake_model.script(Status(429, quota))
 
     with pytest.raises(ModelAccessDenied, match="exceeded your current quota"):
@@ -246,7 +256,9 @@ async def test_exhausted_quota_is_access_denied_without_retry(fake_model: FakeMo
 
 
 @pytest.mark.parametrize("code", [401, 402, 403])
-async def test_refused_key_or_payment_is_access_denied(fake_model: FakeModel, make_client: MakeClient, code: int) -> None:
+async def test_refused_key_or_payment_is_access_denied(
+    fake_model: FakeModel, make_client: MakeClient, code: int
+) -> None:
     fake_model.script(Status(code))
 
     with pytest.raises(ModelAccessDenied, match=f"HTTP {code}"):
@@ -256,17 +268,38 @@ async def test_refused_key_or_payment_is_access_denied(fake_model: FakeModel, ma
 
 
 CONTEXT_ERRORS = {
-    "openai": (400, {"error": {"message": "This model's maximum context length is 8192 tokens.", "code": "context_length_exceeded"}}),
+    "openai": (
+        400,
+        {
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens.",
+                "code": "context_length_exceeded",
+            }
+        },
+    ),
     "llama.cpp": (
         400,
-        {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error"}},
+        {
+            "error": {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+                "type": "exceed_context_size_error",
+            }
+        },
     ),
     "vllm": (
         400,
-        {"object": "error", "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens", "code": 400},
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens",
+            "code": 400,
+        },
     ),
     "ollama": (400, {"error": "input length exceeds the context length"}),
-    "mistral": (400, {"error": {"message": "Prompt contains 40000 tokens, too large for model with 32768 maximum context length"}}),
+    "mistral": (
+        400,
+        {"error": {"message": "Prompt contains 40000 tokens, too large for model with 32768 maximum context length"}},
+    ),
     "tgi": (422, {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096"}),
 }
 
@@ -283,7 +316,9 @@ async def test_context_length_errors_are_recognised(
     assert len(fake_model.requests) == 1
 
 
-async def test_other_client_errors_are_unavailable_without_retry(fake_model: FakeModel, make_client: MakeClient) -> None:
+async def test_other_client_errors_are_unavailable_without_retry(
+    fake_model: FakeModel, make_client: MakeClient
+) -> None:
     fake_model.script(Status(404, {"error": {"message": "The model `nope` does not exist", "code": "model_not_found"}}))
 
     with pytest.raises(ModelUnavailable, match="HTTP 404: The model `nope` does not exist"):

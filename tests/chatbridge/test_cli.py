@@ -53,12 +53,20 @@ async def test_chat_holds_a_conversation_and_keeps_it_across_restarts(tmp_path: 
     assert code == 0
     assert out == "bot> echo: after restart\n"
     sent = fake_model.requests[-1]["messages"]
-    assert [m["content"] for m in sent[1:]] == ["hello", "echo: hello", "second line", "echo: second line", "after restart"]
+    assert [m["content"] for m in sent[1:]] == [
+        "hello",
+        "echo: hello",
+        "second line",
+        "echo: second line",
+        "after restart",
+    ]
     assert (tmp_path / "chatbridge.db").exists()
 
 
 async def test_chat_commands_work_and_the_console_user_is_admin(tmp_path: Path, fake_model: FakeModel) -> None:
-    code, out, err = await _run(["chat"], tmp_path, _env(fake_model), "remember this\n/reset\n/id\n/admin sessions\nfresh\n")
+    code, out, err = await _run(
+        ["chat"], tmp_path, _env(fake_model), "remember this\n/reset\n/id\n/admin sessions\nfresh\n"
+    )
     assert code == 0, err
     assert "bot> Conversation cleared." in out
     assert "You: console:local" in out
@@ -90,7 +98,10 @@ async def test_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
     [
         ("modle:\n  name: x\n", "modle: unknown key"),
         ("access:\n  admins: [alice]\n", "access.admins: 'alice' is not an identity"),
-        ("adapters:\n  telegram:\n    enabled: true\n", "adapters.telegram.token: required when the adapter is enabled"),
+        (
+            "adapters:\n  telegram:\n    enabled: true\n",
+            "adapters.telegram.token: required when the adapter is enabled",
+        ),
         ("store: [1, 2\n", "c.yaml line 2: not valid YAML"),
     ],
 )
@@ -133,11 +144,19 @@ async def test_check_fails_when_the_model_is_unreachable(tmp_path: Path) -> None
     assert "FAIL" in out.splitlines()[2]
 
 
-async def test_run_stops_cleanly_on_sigterm_and_finishes_the_reply_in_flight(tmp_path: Path, fake_model: FakeModel) -> None:
+async def test_run_stops_cleanly_on_sigterm_and_finishes_the_reply_in_flight(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
     fake_model.default_delay_s = 1.0
     env = _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
     process = await asyncio.create_subprocess_exec(
-        *CLI, "run", cwd=tmp_path, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *CLI,
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdin is not None
     process.stdin.write(b"slow question\n")

@@ -59,7 +59,9 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert "sk-env" not in repr(config)
 
 
-def test_missing_default_file_is_fine_but_an_explicit_one_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_default_file_is_fine_but_an_explicit_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_config().store.backend == "sqlite"
     with pytest.raises(ConfigError, match="does not exist"):

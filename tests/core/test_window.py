@@ -53,7 +53,11 @@ def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
     window = build_window("", 0, history, _turn("user", "new", 1), _budget())
     assert window is not None
     assert [(m["role"], m["content"]) for m in window.messages] == [
-        ("user", "q0"), ("assistant", "a0"), ("user", "q1"), ("assistant", "a1"), ("user", "new"),
+        ("user", "q0"),
+        ("assistant", "a0"),
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "new"),
     ]
 
 

@@ -218,7 +218,9 @@ class FakeDiscord:
         await self._dispatch("MESSAGE_CREATE", message)
         return message
 
-    async def slash(self, name: str, *, args: str | None = None, author: dict[str, Any] = ALICE, channel_id: int = CHANNEL_ID) -> Interaction:
+    async def slash(
+        self, name: str, *, args: str | None = None, author: dict[str, Any] = ALICE, channel_id: int = CHANNEL_ID
+    ) -> Interaction:
         """Someone runs a slash command; the bridge receives it as INTERACTION_CREATE."""
         interaction = Interaction(next(self._ids), f"interaction-token-{len(self.interactions)}")
         self.interactions[interaction.token] = interaction
@@ -244,7 +246,12 @@ class FakeDiscord:
         if channel_id == DM_CHANNEL_ID:
             payload |= {"user": author, "context": 1}
         else:
-            payload |= {"guild_id": str(GUILD_ID), "guild_locale": "en-US", "context": 0, "member": self._member(author)}
+            payload |= {
+                "guild_id": str(GUILD_ID),
+                "guild_locale": "en-US",
+                "context": 0,
+                "member": self._member(author),
+            }
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
 
@@ -260,7 +267,9 @@ class FakeDiscord:
 
     def bot_posts(self, channel_id: int = CHANNEL_ID) -> list[dict[str, Any]]:
         """Every message the bot posted in a channel, oldest first, edits applied."""
-        return [m for m in self.messages.values() if m["author"]["id"] == str(BOT_ID) and m["channel_id"] == str(channel_id)]
+        return [
+            m for m in self.messages.values() if m["author"]["id"] == str(BOT_ID) and m["channel_id"] == str(channel_id)
+        ]
 
     def bot_messages(self, channel_id: int = CHANNEL_ID) -> list[str]:
         """The current text of every message the bot posted in a channel, oldest first."""
@@ -273,7 +282,9 @@ class FakeDiscord:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; the bot posted {[m['content'] for m in self.messages.values() if m['author'] == BOT]}")
+                raise AssertionError(
+                    f"timed out; the bot posted {[m['content'] for m in self.messages.values() if m['author'] == BOT]}"
+                )
             await asyncio.sleep(0.01)
 
     # --- gateway --------------------------------------------------------------------------------
@@ -485,7 +496,11 @@ class FakeDiscord:
         if channel_id != DM_CHANNEL_ID:
             message["guild_id"] = str(GUILD_ID)
         if reply_to is not None:
-            message["message_reference"] = {"type": 0, "message_id": reply_to["id"], "channel_id": reply_to["channel_id"]}
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+            }
             message["referenced_message"] = reply_to
         if store:
             self.messages[int(message["id"])] = message

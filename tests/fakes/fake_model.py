@@ -179,7 +179,9 @@ class FakeModel:
         await _send(response, "[DONE]")
         return response
 
-    async def _cut_stream(self, request: web.Request, body: dict[str, Any], text: str, streaming: bool) -> web.StreamResponse:
+    async def _cut_stream(
+        self, request: web.Request, body: dict[str, Any], text: str, streaming: bool
+    ) -> web.StreamResponse:
         """Streaming: one chunk carrying ``text``. Not streaming: the first half of the JSON body."""
         reply = _Completion(body, Reply(text=text))
         if streaming:

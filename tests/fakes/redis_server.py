@@ -44,13 +44,20 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-                "--logfile", str(self.workdir / "redis.log"),
-                "--daemonize", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
+                "--daemonize",
+                "no",
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -60,7 +67,11 @@ class RedisServer:
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                log = (self.workdir / "redis.log").read_text(errors="replace") if (self.workdir / "redis.log").exists() else ""
+                log = (
+                    (self.workdir / "redis.log").read_text(errors="replace")
+                    if (self.workdir / "redis.log").exists()
+                    else ""
+                )
                 raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log[-2000:]}")
             time.sleep(0.02)
 
@@ -94,7 +105,14 @@ class RedisCluster:
             RedisServer(
                 workdir / f"node{n}",
                 # The bus port defaults to port + 10000, which may not exist or be taken: pick one.
-                extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port())),
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    str(free_port()),
+                ),
             )
             for n in range(3)
         ]

@@ -112,7 +112,12 @@ class FakeSlack:
         assert self._socket is not None, "no Socket Mode connection"
         envelope = SentEnvelope(uuid.uuid4().hex)
         self._envelopes[envelope.envelope_id] = envelope
-        message = {"envelope_id": envelope.envelope_id, "type": kind, "payload": payload, "accepts_response_payload": kind != "events_api"}
+        message = {
+            "envelope_id": envelope.envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+        }
         if kind == "events_api":
             message |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
         await self._socket.send_str(json.dumps(message))
@@ -140,7 +145,9 @@ class FakeSlack:
         args = await _arguments(request)
         if self._rate_limits[method]:
             retry_after = self._rate_limits[method].pop(0)
-            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)})
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
+            )
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
@@ -149,7 +156,15 @@ class FakeSlack:
     async def _auth_test(self, args: dict[str, Any]) -> web.Response:
         if self.auth_error:
             return web.json_response({"ok": False, "error": self.auth_error})
-        body = {"ok": True, "url": "https://test.slack.com/", "team": "Test Team", "user": "chatbridge", "team_id": "T1", "user_id": BOT_USER, "bot_id": BOT_ID}
+        body = {
+            "ok": True,
+            "url": "https://test.slack.com/",
+            "team": "Test Team",
+            "user": "chatbridge",
+            "team_id": "T1",
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+        }
         return web.json_response(body, headers={"x-oauth-scopes": self.scopes})
 
     async def _apps_connections_open(self, args: dict[str, Any]) -> web.Response:

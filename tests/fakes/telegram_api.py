@@ -28,7 +28,23 @@ BOT_USERNAME = "ChatBridgeBot"
 MAX_TEXT = 4096
 
 _STRING_FIELDS = {"text", "parse_mode", "url", "secret_token", "action"}
-_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler", "span"}
+_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-spoiler",
+    "span",
+}
 
 
 @dataclass
@@ -191,7 +207,12 @@ class FakeTelegram:
         return _error(failure.status, failure.description, failure.retry_after)
 
     async def _getMe(self, params: dict[str, Any]) -> Any:
-        return {**_me(), "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        return {
+            **_me(),
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
 
     async def _setMyCommands(self, params: dict[str, Any]) -> Any:
         return True
@@ -240,7 +261,10 @@ class FakeTelegram:
         if isinstance(parsed, web.Response):
             return parsed
         if parsed == sent.text:
-            return _error(400, "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message")
+            return _error(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
+            )
         sent.text, sent.parse_mode, sent.edits = parsed, params.get("parse_mode"), sent.edits + 1
         return self._message(sent)
 

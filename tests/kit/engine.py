@@ -24,7 +24,13 @@ _ids = itertools.count(1)
 
 
 def model_settings(base_url: str, **overrides: Any) -> ModelSettings:
-    values: dict[str, Any] = {"base_url": base_url, "api_key": "sk-test-key", "name": "fake-model", "retry_backoff_s": 0.01, "timeout_s": 5}
+    values: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": "sk-test-key",
+        "name": "fake-model",
+        "retry_backoff_s": 0.01,
+        "timeout_s": 5,
+    }
     values.update(overrides)
     return ModelSettings(**values)
 
@@ -51,7 +57,9 @@ def make_engine(
     kwargs: dict[str, Any] = {}
     if clock is not None:
         kwargs["clock"] = clock
-    return Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs)
+    return Engine(
+        store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs
+    )
 
 
 def private(text: str, user: str = "telegram:1", **fields: Any) -> IncomingMessage:

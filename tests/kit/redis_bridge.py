@@ -73,7 +73,15 @@ async def _handle(engine: Engine, line: dict[str, Any]) -> None:
     )
     channel = RecordingChannel()
     outcome = await engine.handle(message, channel)
-    _write({"tag": line["tag"], "outcome": str(outcome), "replies": channel.messages, "pid": os.getpid(), "done_at": time.time()})
+    _write(
+        {
+            "tag": line["tag"],
+            "outcome": str(outcome),
+            "replies": channel.messages,
+            "pid": os.getpid(),
+            "done_at": time.time(),
+        }
+    )
 
 
 async def main(argv: list[str] | None = None) -> None:

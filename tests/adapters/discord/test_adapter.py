@@ -128,14 +128,21 @@ async def test_dm_holds_a_multi_turn_conversation(start_bridge: StartBridge) -> 
     assert fake.bot_posts(wire.DM_CHANNEL_ID)[0]["message_reference"]["message_id"] == first["id"]
     await bridge.assert_stored(
         f"discord:{wire.ALICE_ID}",
-        [("user", "hello there"), ("assistant", "echo: hello there"), ("user", "and again"), ("assistant", "echo: and again")],
+        [
+            ("user", "hello there"),
+            ("assistant", "echo: hello there"),
+            ("user", "and again"),
+            ("assistant", "echo: and again"),
+        ],
     )
 
 
 # --- guild channels: what triggers --------------------------------------------------------------
 
 
-async def say_and_wait(fake: FakeDiscord, text: str, reply: str, channel_id: int = wire.CHANNEL_ID, **fields: Any) -> dict[str, Any]:
+async def say_and_wait(
+    fake: FakeDiscord, text: str, reply: str, channel_id: int = wire.CHANNEL_ID, **fields: Any
+) -> dict[str, Any]:
     """Someone writes; wait until the bridge's answer shows ``reply``; return the message written."""
     message = await fake.say(text, channel_id=channel_id, **fields)
     await fake.wait_until(lambda: reply in fake.bot_messages(channel_id))
@@ -166,12 +173,16 @@ async def test_guild_mention_is_answered_without_the_mention(start_bridge: Start
 
     assert bridge.model.user_texts() == ["what is 2+2?"]
     assert fake.bot_posts()[0]["message_reference"]["message_id"] == asked["id"]
-    await bridge.assert_stored(f"discord:{wire.CHANNEL_ID}", [("user", "what is 2+2?"), ("assistant", "echo: what is 2+2?")])
+    await bridge.assert_stored(
+        f"discord:{wire.CHANNEL_ID}", [("user", "what is 2+2?"), ("assistant", "echo: what is 2+2?")]
+    )
 
 
 async def test_mention_of_the_bots_managed_role_triggers(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
-    await say_and_wait(bridge.discord, f"<@&{wire.BOT_ROLE_ID}> hi role", "echo: hi role", role_mentions=(wire.BOT_ROLE_ID,))
+    await say_and_wait(
+        bridge.discord, f"<@&{wire.BOT_ROLE_ID}> hi role", "echo: hi role", role_mentions=(wire.BOT_ROLE_ID,)
+    )
     assert bridge.model.user_texts() == ["hi role"]
 
 
@@ -200,7 +211,9 @@ async def test_a_thread_is_its_own_session_and_replies_stay_in_it(start_bridge: 
     bridge = await start_bridge(session={"scope": "thread"})
     fake = bridge.discord
 
-    await say_and_wait(fake, f"{MENTION} in the thread", "echo: in the thread", channel_id=wire.THREAD_ID, mentions=(BOT,))
+    await say_and_wait(
+        fake, f"{MENTION} in the thread", "echo: in the thread", channel_id=wire.THREAD_ID, mentions=(BOT,)
+    )
 
     assert fake.bot_messages(wire.CHANNEL_ID) == []
     key = f"discord:{wire.CHANNEL_ID}/thread:{wire.THREAD_ID}"
@@ -221,7 +234,12 @@ async def test_auto_thread_answers_in_a_thread_that_keeps_the_conversation(start
     assert fake.bot_messages(wire.CHANNEL_ID) == []
     await bridge.assert_stored(
         f"discord:{wire.CHANNEL_ID}/thread:{thread_id}",
-        [("user", "plan a trip"), ("assistant", "echo: plan a trip"), ("user", "to Rome"), ("assistant", "echo: to Rome")],
+        [
+            ("user", "plan a trip"),
+            ("assistant", "echo: plan a trip"),
+            ("user", "to Rome"),
+            ("assistant", "echo: to Rome"),
+        ],
     )
     assert len(fake.calls_to("POST", "/threads")) == 1
 
@@ -269,9 +287,16 @@ async def test_model_output_never_pings_anyone(start_bridge: StartBridge) -> Non
     fake = bridge.discord
     bridge.model.script(Reply(text=f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!", chunk_chars=8))
 
-    await say_and_wait(fake, f"{MENTION} ping them", f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!", mentions=(BOT,))
+    await say_and_wait(
+        fake,
+        f"{MENTION} ping them",
+        f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!",
+        mentions=(BOT,),
+    )
 
-    posted = fake.calls_to("POST", f"/channels/{wire.CHANNEL_ID}/messages") + fake.calls_to("PATCH", f"/channels/{wire.CHANNEL_ID}/messages")
+    posted = fake.calls_to("POST", f"/channels/{wire.CHANNEL_ID}/messages") + fake.calls_to(
+        "PATCH", f"/channels/{wire.CHANNEL_ID}/messages"
+    )
     assert len(posted) >= 2
     assert all(call.body["allowed_mentions"] == {"parse": []} for call in posted)
 
@@ -316,7 +341,10 @@ async def test_slash_id_answers_only_the_caller(start_bridge: StartBridge) -> No
     assert interaction.callback == {"type": 5, "data": {"flags": wire.EPHEMERAL_FLAG}}
     [answer] = interaction.followups
     assert answer["flags"] == wire.EPHEMERAL_FLAG
-    assert answer["content"] == f"You: discord:{wire.ALICE_ID}\nChat: discord:{wire.CHANNEL_ID}\nSession: discord:{wire.CHANNEL_ID}"
+    assert (
+        answer["content"]
+        == f"You: discord:{wire.ALICE_ID}\nChat: discord:{wire.CHANNEL_ID}\nSession: discord:{wire.CHANNEL_ID}"
+    )
     assert answer["allowed_mentions"] == {"parse": []}
 
 
@@ -345,14 +373,18 @@ async def test_slash_admin_maps_its_arguments_and_checks_the_caller(start_bridge
     await fake.wait_until(lambda: silenced.original_deleted)
 
     assert [(m["content"], m["flags"]) for m in refused.followups] == [(texts.ADMIN_ONLY, wire.EPHEMERAL_FLAG)]
-    assert [(m["content"], m["flags"]) for m in allowed.followups] == [(f"discord:{wire.BOB_ID} is now denied.", wire.EPHEMERAL_FLAG)]
+    assert [(m["content"], m["flags"]) for m in allowed.followups] == [
+        (f"discord:{wire.BOB_ID} is now denied.", wire.EPHEMERAL_FLAG)
+    ]
     assert silenced.followups == []  # denied, and on_denied: ignore; no "thinking…" is left behind
 
 
 # --- start-up, connection, sharding -------------------------------------------------------------
 
 
-async def test_missing_message_content_intent_is_one_clear_line(discord_fake: FakeDiscord, fake_model: FakeModel) -> None:
+async def test_missing_message_content_intent_is_one_clear_line(
+    discord_fake: FakeDiscord, fake_model: FakeModel
+) -> None:
     discord_fake.message_content_enabled = False
     adapter = DiscordAdapter(settings_for(discord_fake))
     model = OpenAIChatModel(model_settings(fake_model.base_url))
@@ -372,7 +404,9 @@ async def test_a_gateway_refusal_is_one_clear_line(discord_fake: FakeDiscord, fa
     model = OpenAIChatModel(model_settings(fake_model.base_url))
     try:
         with pytest.raises(AdapterStartupError) as raised:
-            await asyncio.wait_for(DiscordAdapter(settings_for(discord_fake)).run(make_engine(MemoryStore(), model)), 10)
+            await asyncio.wait_for(
+                DiscordAdapter(settings_for(discord_fake)).run(make_engine(MemoryStore(), model)), 10
+            )
     finally:
         await model.aclose()
     assert str(raised.value) == (
@@ -381,7 +415,9 @@ async def test_a_gateway_refusal_is_one_clear_line(discord_fake: FakeDiscord, fa
     )
 
 
-async def test_bad_token_is_one_clear_line_and_never_logged(discord_fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+async def test_bad_token_is_one_clear_line_and_never_logged(
+    discord_fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     adapter = DiscordAdapter(settings_for(discord_fake, token="not-the-token"))
     with pytest.raises(AdapterStartupError) as raised:
         await adapter.check()
@@ -389,7 +425,9 @@ async def test_bad_token_is_one_clear_line_and_never_logged(discord_fake: FakeDi
     assert "not-the-token" not in caplog.text
 
 
-async def test_the_token_is_not_logged_even_at_debug_level(start_bridge: StartBridge, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_token_is_not_logged_even_at_debug_level(
+    start_bridge: StartBridge, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     bridge = await start_bridge()
     await say_and_wait(bridge.discord, "hello", "echo: hello", channel_id=wire.DM_CHANNEL_ID)

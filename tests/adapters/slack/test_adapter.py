@@ -63,13 +63,20 @@ class Bridge:
     def events_url(self) -> str:
         return f"http://127.0.0.1:{self.server.bound_port}/slack/events"
 
-    async def deliver(self, event: dict[str, Any], event_id: str | None = None, retry_attempt: int = 0, retry_reason: str = "") -> None:
+    async def deliver(
+        self, event: dict[str, Any], event_id: str | None = None, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> None:
         """Deliver an event over Socket Mode and wait for the bridge's ack."""
-        envelope = await self.slack.send_envelope(callback(event, event_id), retry_attempt=retry_attempt, retry_reason=retry_reason)
+        envelope = await self.slack.send_envelope(
+            callback(event, event_id), retry_attempt=retry_attempt, retry_reason=retry_reason
+        )
         await asyncio.wait_for(envelope.acked.wait(), 3)
 
     async def post(self, body: str, headers: dict[str, str]) -> int:
-        async with aiohttp.ClientSession() as session, session.post(self.events_url, data=body, headers=headers) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.events_url, data=body, headers=headers) as response,
+        ):
             return response.status
 
     async def session(self, key: str) -> list[tuple[str, str]]:
@@ -149,20 +156,36 @@ def callback(event: dict[str, Any], event_id: str | None = None) -> dict[str, An
     }
 
 
-def mention(text: str, ts: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None) -> dict[str, Any]:
+def mention(
+    text: str, ts: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None
+) -> dict[str, Any]:
     event = {"type": "app_mention", "user": user, "text": text, "ts": ts, "channel": channel, "event_ts": ts}
     return event | ({"thread_ts": thread_ts} if thread_ts else {})
 
 
-def message(text: str, ts: str, *, channel: str = "C1", channel_type: str = "channel", user: str | None = "U1", **extra: Any) -> dict[str, Any]:
-    event = {"type": "message", "text": text, "ts": ts, "channel": channel, "channel_type": channel_type, "event_ts": ts}
+def message(
+    text: str, ts: str, *, channel: str = "C1", channel_type: str = "channel", user: str | None = "U1", **extra: Any
+) -> dict[str, Any]:
+    event = {
+        "type": "message",
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "channel_type": channel_type,
+        "event_ts": ts,
+    }
     return event | ({"user": user} if user else {}) | extra
 
 
 def signed(body: str, *, secret: str = SECRET, age_s: float = 0.0, **extra: str) -> dict[str, str]:
     timestamp = str(int(time.time() - age_s))
     digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": f"v0={digest}", "Content-Type": "application/json", **extra}
+    return {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/json",
+        **extra,
+    }
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -211,7 +234,12 @@ async def test_a_direct_message_is_answered_in_place_and_the_session_is_the_user
         await b.deliver(message("more", second, channel="D1", channel_type="im"))
         await until(lambda: b.slack.in_thread("D1", None) == ["echo: hi", "echo: more"])
 
-        assert await b.session("slack:U1") == [("user", "hi"), ("assistant", "echo: hi"), ("user", "more"), ("assistant", "echo: more")]
+        assert await b.session("slack:U1") == [
+            ("user", "hi"),
+            ("assistant", "echo: hi"),
+            ("user", "more"),
+            ("assistant", "echo: more"),
+        ]
 
 
 async def test_a_thread_the_bot_answered_in_is_followed_without_a_mention(fake_model: FakeModel) -> None:
@@ -246,7 +274,9 @@ async def test_bot_messages_edits_and_deletions_are_ignored(fake_model: FakeMode
         await b.deliver(message(text, next_ts(), user=None, subtype="bot_message", bot_id="BOTHER"))
         await b.deliver(message(text, next_ts(), user="U2", bot_id="BOTHER"))
         await b.deliver(message(text, next_ts(), user=BOT_USER))
-        await b.deliver(message("", next_ts(), user=None, subtype="message_changed", message={"text": text, "user": "U1"}))
+        await b.deliver(
+            message("", next_ts(), user=None, subtype="message_changed", message={"text": text, "user": "U1"})
+        )
         await b.deliver(message("", next_ts(), user=None, subtype="message_deleted", deleted_ts="1.2"))
         await settled()
 
@@ -342,7 +372,10 @@ async def test_http_bad_or_stale_signatures_get_401_and_nothing_happens(fake_mod
 async def test_http_url_verification_answers_the_challenge(fake_model: FakeModel) -> None:
     async with bridge(fake_model, "http") as b:
         body = json.dumps({"token": "legacy", "challenge": "abc123", "type": "url_verification"})
-        async with aiohttp.ClientSession() as session, session.post(b.events_url, data=body, headers=signed(body)) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(b.events_url, data=body, headers=signed(body)) as response,
+        ):
             assert response.status == 200
             assert (await response.json()) == {"challenge": "abc123"}
 
@@ -353,13 +386,25 @@ async def test_http_retries_never_give_a_second_answer(fake_model: FakeModel) ->
         body = json.dumps(callback(mention(f"<@{BOT_USER}> first", answered)))
         assert await b.post(body, signed(body)) == 200
         await until(lambda: b.slack.in_thread("C1", answered) == ["echo: first"])
-        assert await b.post(body, signed(body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})) == 200
+        assert (
+            await b.post(body, signed(body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})) == 200
+        )
         # A retry because the ack came late: the first delivery is already being answered somewhere.
         late_body = json.dumps(callback(mention(f"<@{BOT_USER}> late", late)))
-        assert await b.post(late_body, signed(late_body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})) == 200
+        assert (
+            await b.post(
+                late_body, signed(late_body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+            )
+            == 200
+        )
         # A retry after a failed delivery may be the first time the event reaches us.
         lost_body = json.dumps(callback(mention(f"<@{BOT_USER}> lost", lost)))
-        assert await b.post(lost_body, signed(lost_body, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_error"})) == 200
+        assert (
+            await b.post(
+                lost_body, signed(lost_body, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_error"})
+            )
+            == 200
+        )
         await until(lambda: b.slack.in_thread("C1", lost) == ["echo: lost"])
         await settled()
 
@@ -411,7 +456,9 @@ async def test_streamed_updates_survive_a_429_in_the_middle(fake_model: FakeMode
 
 
 async def test_markdown_arrives_as_slack_mrkdwn(fake_model: FakeModel) -> None:
-    fake_model.script(Reply(text="## Result\n**Bold**, *soft* and [docs](https://example.com/a?b=1&c=2)\n```python\nx = 1 < 2\n```"))
+    fake_model.script(
+        Reply(text="## Result\n**Bold**, *soft* and [docs](https://example.com/a?b=1&c=2)\n```python\nx = 1 < 2\n```")
+    )
     async with bridge(fake_model) as b:
         ts = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> format", ts))
@@ -485,12 +532,23 @@ async def test_socket_mode_reconnects_on_its_own_and_reports_readiness(fake_mode
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        (lambda fake: setattr(fake, "auth_error", "invalid_auth"), "slack: auth.test failed: invalid_auth (check adapters.slack.bot_token)"),
-        (lambda fake: setattr(fake, "scopes", "chat:write,commands"), "slack: the bot token lacks the scope(s) app_mentions:read, channels:history, im:history"),
-        (lambda fake: setattr(fake, "app_token_error", "invalid_auth"), "slack: apps.connections.open failed: invalid_auth (check adapters.slack.app_token)"),
+        (
+            lambda fake: setattr(fake, "auth_error", "invalid_auth"),
+            "slack: auth.test failed: invalid_auth (check adapters.slack.bot_token)",
+        ),
+        (
+            lambda fake: setattr(fake, "scopes", "chat:write,commands"),
+            "slack: the bot token lacks the scope(s) app_mentions:read, channels:history, im:history",
+        ),
+        (
+            lambda fake: setattr(fake, "app_token_error", "invalid_auth"),
+            "slack: apps.connections.open failed: invalid_auth (check adapters.slack.app_token)",
+        ),
     ],
 )
-async def test_start_up_errors_are_one_line_naming_the_adapter(setup: Callable[[FakeSlack], None], expected: str, fake_model: FakeModel) -> None:
+async def test_start_up_errors_are_one_line_naming_the_adapter(
+    setup: Callable[[FakeSlack], None], expected: str, fake_model: FakeModel
+) -> None:
     fake = FakeSlack()
     await fake.start()
     setup(fake)
@@ -577,13 +635,21 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_chatbridge_run_serves_slack_over_http_and_stops_on_sigterm(tmp_path: Path, fake_model: FakeModel) -> None:
+async def test_chatbridge_run_serves_slack_over_http_and_stops_on_sigterm(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
     fake = FakeSlack()
     await fake.start()
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chatbridge.cli", "run", cwd=tmp_path, env=_cli_env(fake_model, fake, "http", port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "chatbridge.cli",
+        "run",
+        cwd=tmp_path,
+        env=_cli_env(fake_model, fake, "http", port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         ts = next_ts()
@@ -613,8 +679,14 @@ async def test_chatbridge_check_reaches_slack(tmp_path: Path, fake_model: FakeMo
     await fake.start()
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chatbridge.cli", "check", cwd=tmp_path, env=_cli_env(fake_model, fake, "socket", _free_port()),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "chatbridge.cli",
+            "check",
+            cwd=tmp_path,
+            env=_cli_env(fake_model, fake, "socket", _free_port()),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(), 20)
     finally:

@@ -177,7 +177,9 @@ async def test_start_command_shows_help(bridge: Start, telegram: FakeTelegram) -
     await telegram.wait_for(lambda: telegram.texts(1)[:1] != [] and telegram.texts(1)[0].startswith("Commands:"))
 
 
-async def test_markdown_is_sent_as_telegram_formatting(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_markdown_is_sent_as_telegram_formatting(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     fake_model.script(Reply(text="**Bold** and `x < y`"))
     await bridge()
     telegram.user_message("format")
@@ -185,7 +187,9 @@ async def test_markdown_is_sent_as_telegram_formatting(bridge: Start, telegram: 
     assert telegram.sent[0].parse_mode == "HTML"
 
 
-async def test_rejected_formatting_falls_back_to_plain_text(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_rejected_formatting_falls_back_to_plain_text(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     telegram.reject_html = True
     fake_model.script(Reply(text="**Bold** and `x < y`"))
     await bridge()
@@ -217,7 +221,9 @@ async def test_messages_from_bots_are_ignored(bridge: Start, telegram: FakeTeleg
     assert fake_model.user_texts() == ["I am not"]
 
 
-async def test_edited_messages_and_channel_posts_are_ignored(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_edited_messages_and_channel_posts_are_ignored(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     await bridge()
     telegram.user_message("edited question", kind="edited_message")
     telegram.user_message("a post", chat=-2002, chat_type="channel", kind="channel_post")
@@ -227,7 +233,9 @@ async def test_edited_messages_and_channel_posts_are_ignored(bridge: Start, tele
     assert telegram.texts(-2002) == []
 
 
-async def test_a_denied_user_never_reaches_the_model(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_a_denied_user_never_reaches_the_model(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     await bridge(access={"deny_users": ["telegram:5"], "on_denied": "reply"})
     telegram.user_message("let me in", user=5)
     await expect(telegram, 5, texts.DENIED)
@@ -237,7 +245,9 @@ async def test_a_denied_user_never_reaches_the_model(bridge: Start, telegram: Fa
 # --- groups -------------------------------------------------------------------------------------
 
 
-async def test_group_message_without_mention_gets_nothing(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_group_message_without_mention_gets_nothing(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     await bridge()
     telegram.user_message(f"talking about {BOT_USERNAME} without addressing it", **in_group())
     asked = telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} what is two plus two?")))
@@ -246,7 +256,9 @@ async def test_group_message_without_mention_gets_nothing(bridge: Start, telegra
     assert telegram.sent[0].reply_to == asked["message"]["message_id"]
 
 
-async def test_text_mention_and_reply_to_the_bot_trigger(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_text_mention_and_reply_to_the_bot_trigger(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     await bridge()
     text = "ChatBridge, first question"
     bot_user = {"id": BOT_ID, "is_bot": True, "first_name": "ChatBridge"}
@@ -301,7 +313,9 @@ async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
 # --- replies ------------------------------------------------------------------------------------
 
 
-async def test_a_long_reply_is_split_into_several_messages(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
+async def test_a_long_reply_is_split_into_several_messages(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
     long = " ".join(f"word{i}" for i in range(1500))
     fake_model.script(Reply(text=long, chunk_chars=2000))
     await bridge()
@@ -376,14 +390,18 @@ async def test_webhook_requires_the_secret_token(bridge: Start, telegram: FakeTe
     running = await bridge(mode="webhook")
     [hook] = telegram.calls_of("setWebhook")
     assert (hook["url"], hook["secret_token"], hook["allowed_updates"]) == (
-        "https://bridge.example/telegram/webhook", SECRET, ["message"],
+        "https://bridge.example/telegram/webhook",
+        SECRET,
+        ["message"],
     )
     assert not telegram.calls_of("getUpdates")
     async with aiohttp.ClientSession() as http:
         for headers in ({}, {SECRET_HEADER: "wrong"}):
             async with http.post(running.webhook, json=telegram.update("sneaky"), headers=headers) as response:
                 assert response.status == 403
-        async with http.post(running.webhook, json=telegram.update("hello hook"), headers={SECRET_HEADER: SECRET}) as response:
+        async with http.post(
+            running.webhook, json=telegram.update("hello hook"), headers={SECRET_HEADER: SECRET}
+        ) as response:
             assert response.status == 200
     await expect(telegram, 1, "echo: hello hook")
     assert fake_model.user_texts() == ["hello hook"]
@@ -391,7 +409,9 @@ async def test_webhook_requires_the_secret_token(bridge: Start, telegram: FakeTe
 
 def test_webhook_mode_needs_a_url_and_a_valid_secret(tmp_path: Any) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("adapters:\n  telegram: {enabled: true, token: t, mode: webhook, webhook_url: 'https://x/telegram/webhook'}\n")
+    path.write_text(
+        "adapters:\n  telegram: {enabled: true, token: t, mode: webhook, webhook_url: 'https://x/telegram/webhook'}\n"
+    )
     with pytest.raises(ConfigError, match="webhook_secret"):
         load_config(path)
 
@@ -407,7 +427,9 @@ def test_registry_builds_the_adapter_and_mounts_the_webhook(telegram: FakeTelegr
 # --- start-up and connection --------------------------------------------------------------------
 
 
-async def test_an_invalid_token_is_one_clear_error_without_the_token(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel) -> None:
+async def test_an_invalid_token_is_one_clear_error_without_the_token(
+    telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel
+) -> None:
     adapter = TelegramAdapter(settings(telegram, token="999:WRONG-token"), BotSettings(), HttpServer("127.0.0.1", 0))
     with pytest.raises(AdapterStartupError, match="^telegram: the Bot API rejected the token") as error:
         await adapter.run(make_engine(store, model))
@@ -422,7 +444,9 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
         port = probe.getsockname()[1]
     config = TelegramSettings(enabled=True, token=TOKEN, base_url=f"http://127.0.0.1:{port}/bot")
     adapter = TelegramAdapter(config, BotSettings(), HttpServer("127.0.0.1", 0))
-    with pytest.raises(AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"):
+    with pytest.raises(
+        AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"
+    ):
         await adapter.run(make_engine(store, model))
 
 

@@ -52,7 +52,9 @@ def store_settings(backend: str, tmp_path: Path, redis_url: str = "") -> StoreSe
         return StoreSettings(backend=StoreBackend.SQLITE, sqlite_path=str(tmp_path / "chatbridge.db"))
     if backend in REDIS_FIXTURES:
         # One server for the run; each test its own key prefix, so nothing leaks between tests.
-        return StoreSettings(backend=StoreBackend.REDIS, redis_url=redis_url, redis_key_prefix=f"test:{uuid.uuid4().hex}:")
+        return StoreSettings(
+            backend=StoreBackend.REDIS, redis_url=redis_url, redis_key_prefix=f"test:{uuid.uuid4().hex}:"
+        )
     raise ValueError(f"no test settings for backend {backend!r}")
 
 
@@ -198,7 +200,9 @@ async def test_hold_for_turn_queues_the_message_before_waiting(store: Store) -> 
 
 async def test_hold_for_turn_takes_the_queue_and_reads_the_session(store: Store) -> None:
     queued: list[str] = []
-    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(0), 10, on_queued=lambda: queued.append("0")) as held:
+    async with store.hold_for_turn(
+        "telegram:1", LEASE_TTL_S, pending(0), 10, on_queued=lambda: queued.append("0")
+    ) as held:
         assert (held.waiting, held.state, queued) == ([pending(0)], None, ["0"])
         await store.commit_turns("telegram:1", [user("q1", 10.0), assistant("a1", 11.0)], held.fence, SESSION_TTL_S)
     await commit(store, "telegram:1", user("q2", 20.0), assistant("a2", 21.0))
@@ -268,7 +272,10 @@ async def test_admit_holds_the_session_with_the_prompt_taken_and_the_session_loa
     async with store.admit(dataclasses.replace(admission(1), on_queued=lambda: queued.append(1))) as admitted:
         assert admitted.verdict is Verdict.HELD and admitted.held is not None and queued == [1]
         assert admitted.held.waiting == [pending(0), pending(1)]
-        assert admitted.held.state is not None and admitted.held.state.turns == [user("q1", 10.0), assistant("a1", 11.0)]
+        assert admitted.held.state is not None and admitted.held.state.turns == [
+            user("q1", 10.0),
+            assistant("a1", 11.0),
+        ]
         await store.commit_turns("telegram:1", [user("q2", 20.0)], admitted.held.fence, SESSION_TTL_S)
     assert await stored(store, "telegram:1") == [user("q1", 10.0), assistant("a1", 11.0), user("q2", 20.0)]
 
@@ -491,12 +498,20 @@ async def test_access_overrides_are_set_and_replaced(store: Store) -> None:
 
 async def test_usage_is_totalled_per_day_for_all_the_user_and_the_chat(store: Store) -> None:
     group = "telegram:-100"
-    await store.add_usage(UsageDelta("2024-05-01", "telegram:1", group, messages=1, prompt_tokens=10, completion_tokens=5))
-    await store.add_usage(UsageDelta("2024-05-01", "telegram:2", group, messages=2, prompt_tokens=20, completion_tokens=7))
+    await store.add_usage(
+        UsageDelta("2024-05-01", "telegram:1", group, messages=1, prompt_tokens=10, completion_tokens=5)
+    )
+    await store.add_usage(
+        UsageDelta("2024-05-01", "telegram:2", group, messages=2, prompt_tokens=20, completion_tokens=7)
+    )
     await store.add_usage(UsageDelta("2024-05-01", "telegram:2", group, errors=1))
     # A private chat whose id is the user's own: counted once for that identity.
-    await store.add_usage(UsageDelta("2024-05-02", "telegram:1", "telegram:1", messages=1, prompt_tokens=3, completion_tokens=1))
-    await store.add_usage(UsageDelta("2024-04-30", "slack:U1", "slack:C1", messages=4, prompt_tokens=40, completion_tokens=8))
+    await store.add_usage(
+        UsageDelta("2024-05-02", "telegram:1", "telegram:1", messages=1, prompt_tokens=3, completion_tokens=1)
+    )
+    await store.add_usage(
+        UsageDelta("2024-04-30", "slack:U1", "slack:C1", messages=4, prompt_tokens=40, completion_tokens=8)
+    )
 
     assert await store.usage_by_day(2) == [
         UsageTotals("2024-05-02", 1, 3, 1, 0),

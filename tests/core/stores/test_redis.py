@@ -118,7 +118,9 @@ def prefix() -> str:
 
 @pytest.fixture
 async def bridges(redis_server: RedisServer, prefix: str, fake_model: FakeModel) -> AsyncIterator[list[BridgeProcess]]:
-    started = await asyncio.gather(*(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url) for _ in range(2)))
+    started = await asyncio.gather(
+        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url) for _ in range(2))
+    )
     try:
         yield list(started)
     finally:
@@ -209,9 +211,7 @@ async def test_the_same_message_delivered_to_both_processes_is_answered_once(
     for n in range(5):
         for bridge in bridges:
             bridge.send(f"{n}@{bridge.process.pid}", "telegram:7", f"hello {n}", message_id=f"m{n}")
-    outcomes = [
-        (await bridge.result(f"{n}@{bridge.process.pid}"))["outcome"] for n in range(5) for bridge in bridges
-    ]
+    outcomes = [(await bridge.result(f"{n}@{bridge.process.pid}"))["outcome"] for n in range(5) for bridge in bridges]
     # One delivery of each id is dropped; the other is answered, or joined into a turn with the
     # messages sent right before it (they are one session).
     assert Counter(outcomes)["duplicate"] == 5
@@ -423,7 +423,14 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     # The session index is trimmed of expired sessions on every commit; access holds one field per
     # identity an admin decided about.
     assert without_expiry == {"sessions", "access"}
-    assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {"session", "sessions", "seen", "rate", "access", "usage"}
+    assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {
+        "session",
+        "sessions",
+        "seen",
+        "rate",
+        "access",
+        "usage",
+    }
 
 
 def _admission(n: int, allowed: Callable[[Mapping[str, AccessDecision]], bool] = lambda overrides: True) -> Admission:
@@ -467,7 +474,9 @@ async def test_a_finished_turn_lets_another_process_in_before_its_holder_leaves(
     try:
         async with contextlib.AsyncExitStack() as holders:
             fence = await holders.enter_async_context(store.lease("telegram:1", 30))
-            await store.finish_turn("telegram:1", [Turn("user", "q1", 1, 1.0), Turn("assistant", "a1", 1, 1.0)], fence, 3600, delta)
+            await store.finish_turn(
+                "telegram:1", [Turn("user", "q1", 1, 1.0), Turn("assistant", "a1", 1, 1.0)], fence, 3600, delta
+            )
             async with asyncio.timeout(1):
                 async with other.lease("telegram:1", 30) as other_fence:
                     await holders.aclose()  # the first holder leaves while the other holds the session
@@ -484,7 +493,9 @@ async def _exchange(store: RedisStore, n: int) -> list[str]:
         held = admitted.held
         assert held is not None and held.waiting
         window = [] if held.state is None else [turn.content for turn in held.state.turns]
-        await store.commit_turns("telegram:1", [Turn("user", f"q{n}", 1, n), Turn("assistant", f"a{n}", 1, n)], held.fence, 3600)
+        await store.commit_turns(
+            "telegram:1", [Turn("user", f"q{n}", 1, n), Turn("assistant", f"a{n}", 1, n)], held.fence, 3600
+        )
     return window
 
 
@@ -497,7 +508,9 @@ async def test_windows_stay_exact_when_another_process_writes_clears_and_restart
     await other.open()
     decoded: list[int] = []
     parse = redis_store_module._turns_from_json
-    monkeypatch.setattr(redis_store_module, "_turns_from_json", lambda joined: decoded.append(len(p := parse(joined))) or p)
+    monkeypatch.setattr(
+        redis_store_module, "_turns_from_json", lambda joined: decoded.append(len(p := parse(joined))) or p
+    )
     try:
         assert await _exchange(store, 1) == []
         assert await _exchange(store, 2) == ["q1", "a1"]
@@ -524,7 +537,9 @@ async def test_windows_stay_exact_when_another_process_writes_clears_and_restart
     assert decoded == [0, 4, 2, 0, 0, 0, 0, 2, 0, 0, 6], decoded
 
 
-async def test_a_prompt_cancelled_while_admitted_puts_the_queue_back(redis_server: RedisServer, store: RedisStore) -> None:
+async def test_a_prompt_cancelled_while_admitted_puts_the_queue_back(
+    redis_server: RedisServer, store: RedisStore
+) -> None:
     """Shutdown can cancel a handler while the script that admits its prompt, takes the lease and
     takes the queue is still running in Redis: the messages it took go back to the queue, in order,
     and the lease is freed."""
