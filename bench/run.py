@@ -27,10 +27,10 @@ from typing import Any, Self
 import httpx
 from redis.asyncio.connection import Connection
 
-from chatbridge.process import run, tune_garbage_collector
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
+from chatbridge.process import run, tune_garbage_collector
 from core.channel import PlatformLimits
 from core.engine import Engine, Outcome
 from core.render import StreamRenderer

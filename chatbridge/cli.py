@@ -16,9 +16,11 @@ from pathlib import Path
 
 import httpx
 
-from adapters.kit import Adapter, AdapterStartupError
-from chatbridge.config import Config, ConfigError, load_config
 from adapters.console.adapter import ConsoleAdapter
+from adapters.kit import Adapter, AdapterStartupError
+from bots.errors import ModelError
+from bots.openai_client import OpenAIChatModel
+from chatbridge.config import Config, ConfigError, load_config
 from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import configure_logging, configured_secrets, redact
 from chatbridge.metrics import BridgeMetrics
@@ -26,8 +28,6 @@ from chatbridge.ops import Operations
 from chatbridge.process import run, tune_garbage_collector
 from chatbridge.registry import enabled_adapters
 from chatbridge.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
-from bots.errors import ModelError
-from bots.openai_client import OpenAIChatModel
 from core.engine import Engine
 from core.store import StoreUnavailable
 

@@ -6,9 +6,9 @@ built, because the server's routes are fixed once it starts.
 
 from __future__ import annotations
 
+from adapters.console.adapter import ConsoleAdapter
 from adapters.kit import Adapter
 from chatbridge.config import Config
-from adapters.console.adapter import ConsoleAdapter
 from chatbridge.http_server import HttpServer
 
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from chatbridge.config import Config, ConfigError
 from adapters.console.adapter import CONSOLE_USER
-from chatbridge.metrics import BridgeMetrics
 from bots.openai_client import OpenAIChatModel
+from chatbridge.config import Config, ConfigError
+from chatbridge.metrics import BridgeMetrics
 from core.engine import Engine, EngineSettings
 from core.observe import NULL_OBSERVER
 from core.store import Store

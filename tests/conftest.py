@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from chatbridge.process import event_loop_factory
 from bots.openai_client import OpenAIChatModel
+from chatbridge.process import event_loop_factory
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel
 from tests.fakes.redis_server import RedisCluster, RedisSentinel, RedisServer

@@ -45,9 +45,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit import AdapterStartupError, UpdateTasks
+from adapters.slack.format import to_mrkdwn
 from chatbridge.config import SlackSettings
 from chatbridge.http_server import HttpServer
-from adapters.slack.format import to_mrkdwn
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
 from core.engine import Engine

@@ -41,10 +41,10 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, T
 from telegram.ext import Updater
 from telegram.warnings import PTBDeprecationWarning
 
-from chatbridge.config import TelegramSettings
-from chatbridge.http_server import HttpServer
 from adapters.kit import AdapterStartupError, UpdateTasks
 from adapters.telegram.format import markdown_to_html
+from chatbridge.config import TelegramSettings
+from chatbridge.http_server import HttpServer
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
 from core.engine import Engine

@@ -31,13 +31,13 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bots.openai_client import OpenAIChatModel
 from chatbridge.cli import _check_port
 from chatbridge.config import Config
 from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import REDACTED, configure_logging, configured_secrets
 from chatbridge.metrics import BridgeMetrics
 from chatbridge.ops import Operations
-from bots.openai_client import OpenAIChatModel
 from core.engine import Engine, Outcome
 from core.store import SessionInfo, StoreUnavailable
 from core.stores.memory import MemoryStore

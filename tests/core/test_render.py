@@ -347,7 +347,7 @@ async def test_a_429_during_push_postpones_updates_without_sleeping() -> None:
 
 
 async def test_finish_gives_up_after_a_bounded_number_of_429s() -> None:
-    chan = channel(rate_limit_calls={n: 1.0 for n in range(1, 50)})
+    chan = channel(rate_limit_calls=dict.fromkeys(range(1, 50), 1.0))
     renderer = renderer_for(chan)
     with pytest.raises(PlatformRateLimited):
         await renderer.finish("never lands")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core.access import AccessPolicy
-from core.settings import AccessSettings, BotSettings, SessionScope
 from core.sessions import key_matches, session_key
+from core.settings import AccessSettings, BotSettings, SessionScope
 from core.store import AccessDecision
 from core.triggers import CommandName, address, reset_commands
 from tests.kit.engine import group, private

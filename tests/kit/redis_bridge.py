@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from chatbridge.process import run, tune_garbage_collector
 from bots.openai_client import OpenAIChatModel
+from chatbridge.process import run, tune_garbage_collector
 from core.engine import Engine
 from core.events import ChatKind, IncomingMessage
 from core.store import PendingMessage

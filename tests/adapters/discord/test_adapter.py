@@ -17,12 +17,12 @@ import discord
 import pytest
 import pytest_asyncio
 
-from adapters.kit import AdapterStartupError
-from chatbridge.config import Config, DiscordSettings
 from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _platform_call
+from adapters.kit import AdapterStartupError
+from bots.openai_client import OpenAIChatModel
+from chatbridge.config import Config, DiscordSettings
 from chatbridge.http_server import HttpServer
 from chatbridge.registry import enabled_adapters
-from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.channel import PlatformRateLimited
 from core.engine import Engine

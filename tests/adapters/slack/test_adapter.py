@@ -29,12 +29,12 @@ import aiohttp
 import pytest
 
 from adapters.kit import AdapterStartupError
-from chatbridge.config import Config, ConfigError, SlackSettings
-from chatbridge.http_server import HttpServer
-from chatbridge.registry import enabled_adapters
 from adapters.slack.adapter import PLACEHOLDER, SlackAdapter, is_late_retry, translate_command
 from adapters.slack.format import to_mrkdwn
 from bots.openai_client import OpenAIChatModel
+from chatbridge.config import Config, ConfigError, SlackSettings
+from chatbridge.http_server import HttpServer
+from chatbridge.registry import enabled_adapters
 from core import texts
 from core.engine import Engine
 from core.stores.memory import MemoryStore

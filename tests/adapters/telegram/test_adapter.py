@@ -19,9 +19,6 @@ import pytest
 import pytest_asyncio
 
 from adapters.kit import AdapterStartupError
-from chatbridge.config import Config, ConfigError, TelegramSettings, load_config
-from chatbridge.http_server import HttpServer
-from chatbridge.registry import enabled_adapters
 from adapters.telegram.adapter import (
     SECRET_HEADER,
     WEBHOOK_PATH,
@@ -30,6 +27,9 @@ from adapters.telegram.adapter import (
 )
 from adapters.telegram.format import markdown_to_html
 from bots.openai_client import OpenAIChatModel
+from chatbridge.config import Config, ConfigError, TelegramSettings, load_config
+from chatbridge.http_server import HttpServer
+from chatbridge.registry import enabled_adapters
 from core import texts
 from core.channel import PlatformLimits
 from core.engine import Engine

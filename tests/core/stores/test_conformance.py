@@ -33,9 +33,9 @@ from core.store import (
     Verdict,
 )
 from core.stores import create_store
+from core.stores import sqlite as sqlite_module
 from core.stores.local_ordering import LocalOrdering
 from core.stores.memory import MemoryStore
-from core.stores import sqlite as sqlite_module
 from core.stores.sqlite import SqliteStore
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"]
