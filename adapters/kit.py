@@ -1,54 +1,75 @@
-"""The contract every platform adapter fulfils, so ``chatbridge run`` can drive them all alike."""
+"""What every adapter needs the same way, written once: the contract the shell drives adapters by,
+their settings' common shape, updates in flight, a platform's 429, start-up error lines and the
+command menu.
+
+A platform folder builds on these and adds only what is its own: translating updates and replies.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
-from typing import Any, Protocol
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
-from core.engine import Engine
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 
+from core.channel import PlatformRateLimited, ReplyChannel
+from core.commands import CommandSpec
+from core.events import IncomingMessage
 
-class UpdateTasks:
-    """One task per incoming update, so no chat waits for another.
+log = logging.getLogger("chatbridge.adapters")
 
-    The set holds a strong reference until each task ends (asyncio keeps only weak ones), and lets an
-    adapter wait for its replies in flight when it stops.
-    """
+T = TypeVar("T")
 
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[object]] = set()
-
-    def spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def wait(self) -> None:
-        """Until every task ends; their errors were theirs to log and are not raised here."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+CANCELLED_WAIT_S = 5.0
+"""How long cancelled updates get to run their clean-up (a placeholder removed, say) before the
+adapter closes its platform client under them."""
 
 
-class AdapterStartupError(Exception):
-    """A platform refused us at start-up (bad token, missing permission); the text names the adapter."""
+# --- the contract ---------------------------------------------------------------------------------
+
+
+class MessageHandler(Protocol):
+    """What an adapter hands its translated messages to (the engine, in a running bridge)."""
+
+    @property
+    def commands(self) -> Sequence[CommandSpec]:
+        """The commands users can send, for platforms that list them in a menu."""
+        ...
+
+    async def handle(self, message: IncomingMessage, channel: ReplyChannel) -> object:
+        """Answer one message through ``channel``; never raises for a problem of that message."""
+        ...
+
+
+WebHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Routes(Protocol):
+    """The bridge's HTTP server as an adapter sees it: a place to mount its webhook before start."""
+
+    def add_route(self, method: str, path: str, handler: WebHandler) -> None: ...
 
 
 class Adapter(Protocol):
-    """``name``, ``run``, ``stop`` and ``check`` are required.
-
-    Optionally an adapter may have a ``ready`` attribute or property (bool) saying whether it is
-    connected to its platform right now (gateway up, polling working); ``/readyz`` reports it. An
-    adapter without one counts as ready while its ``run`` task is running (see ``adapter_ready``).
-    """
-
     name: str
 
-    async def run(self, engine: Engine) -> None:
-        """Receive messages and hand each to ``engine.handle`` until ``stop`` is called or input ends."""
+    @property
+    def ready(self) -> bool:
+        """Connected to the platform and taking updates right now (``/readyz``)."""
+        ...
+
+    async def run(self, handler: MessageHandler) -> None:
+        """Receive messages and hand each to ``handler`` until ``stop`` is called or input ends, then
+        return once the updates in flight have been answered. Cancelled, it cancels them first."""
         ...
 
     async def stop(self) -> None:
-        """Stop receiving new messages; replies already in flight are the engine's to finish."""
+        """Stop receiving new messages; ``run`` returns when those in flight are done."""
         ...
 
     async def check(self) -> str:
@@ -56,6 +77,122 @@ class Adapter(Protocol):
         ...
 
 
-def adapter_ready(adapter: Adapter) -> bool:
-    """The adapter's optional ``ready`` flag; True for adapters that do not report one."""
-    return bool(getattr(adapter, "ready", True))
+class AdapterStartupError(Exception):
+    """A platform refused us (bad token, missing permission); one line naming the adapter and the key."""
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+class AdapterSection(BaseModel):
+    """The shape every ``adapters.<platform>`` section shares: off unless enabled, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = False
+
+
+def required_when_enabled(value: SecretStr, info: ValidationInfo) -> SecretStr:
+    """A field validator: an enabled adapter without its credentials would only fail later, and less
+    clearly."""
+    if info.data.get("enabled") and not value.get_secret_value():
+        raise ValueError("required when the adapter is enabled")
+    return value
+
+
+# --- updates in flight ----------------------------------------------------------------------------
+
+
+class UpdatesInFlight:
+    """The one record of the updates an adapter is answering, whether it made their tasks (``spawn``)
+    or its platform library did (``track``).
+
+    It holds a strong reference to each task (asyncio keeps only weak ones), lets ``run`` return only
+    after the last answer, and lets a cancelled ``run`` cancel what is left rather than abandon it.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        """Answer one update in a task of its own, so no chat waits for another."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the current task in while the block runs (for libraries that make a task per event)."""
+        task = asyncio.current_task()
+        assert task is not None, "track() runs inside a task"
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+
+    async def wait(self) -> None:
+        """Until every update ends (their errors were theirs to log). Cancelled, cancel them all and
+        give them ``CANCELLED_WAIT_S`` to clean up before passing the cancellation on."""
+        try:
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        except asyncio.CancelledError:
+            for task in self._tasks:
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=CANCELLED_WAIT_S)
+            raise
+
+
+# --- platform calls -------------------------------------------------------------------------------
+
+
+async def rate_limited(call: Awaitable[T], retry_after: Callable[[Exception], float | None]) -> T:
+    """``call``, with the platform's own 429 turned into ``PlatformRateLimited`` so that the shared
+    renderer waits it out. ``retry_after`` reads the wait from a platform error, None for any other."""
+    try:
+        return await call
+    except Exception as error:
+        seconds = retry_after(error)
+        if seconds is None:
+            raise
+        raise PlatformRateLimited(seconds) from None
+
+
+@contextlib.contextmanager
+def startup_errors(platform: str, describe: Callable[[Exception], str | None]) -> Iterator[None]:
+    """Turn what a platform library raises at start-up into one ``AdapterStartupError`` line,
+    ``"<platform>: <problem>"``. ``describe`` says the problem, naming the key to fix where one is to
+    blame, and must leave secrets out; None passes the error on unchanged."""
+    try:
+        yield
+    except AdapterStartupError:
+        raise
+    except Exception as error:
+        problem = describe(error)
+        if problem is None:
+            raise
+        raise startup_error(platform, problem) from None
+
+
+def startup_error(platform: str, problem: str) -> AdapterStartupError:
+    """The one shape of a start-up error line: ``"<platform>: <problem>"``."""
+    return AdapterStartupError(f"{platform}: {problem}")
+
+
+def setting(platform: str, key: str) -> str:
+    """The dotted name of one of an adapter's settings, as start-up errors name it."""
+    return f"adapters.{platform}.{key}"
+
+
+# --- command menus --------------------------------------------------------------------------------
+
+
+def menu(commands: Sequence[CommandSpec], valid_name: re.Pattern[str]) -> list[CommandSpec]:
+    """The commands a platform can list, in order; names it would refuse are left out (they still
+    work when typed)."""
+    return [command for command in commands if valid_name.fullmatch(command.name)]

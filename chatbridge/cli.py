@@ -27,7 +27,7 @@ from chatbridge.metrics import BridgeMetrics
 from chatbridge.ops import Operations
 from chatbridge.process import run, tune_garbage_collector
 from chatbridge.registry import enabled_adapters
-from chatbridge.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime
+from chatbridge.runtime import SHUTDOWN_GRACE_S, build_store, open_runtime, stop_adapters
 from core.engine import Engine
 from core.store import StoreUnavailable
 
@@ -76,7 +76,7 @@ def _setup_logging(config: Config, command: str) -> None:
 
 async def _run(config: Config) -> int:
     server = HttpServer(config.server.host, config.server.port)
-    adapters = enabled_adapters(config, server)
+    adapters = enabled_adapters(config.adapters, server)
     if not adapters:
         raise ConfigError("adapters: no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)")
     metrics = BridgeMetrics(
@@ -105,8 +105,9 @@ async def _serve(
     """Run the adapters until a signal or until one of them ends (the console at end of input).
 
     Shutdown order: ``/readyz`` turns 503, adapters stop taking messages, replies in flight get
-    the grace period, then whatever adapter task is left is cancelled. The HTTP server (stopped by
-    the caller afterwards) keeps answering webhooks, health and metrics until then.
+    the grace period, then whatever adapter task is left is cancelled, and with it its replies. The
+    HTTP server (stopped by the caller afterwards) keeps answering webhooks, health and metrics
+    until then.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -124,17 +125,12 @@ async def _serve(
     stopper.cancel()
     if ops is not None:
         ops.stopping()
-    for adapter in running.values():
-        await adapter.stop()
-    await engine.drain(grace_s)
     failed = False
     for task, adapter in running.items():
         if task in done and task.exception() is not None:
             failed = True
             log.error("adapter %s stopped: %s", adapter.name, task.exception())
-    _, still_running = await asyncio.wait(running, timeout=5)
-    for task in still_running:
-        task.cancel()
+    await stop_adapters(running, engine, grace_s)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -146,7 +142,7 @@ async def _check(config: Config) -> int:
         rows.append(await _probe(f"model {config.model.name}", model.check()))
     finally:
         await model.aclose()
-    for adapter in enabled_adapters(config, HttpServer(config.server.host, config.server.port)):
+    for adapter in enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port)):
         rows.append(await _probe(f"adapter {adapter.name}", adapter.check()))
     rows.append(await _probe("server", _check_port(config.server.host, config.server.port)))
     width = max(len(name) for name, _, _ in rows)

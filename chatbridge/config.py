@@ -8,30 +8,20 @@ start-up instead of being silently ignored.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bots.settings import ModelSettings
+from chatbridge.registry import AdaptersSettings
 from core.settings import (
     AccessSettings,
     BotSettings,
     ContextSettings,
     LimitsSettings,
-    ServerSettings,
     SessionSettings,
     StoreSettings,
 )
@@ -43,98 +33,13 @@ class ConfigError(Exception):
     """One line that names the offending key and what is wrong with it."""
 
 
-def _required_when_enabled(value: SecretStr, info: ValidationInfo) -> SecretStr:
-    """An enabled adapter without its credentials would only fail later, and less clearly."""
-    if info.data.get("enabled") and not value.get_secret_value():
-        raise ValueError("required when the adapter is enabled")
-    return value
+class ServerSettings(BaseModel):
+    """The one HTTP server: webhooks and the operational endpoints."""
 
-
-class _AdapterSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    enabled: bool = False
-
-
-class ConsoleSettings(_AdapterSection):
-    user_is_admin: bool = Field(True, description="console:local may use /admin commands")
-
-
-class TelegramSettings(_AdapterSection):
-    token: SecretStr = SecretStr("")
-    mode: Literal["polling", "webhook"] = "polling"
-    base_url: str = ""
-    webhook_url: str = ""
-    webhook_secret: SecretStr = SecretStr("")
-
-    _credentials = field_validator("token")(_required_when_enabled)
-
-    @model_validator(mode="after")
-    def _webhook_settings(self) -> TelegramSettings:
-        """Webhook mode needs the public URL and a secret Telegram accepts (1-256 of A-Z a-z 0-9 _ -),
-        or it would fail only when Telegram first calls, and any caller could post fake updates."""
-        if not self.enabled or self.mode != "webhook":
-            return self
-        if not self.webhook_url.startswith(("https://", "http://")):
-            raise ValueError("webhook_url: the public URL of /telegram/webhook is required in webhook mode")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.webhook_secret.get_secret_value()):
-            raise ValueError("webhook_secret: required in webhook mode, 1-256 characters of A-Z, a-z, 0-9, _ and -")
-        return self
-
-
-class DiscordSettings(_AdapterSection):
-    token: SecretStr = SecretStr("")
-    api_base_url: str = ""
-    gateway_url: str = ""
-    auto_thread: bool = Field(False, description="answer a new conversation in a channel in a thread opened on it")
-    shard_count: int | None = Field(None, ge=1, description="null: one unsharded connection")
-    shard_ids: list[int] = Field(default_factory=list, description="the shards this process runs; empty: all")
-
-    _credentials = field_validator("token")(_required_when_enabled)
-
-    @model_validator(mode="after")
-    def _shards_in_range(self) -> DiscordSettings:
-        """Shard ids only mean something against a total, and a typo would silently drop guilds."""
-        if not self.shard_ids:
-            return self
-        if self.shard_count is None:
-            raise ValueError("shard_ids: needs shard_count")
-        if len(set(self.shard_ids)) != len(self.shard_ids) or not all(
-            0 <= i < self.shard_count for i in self.shard_ids
-        ):
-            raise ValueError(f"shard_ids: must be distinct numbers from 0 to {self.shard_count - 1}")
-        return self
-
-
-class SlackSettings(_AdapterSection):
-    bot_token: SecretStr = SecretStr("")
-    app_token: SecretStr = SecretStr("")
-    signing_secret: SecretStr = SecretStr("")
-    mode: Literal["socket", "http"] = "socket"
-    api_base_url: str = ""
-    thread_follow: bool = Field(
-        True, description="later messages in a thread the bot answered in trigger without a mention"
-    )
-    command: str = Field("/chatbridge", pattern=r"^/[\w-]+$", description="the slash command created in the Slack app")
-
-    _credentials = field_validator("bot_token")(_required_when_enabled)
-
-    @model_validator(mode="after")
-    def _mode_credentials(self) -> SlackSettings:
-        """Each mode needs its own secret: the app-level token to open sockets, or the signing secret to verify requests."""
-        needed = "app_token" if self.mode == "socket" else "signing_secret"
-        if self.enabled and not getattr(self, needed).get_secret_value():
-            raise ValueError(f"{needed}: required when the adapter is enabled in {self.mode} mode")
-        return self
-
-
-class AdaptersSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    console: ConsoleSettings = ConsoleSettings()
-    telegram: TelegramSettings = TelegramSettings()
-    discord: DiscordSettings = DiscordSettings()
-    slack: SlackSettings = SlackSettings()
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
 
 
 class LogSettings(BaseModel):

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Plat
 from prometheus_client.exposition import choose_encoder
 
 from bots.errors import ModelError
-from core.observe import MessageRecord, model_error_kind
+from core.observe import MessageRecord
 from core.store import Store
 
 log = logging.getLogger("chatbridge.metrics")
@@ -142,7 +142,7 @@ class BridgeMetrics:
             self.tokens.labels("out").inc(record.completion_tokens)
 
     def model_retry(self, error: ModelError) -> None:
-        self.retries.labels(model_error_kind(error)).inc()
+        self.retries.labels(error.kind).inc()
 
     # --- scrape ----------------------------------------------------------------------------------
 

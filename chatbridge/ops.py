@@ -7,8 +7,8 @@
   which part is not ready, e.g. ``{"ready": false, "store": "unreachable", "adapters": {"telegram": "ok"}}``.
 - ``/metrics``: Prometheus text format (see ``chatbridge.metrics``).
 
-An adapter reports readiness through an optional ``ready`` attribute (see ``adapters.kit``);
-one without it counts as ready while its task runs.
+An adapter reports readiness through its ``ready`` property (see ``adapters.kit.Adapter``), which
+counts only while its task runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.kit import Adapter, adapter_ready
+from adapters.kit import Adapter
 from chatbridge.http_server import HttpServer
 from chatbridge.metrics import BridgeMetrics
 from core.store import Store
@@ -86,7 +86,7 @@ class Operations:
             return "starting"
         if task.done():
             return "stopped"
-        return "ok" if adapter_ready(adapter) else "not connected"
+        return "ok" if adapter.ready else "not connected"
 
     def _log_change(self, problems: dict[str, str]) -> None:
         """Log when readiness changes, not on every probe."""

@@ -1,33 +1,42 @@
-"""Which adapters a configuration enables, built lazily so an unused platform library is never imported.
+"""The platforms a bridge can serve: one field each, named after the platform's folder in ``adapters/``.
 
-Adapters that listen for webhooks mount their routes on the shared ``HttpServer`` while they are
-built, because the server's routes are fixed once it starts.
+The field's type is the platform's settings section (``adapters.<name>``); its folder's package
+exposes ``build(settings, routes)``, which imports the platform library only when the adapter is
+enabled, so an unused platform's library is never loaded. Adapters that listen for webhooks mount
+their routes on the shared HTTP server while they are built, because its routes are fixed once it
+starts.
 """
 
 from __future__ import annotations
 
-from adapters.console.adapter import ConsoleAdapter
-from adapters.kit import Adapter
-from chatbridge.config import Config
-from chatbridge.http_server import HttpServer
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from adapters.console.settings import ConsoleSettings
+from adapters.discord.settings import DiscordSettings
+from adapters.kit import Adapter, AdapterSection, Routes
+from adapters.slack.settings import SlackSettings
+from adapters.telegram.settings import TelegramSettings
 
 
-def enabled_adapters(config: Config, server: HttpServer) -> list[Adapter]:
+class AdaptersSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    console: ConsoleSettings = ConsoleSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    slack: SlackSettings = SlackSettings()
+
+
+def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:
+    """One adapter per enabled section, in the order of the fields above."""
     adapters: list[Adapter] = []
-    if config.adapters.console.enabled:
-        adapters.append(ConsoleAdapter())
-    if config.adapters.slack.enabled:
-        from adapters.slack.adapter import SlackAdapter  # slack-bolt is imported only when Slack is enabled
-
-        adapters.append(SlackAdapter(config.adapters.slack, server))
-    if config.adapters.discord.enabled:
-        from adapters.discord.adapter import DiscordAdapter  # discord.py is imported only when Discord is enabled
-
-        adapters.append(DiscordAdapter(config.adapters.discord))
-    if config.adapters.telegram.enabled:
-        from adapters.telegram.adapter import (
-            TelegramAdapter,
-        )  # python-telegram-bot is imported only when Telegram is enabled
-
-        adapters.append(TelegramAdapter(config.adapters.telegram, config.bot, server))
+    for name in type(settings).model_fields:
+        section: AdapterSection = getattr(settings, name)
+        if section.enabled:
+            build: Callable[[Any, Routes], Adapter] = importlib.import_module(f"adapters.{name}").build
+            adapters.append(build(section, routes))
     return adapters

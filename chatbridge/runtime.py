@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from adapters.console.adapter import CONSOLE_USER
+from adapters.kit import CANCELLED_WAIT_S, Adapter
 from bots.openai_client import OpenAIChatModel
 from chatbridge.config import Config, ConfigError
 from chatbridge.metrics import BridgeMetrics
@@ -15,6 +18,8 @@ from core.observe import NULL_OBSERVER
 from core.store import Store
 from core.stores import create_store
 from core.tokens import load_token_counter
+
+log = logging.getLogger("chatbridge")
 
 SHUTDOWN_GRACE_S = 30.0
 """How long replies in flight may take to finish after SIGTERM before they are cancelled."""
@@ -53,7 +58,8 @@ def build_store(config: Config) -> Store:
 
 @asynccontextmanager
 async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> AsyncIterator[Runtime]:
-    """Everything opened here is closed on the way out, replies in flight first.
+    """Everything opened here is closed on the way out; the adapters' replies in flight must be over
+    by then (``chatbridge.cli`` waits for them).
 
     With ``metrics`` the engine reports every message to it and the model client its retries.
     """
@@ -72,7 +78,23 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
         try:
             yield Runtime(config, store, model, engine)
         finally:
-            await engine.drain(SHUTDOWN_GRACE_S)
+            engine.close()
     finally:
         await model.aclose()
         await store.close()
+
+
+async def stop_adapters(running: Mapping[asyncio.Task[None], Adapter], engine: Engine, grace_s: float) -> None:
+    """Stop taking messages, give the replies in flight ``grace_s`` to finish, then cancel the
+    adapters' tasks, which cancels the replies they still run."""
+    engine.close()
+    for adapter in running.values():
+        await adapter.stop()
+    still_running = {task for task in running if not task.done()}
+    if still_running and grace_s > 0:
+        _, still_running = await asyncio.wait(still_running, timeout=grace_s)
+    if still_running:
+        log.info("cancelling the replies still running after %.0fs", grace_s)
+        for task in still_running:
+            task.cancel()
+        await asyncio.wait(still_running, timeout=CANCELLED_WAIT_S + 1)

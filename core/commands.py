@@ -26,6 +26,35 @@ ClearSession = Callable[[str], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One entry of the command list that platforms show in their menus.
+
+    ``name`` has no slash and is lower case; ``args_hint`` describes the arguments of a command that
+    takes any (empty: none), for platforms whose menus declare parameters.
+    """
+
+    name: str
+    description: str
+    admin_only: bool = False
+    args_hint: str = ""
+
+
+def command_list(bot: BotSettings) -> tuple[CommandSpec, ...]:
+    """Every command a user can send, the configured reset commands included, each name once."""
+    described = texts.COMMAND_DESCRIPTIONS
+    resets = [CommandSpec(name.removeprefix("/").lower(), described["reset"]) for name in reset_commands(bot)]
+    fixed = [
+        CommandSpec("help", described["help"]),
+        CommandSpec("id", described["id"]),
+        CommandSpec("admin", described["admin"], admin_only=True, args_hint=texts.ADMIN_ARGS_HINT),
+    ]
+    unique: dict[str, CommandSpec] = {}
+    for spec in (*resets, *fixed):
+        unique.setdefault(spec.name, spec)
+    return tuple(unique.values())
+
+
+@dataclass(frozen=True, slots=True)
 class CommandContext:
     message: IncomingMessage
     session_key: str

@@ -19,19 +19,16 @@ from enum import StrEnum
 
 from bots.errors import (
     ContextTooLong,
-    ModelAccessDenied,
     ModelError,
-    ModelRateLimited,
-    ModelTimeout,
 )
 from bots.model import ChatModel, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
 from core.arrivals import Arrivals, Ticket
 from core.channel import ReplyChannel
-from core.commands import CommandContext, Commands
+from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import IncomingMessage
-from core.observe import NULL_OBSERVER, MessageRecord, Observer, model_error_kind
+from core.observe import NULL_OBSERVER, MessageRecord, Observer
 from core.render import StreamRenderer, send_text, typing_indicator
 from core.sessions import session_key
 from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
@@ -107,21 +104,6 @@ class _Handled:
     reply: str = ""
 
 
-_MODEL_ERROR_TEXTS: dict[type[ModelError], str] = {
-    ModelRateLimited: texts.MODEL_RATE_LIMITED,
-    ModelAccessDenied: texts.MODEL_ACCESS_DENIED,
-    ModelTimeout: texts.MODEL_TIMEOUT,
-    ContextTooLong: texts.MESSAGE_OVER_CONTEXT,
-}
-
-
-def model_error_text(error: ModelError) -> str:
-    for kind, text in _MODEL_ERROR_TEXTS.items():
-        if isinstance(error, kind):
-            return text
-    return texts.MODEL_UNAVAILABLE
-
-
 class Engine:
     def __init__(
         self,
@@ -152,10 +134,8 @@ class Engine:
             clear_session=self.clear_session,
             clock=clock,
         )
+        self._command_list = command_list(settings.bot)
         self._arrivals = Arrivals()
-        self._inflight: set[asyncio.Task[object]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._closing = False
 
     # --- public API -----------------------------------------------------------------------------
@@ -164,10 +144,6 @@ class Engine:
         """Process one incoming message to the end; never raises for a problem of this one message."""
         if self._closing:
             return Outcome.SHUTTING_DOWN
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-            self._idle.clear()
         started = time.monotonic()
         handled = _Handled(Outcome.FAILED)
         try:
@@ -184,10 +160,6 @@ class Engine:
             handled = _Handled(Outcome.FAILED, error="internal")
             await self._reply_quietly(channel, texts.INTERNAL_ERROR)
         finally:
-            if task is not None:
-                self._inflight.discard(task)
-                if not self._inflight:
-                    self._idle.set()
             self._report(message, handled, time.monotonic() - started)
         return handled.outcome
 
@@ -196,54 +168,62 @@ class Engine:
         async with self._store.lease(key, self._settings.lease_ttl_s):
             return await self._store.clear_session(key)
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop taking messages, let replies in flight finish for up to ``grace_s``, cancel the rest.
+    @property
+    def commands(self) -> tuple[CommandSpec, ...]:
+        """Every command users can send, for the platforms' command menus."""
+        return self._command_list
 
-        It waits for the handlers, not for the tasks running them: an adapter may call ``handle``
-        from its own long-lived task, which must not be cancelled for outliving the reply.
+    def close(self) -> None:
+        """Take no new messages from now on (shutdown); those being answered go on to the end.
+
+        Waiting for them, and cancelling what outlives the grace period, is the adapters' part:
+        they know which updates are theirs.
         """
         self._closing = True
-        if self._idle.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
-        except TimeoutError:
-            unfinished = list(self._inflight)
-            log.info("cancelling %d replies still running after %.0fs", len(unfinished), grace_s)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.wait_for(self._idle.wait(), 5)
 
     # --- the pipeline ---------------------------------------------------------------------------
 
     async def _handle(self, message: IncomingMessage, channel: ReplyChannel) -> _Handled:
-        if message.from_bot:
+        """Design section 2 in order; the numbers are the design's steps (see the module docstring
+        for why the pure checks 2 and 4 come first)."""
+        if message.from_bot:  # 2. ignore bots, the bridge itself included
             return _Handled(Outcome.IGNORED_BOT)
-        addressed = address(message, self._settings.bot)
+        addressed = address(message, self._settings.bot)  # 4. trigger
         if addressed is None:
             return _Handled(Outcome.NOT_ADDRESSED)
-        key = session_key(message, self._settings.session.scope)
+        key = session_key(message, self._settings.session.scope)  # 8. which session it belongs to
         ticket = self._arrivals.ticket(key)
         try:
-            return await self._handle_addressed(message, addressed, key, ticket, channel)
+            refusal = self._refusal(addressed.text) if addressed.command is None else None
+            if addressed.command is None and refusal is None:
+                # 1, 3, 6, 7, 8: dedupe, access, rate limit, queue and session lease are one store
+                # step; then 10-12: window, model call, delivery and commit.
+                return await self._take_turn(message, addressed, key, ticket, channel)
+            # 1, 3: dedupe and access; then 5: the command, or the prompt's refusal.
+            return await self._answer_directly(message, addressed, key, ticket, channel, refusal)
         finally:
             ticket.give_back()
 
-    async def _handle_addressed(
-        self, message: IncomingMessage, addressed: Addressed, key: str, ticket: Ticket, channel: ReplyChannel
+    async def _answer_directly(
+        self,
+        message: IncomingMessage,
+        addressed: Addressed,
+        key: str,
+        ticket: Ticket,
+        channel: ReplyChannel,
+        refusal: str | None,
     ) -> _Handled:
-        refusal = self._refusal(addressed.text) if addressed.command is None else None
-        if addressed.command is None and refusal is None:
-            return await self._take_turn(message, addressed, key, ticket, channel)
+        """A command or a refused prompt: answered without the model, after the checks every message
+        gets, in the session's arrival order."""
         first, overrides = await self._store.first_seen_with_access(f"msg:{message.dedupe_key}", DEDUPE_TTL_S)
         if not first:
             return _Handled(Outcome.DUPLICATE)
-        is_admin = self._access.is_admin(message.user_id)
         if not self._allowed(message, overrides):
             await self._tell_denied(message, addressed, key, channel)
             return _Handled(Outcome.DENIED, key)
         await ticket.wait_for_earlier()
         if addressed.command is not None:
+            is_admin = self._access.is_admin(message.user_id)
             context = CommandContext(message=message, session_key=key, is_admin=is_admin)
             await send_text(channel, await self._commands.run(addressed.command, context))
             return _Handled(Outcome.COMMAND, key)
@@ -351,13 +331,13 @@ class Engine:
             timing.done()
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
             await self._record_usage(UsageDelta(day_of(now), message.user_id, message.chat_id, errors=1))
-            notice = model_error_text(error)
+            notice = texts.MODEL_ERRORS[error.kind]
             partial = "".join(streamed)
             await renderer.finish(f"{partial}\n\n{notice}" if partial else notice)
             return _Handled(
                 Outcome.FAILED,
                 key,
-                error=model_error_kind(error),
+                error=error.kind,
                 model_s=timing.model_s,
                 first_token_s=timing.first_token_s,
             )

@@ -26,9 +26,6 @@ class IncomingMessage:
     ``mention_texts`` are the literal strings the adapter recognised as mentions of the bot (for
     example ``@chatbridge_bot`` or ``<@U123>``); the engine strips them from the text it sends to the
     model, so it never has to know a platform's mention syntax.
-
-    ``is_command`` marks a platform-native command (a Discord or Slack slash command) whose text the
-    adapter has already rewritten to the common ``/name args`` form.
     """
 
     platform: str
@@ -43,7 +40,6 @@ class IncomingMessage:
     mention_texts: tuple[str, ...] = ()
     reply_to_bot: bool = False
     thread_id: str | None = None
-    is_command: bool = False
     received_at: float = field(default_factory=time.time)
 
     @property

@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout
-
 
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """One message as the engine finished with it.
 
-    ``error`` names the kind of failure (see ``error_kind``) or is None. ``model_s`` is the time
+    ``error`` names the kind of failure (a model error's ``kind``, or the engine's own) or is None. ``model_s`` is the time
     spent in the model call, retries included, and ``first_token_s`` the time until its first
     piece of text reached the user; both are None when the model was not called (or sent no text).
     """
@@ -46,18 +44,3 @@ class NullObserver:
 
 
 NULL_OBSERVER = NullObserver()
-
-_MODEL_ERROR_KINDS: dict[type[ModelError], str] = {
-    ModelRateLimited: "model_rate_limited",
-    ModelAccessDenied: "model_access_denied",
-    ModelTimeout: "model_timeout",
-    ContextTooLong: "context_too_long",
-}
-
-
-def model_error_kind(error: ModelError) -> str:
-    """A short, fixed label for a model failure (also used for retries)."""
-    for kind, label in _MODEL_ERROR_KINDS.items():
-        if isinstance(error, kind):
-            return label
-    return "model_unavailable"

@@ -1,5 +1,5 @@
 """The configuration sections the engine itself reads (``bot``, ``context``, ``session``, ``access``,
-``limits``, ``store``, ``server``).
+``limits``, ``store``).
 
 They are plain pydantic models; the file/environment loading lives with the command line in
 ``chatbridge.config`` so that this room stays free of process concerns.
@@ -99,8 +99,3 @@ class StoreSettings(_Section):
     redis_max_connections: int = Field(
         100, gt=0, description="per process; more concurrent commands wait for a free one"
     )
-
-
-class ServerSettings(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)

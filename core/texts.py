@@ -26,6 +26,14 @@ MODEL_RATE_LIMITED = "The model provider is rate-limiting this bridge right now.
 MODEL_ACCESS_DENIED = "The model provider refused the request (API key or quota problem). An admin needs to check the bridge's model settings."
 MODEL_TIMEOUT = "The model took too long to answer. Please try again."
 MODEL_UNAVAILABLE = "The model could not be reached or sent a broken answer. Please try again later."
+MODEL_ERRORS = {
+    "model_rate_limited": MODEL_RATE_LIMITED,
+    "model_access_denied": MODEL_ACCESS_DENIED,
+    "model_timeout": MODEL_TIMEOUT,
+    "context_too_long": MESSAGE_OVER_CONTEXT,
+    "model_unavailable": MODEL_UNAVAILABLE,
+}
+"""The answer to each ``kind`` of ``bots.errors.ModelError``."""
 
 ADMIN_USAGE = (
     "Admin commands:\n"
@@ -80,9 +88,14 @@ COMMAND_DESCRIPTIONS = {
     "admin": "Admin: sessions, access and usage (try: sessions, stats)",
 }
 """One line per command for platforms that list native commands (Discord and Slack slash commands)."""
+ADMIN_ARGS_HINT = "sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats"
 
 ONLY_TEXT_SUPPORTED = "I can only read text messages for now. Please write your question as text."
 """The answer to a photo, sticker, voice message or file in a private chat."""
+
+SUPERSEDED_MESSAGE = "…"
+"""What a message shows when a final text needs fewer messages than were already streamed: platform
+messages cannot be taken back through ``ReplyChannel``, and repeating stale text would be worse."""
 
 REPLY_PLACEHOLDER = "Thinking…"
 """What a reply shows until its first words arrive, on platforms that post a placeholder (Slack)."""

@@ -13,8 +13,8 @@ import uuid
 from itertools import count
 from typing import TextIO
 
+from adapters.kit import MessageHandler
 from core.channel import PlatformLimits
-from core.engine import Engine
 from core.events import ChatKind, IncomingMessage
 
 CONSOLE_USER = "console:local"
@@ -67,10 +67,17 @@ class ConsoleAdapter:
         self._run_id = uuid.uuid4().hex[:12]
         self._ids = count(1)
         self._stopped = asyncio.Event()
+        self._reading = False
 
-    async def run(self, engine: Engine) -> None:
+    @property
+    def ready(self) -> bool:
+        """The terminal is there for as long as the chat reads it."""
+        return self._reading and not self._stopped.is_set()
+
+    async def run(self, handler: MessageHandler) -> None:
         interactive = self._stdin.isatty()
         lines = _LineReader(self._stdin)
+        self._reading = True
         if interactive:
             self._stdout.write("chatbridge console. /help lists the commands; Ctrl-D or Ctrl-C quits.\n")
         try:
@@ -82,8 +89,9 @@ class ConsoleAdapter:
                 if line is None:
                     break
                 if line.strip():
-                    await self._ask(engine, line.strip())
+                    await self._ask(handler, line.strip())
         finally:
+            self._reading = False
             if interactive:
                 self._stdout.write("\n")
                 self._stdout.flush()
@@ -104,7 +112,7 @@ class ConsoleAdapter:
                 task.cancel()
         return read.result() if read in done else None
 
-    async def _ask(self, engine: Engine, text: str) -> None:
+    async def _ask(self, handler: MessageHandler, text: str) -> None:
         message = IncomingMessage(
             platform="console",
             message_id=f"{self._run_id}-{next(self._ids)}",
@@ -115,7 +123,7 @@ class ConsoleAdapter:
             user_name="you",
         )
         channel = ConsoleChannel(self._stdout)
-        await engine.handle(message, channel)
+        await handler.handle(message, channel)
         channel.end()
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+import re
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import discord
@@ -32,11 +33,10 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from adapters.kit import AdapterStartupError
-from chatbridge.config import DiscordSettings
-from core import texts
-from core.channel import PlatformLimits, PlatformRateLimited
-from core.engine import Engine
+from adapters.discord.settings import DiscordSettings
+from adapters.kit import MessageHandler, UpdatesInFlight, menu, rate_limited, startup_error, startup_errors
+from core.channel import PlatformLimits
+from core.commands import CommandSpec
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.discord")
@@ -50,8 +50,8 @@ MAX_RATE_LIMIT_WAIT_S = 30.0
 """Shorter 429 waits discord.py sits out itself; longer ones (its minimum cut-off) come back to the
 renderer as ``PlatformRateLimited`` instead of silently stalling a reply."""
 THREAD_NAME_CHARS = 60
-INTENT_MISSING = "discord: enable the Message Content intent in the Developer Portal → Bot → Privileged Gateway Intents"
-TOKEN_REFUSED = "discord: the bot token was refused; check adapters.discord.token (CHATBRIDGE_ADAPTERS__DISCORD__TOKEN)"
+INTENT_MISSING = "enable the Message Content intent in the Developer Portal → Bot → Privileged Gateway Intents"
+TOKEN_REFUSED = "the bot token was refused; check adapters.discord.token (CHATBRIDGE_ADAPTERS__DISCORD__TOKEN)"
 GATEWAY_REFUSALS = {
     4004: "authentication failed; check adapters.discord.token",
     4010: "invalid shard; check adapters.discord.shard_count and shard_ids",
@@ -72,7 +72,8 @@ INVITE_PERMISSIONS = discord.Permissions(
 EPHEMERAL_COMMANDS = frozenset({"id", "admin"})
 """Slash commands whose answers only the caller sees: identities and admin output are personal."""
 
-_T = TypeVar("_T")
+_COMMAND_NAME = re.compile(r"[-_a-z0-9]{1,32}")
+"""Slash command names Discord accepts (lower case; it allows letters of other scripts too)."""
 
 
 class _NoVoiceWarnings(logging.Filter):
@@ -135,12 +136,26 @@ def _build_client(settings: DiscordSettings) -> discord.Client:
 
 async def _login(client: discord.Client, settings: DiscordSettings) -> None:
     """Log in over HTTP (who we are, which application), turning failures into one clear line."""
-    try:
+    with startup_errors(PLATFORM, _login_problem):
         await client.login(settings.token.get_secret_value())
-    except discord.LoginFailure:
-        raise AdapterStartupError(TOKEN_REFUSED) from None
-    except (discord.DiscordException, aiohttp.ClientError, OSError) as exc:
-        raise AdapterStartupError(f"discord: cannot log in: {type(exc).__name__}: {exc}") from None
+
+
+def _login_problem(error: Exception) -> str | None:
+    if isinstance(error, discord.LoginFailure):
+        return TOKEN_REFUSED
+    if isinstance(error, discord.DiscordException | aiohttp.ClientError | OSError):
+        return f"cannot log in: {type(error).__name__}: {error}"
+    return None
+
+
+def _gateway_problem(error: Exception) -> str | None:
+    """Why the gateway loop gave up for good, in the bridge's terms (see ``GATEWAY_REFUSALS``)."""
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return INTENT_MISSING
+    if isinstance(error, discord.ConnectionClosed):
+        hint = GATEWAY_REFUSALS.get(error.code, "see Discord's gateway close codes")
+        return f"the gateway closed the connection ({error.code}): {hint}"
+    return None
 
 
 def _has_message_content_intent(client: discord.Client) -> bool:
@@ -225,19 +240,15 @@ def translate_command(interaction: discord.Interaction, text: str) -> IncomingMe
         chat_kind=place.kind,
         user_name=interaction.user.display_name,
         thread_id=place.thread_id,
-        is_command=True,
     )
 
 
 # --- replies ----------------------------------------------------------------------------------
 
 
-async def _platform_call(call: Awaitable[_T]) -> _T:
-    """A REST call whose long 429 is the renderer's to wait out (see ``MAX_RATE_LIMIT_WAIT_S``)."""
-    try:
-        return await call
-    except discord.RateLimited as limited:
-        raise PlatformRateLimited(limited.retry_after) from None
+def _retry_after(error: Exception) -> float | None:
+    """A long 429 is the renderer's to wait out (see ``MAX_RATE_LIMIT_WAIT_S``)."""
+    return error.retry_after if isinstance(error, discord.RateLimited) else None
 
 
 def _thread_name(message: discord.Message) -> str:
@@ -266,15 +277,15 @@ class MessageReplies:
     async def send(self, text: str) -> object:
         target = await self._destination()
         reference, self._reference = self._reference, None
-        return await _platform_call(target.send(text, reference=reference))
+        return await rate_limited(target.send(text, reference=reference), _retry_after)
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
-        await _platform_call(handle.edit(content=text))
+        await rate_limited(handle.edit(content=text), _retry_after)
 
     async def typing(self) -> None:
         target = await self._destination()
-        await _platform_call(target.typing())
+        await rate_limited(target.typing(), _retry_after)
 
     async def _destination(self) -> discord.abc.Messageable:
         """Decided once, under a lock: the typing signal and the first message race for it."""
@@ -331,7 +342,7 @@ class DiscordAdapter:
     """Runs one discord.py client (or a range of shards) and feeds the engine.
 
     ``stop`` stops taking new messages at once; the client, and with it the HTTP session replies
-    are sent on, closes only after the replies in flight have finished (the engine's drain bounds
+    are sent on, closes only after the replies in flight have finished (cancelling ``run`` bounds
     how long that takes).
     """
 
@@ -340,7 +351,7 @@ class DiscordAdapter:
     def __init__(self, settings: DiscordSettings) -> None:
         self._settings = settings
         self._stopping = asyncio.Event()
-        self._handlers: set[asyncio.Task[object]] = set()
+        self._updates = UpdatesInFlight()
         self._client: discord.Client | None = None
 
     @property
@@ -353,11 +364,11 @@ class DiscordAdapter:
             return bool(client.shards) and not any(shard.is_closed() for shard in client.shards.values())
         return client.ws is not None and client.ws.open
 
-    async def run(self, engine: Engine) -> None:
+    async def run(self, handler: MessageHandler) -> None:
         with _endpoints(self._settings):
             self._client = client = _build_client(self._settings)
             tree = app_commands.CommandTree(client)
-            self._register(client, tree, engine)
+            self._register(client, tree, handler)
             try:
                 await _login(client, self._settings)
                 await self._sync_commands(tree)
@@ -374,7 +385,7 @@ class DiscordAdapter:
             try:
                 await _login(client, self._settings)
                 if not _has_message_content_intent(client):
-                    raise AdapterStartupError(INTENT_MISSING)
+                    raise startup_error(PLATFORM, INTENT_MISSING)
                 assert client.user is not None and client.application_id is not None
                 invite = discord.utils.oauth_url(
                     client.application_id, permissions=INVITE_PERMISSIONS, scopes=("bot", "applications.commands")
@@ -394,8 +405,7 @@ class DiscordAdapter:
             if connection.done():
                 connection.result()
                 return
-            if self._handlers:
-                await asyncio.wait(set(self._handlers))
+            await self._updates.wait()
         finally:
             stopping.cancel()
             connection.cancel()
@@ -405,13 +415,8 @@ class DiscordAdapter:
     async def _connect(client: discord.Client) -> None:
         """The gateway loop; discord.py reconnects and resumes by itself after a drop, and gives up
         only on a close that retrying cannot fix (bad intents, sharding required, invalid shard)."""
-        try:
+        with startup_errors(PLATFORM, _gateway_problem):
             await client.connect()
-        except discord.PrivilegedIntentsRequired:
-            raise AdapterStartupError(INTENT_MISSING) from None
-        except discord.ConnectionClosed as closed:
-            hint = GATEWAY_REFUSALS.get(closed.code, "see Discord's gateway close codes")
-            raise AdapterStartupError(f"discord: the gateway closed the connection ({closed.code}): {hint}") from None
 
     @staticmethod
     async def _sync_commands(tree: app_commands.CommandTree) -> None:
@@ -422,38 +427,33 @@ class DiscordAdapter:
         except (discord.HTTPException, discord.RateLimited) as exc:
             log.warning("could not register the slash commands (%s); text commands still work", exc)
 
-    def _register(self, client: discord.Client, tree: app_commands.CommandTree, engine: Engine) -> None:
+    def _register(self, client: discord.Client, tree: app_commands.CommandTree, handler: MessageHandler) -> None:
         async def on_message(message: discord.Message) -> None:
-            await self._on_message(client, engine, message)
+            await self._on_message(client, handler, message)
 
         client.event(on_message)
-        for name in ("reset", "help", "id"):
-            tree.add_command(
-                app_commands.Command(
-                    name=name,
-                    description=texts.COMMAND_DESCRIPTIONS[name],
-                    callback=self._slash_callback(engine, name),
-                )
-            )
+        for spec in menu(handler.commands, _COMMAND_NAME):
+            tree.add_command(self._slash_command(handler, spec))
 
-        @tree.command(name="admin", description=texts.COMMAND_DESCRIPTIONS["admin"])
-        @app_commands.describe(
-            args="sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats"
-        )
-        async def admin(interaction: discord.Interaction, args: str = "") -> None:
-            await self._on_slash(engine, interaction, "admin", args)
-
-    def _slash_callback(self, engine: Engine, name: str) -> Callable[[discord.Interaction], Coroutine[Any, Any, None]]:
+    def _slash_command(self, handler: MessageHandler, spec: CommandSpec) -> app_commands.Command[Any, ..., None]:
         """A callback of its own per command: discord.py reads the parameters off its signature."""
+        if spec.args_hint:
 
-        async def callback(interaction: discord.Interaction) -> None:
-            await self._on_slash(engine, interaction, name, "")
+            async def with_args(interaction: discord.Interaction, args: str = "") -> None:
+                await self._on_slash(handler, interaction, spec.name, args)
 
-        return callback
+            callback: Callable[..., Coroutine[Any, Any, None]] = app_commands.describe(args=spec.args_hint)(with_args)
+        else:
+
+            async def bare(interaction: discord.Interaction) -> None:
+                await self._on_slash(handler, interaction, spec.name, "")
+
+            callback = bare
+        return app_commands.Command(name=spec.name, description=spec.description, callback=callback)
 
     # --- one event ------------------------------------------------------------------------------
 
-    async def _on_message(self, client: discord.Client, engine: Engine, message: discord.Message) -> None:
+    async def _on_message(self, client: discord.Client, handler: MessageHandler, message: discord.Message) -> None:
         if self._stopping.is_set():
             return
         assert client.user is not None  # set by login, before the gateway delivers anything
@@ -461,9 +461,9 @@ class DiscordAdapter:
         if incoming is None:
             return
         replies = MessageReplies(message, open_thread=_opens_thread(message, self._settings.auto_thread))
-        await self._handle(engine, incoming, replies)
+        await self._handle(handler, incoming, replies)
 
-    async def _on_slash(self, engine: Engine, interaction: discord.Interaction, name: str, args: str) -> None:
+    async def _on_slash(self, handler: MessageHandler, interaction: discord.Interaction, name: str, args: str) -> None:
         if self._stopping.is_set():
             return
         ephemeral = name in EPHEMERAL_COMMANDS
@@ -474,7 +474,7 @@ class DiscordAdapter:
         except discord.NotFound:
             log.warning("slash command /%s expired before it could be answered", name)
             return
-        await self._handle(engine, incoming, replies)
+        await self._handle(handler, incoming, replies)
         if not replies.sent:
             # The engine chose silence (a denied user under on_denied: ignore): drop "thinking…".
             # Cosmetic: left alone, Discord ends it itself when the interaction expires (15 min).
@@ -482,13 +482,8 @@ class DiscordAdapter:
                 await interaction.delete_original_response()
 
     async def _handle(
-        self, engine: Engine, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies
+        self, handler: MessageHandler, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies
     ) -> None:
         """Track the event's task (discord.py made one per event) so shutdown can wait for it."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await engine.handle(incoming, replies)
-        finally:
-            self._handlers.discard(task)
+        with self._updates.track():
+            await handler.handle(incoming, replies)

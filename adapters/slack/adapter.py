@@ -44,13 +44,19 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.kit import AdapterStartupError, UpdateTasks
+from adapters.kit import (
+    MessageHandler,
+    Routes,
+    UpdatesInFlight,
+    rate_limited,
+    setting,
+    startup_error,
+    startup_errors,
+)
 from adapters.slack.format import to_mrkdwn
-from chatbridge.config import SlackSettings
-from chatbridge.http_server import HttpServer
+from adapters.slack.settings import SlackSettings
 from core import texts
-from core.channel import PlatformLimits, PlatformRateLimited
-from core.engine import Engine
+from core.channel import PlatformLimits
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.slack")
@@ -140,7 +146,6 @@ def translate_command(command: Mapping[str, Any]) -> IncomingMessage:
         text=f"/{words}" if words else "/help",
         chat_kind=ChatKind.PRIVATE if channel.startswith("D") else ChatKind.GROUP,
         user_name=str(command.get("user_name") or ""),
-        is_command=True,
     )
 
 
@@ -154,14 +159,11 @@ def is_late_retry(headers: Mapping[str, Sequence[str]]) -> bool:
 # --- replies --------------------------------------------------------------------------------------
 
 
-async def _platform_call(call: Awaitable[_T]) -> _T:
-    """Turn Slack's 429 into the renderer's signal to wait, so pacing stays in one place."""
-    try:
-        return await call
-    except SlackApiError as error:
-        if error.response.status_code == 429:
-            raise PlatformRateLimited(float(error.response.headers.get("Retry-After", "1"))) from None
-        raise
+def _retry_after(error: Exception) -> float | None:
+    """Slack's 429 carries the wait in its ``Retry-After`` header."""
+    if isinstance(error, SlackApiError) and error.response.status_code == 429:
+        return float(error.response.headers.get("Retry-After", "1"))
+    return None
 
 
 class ThreadChannel:
@@ -197,7 +199,9 @@ class ThreadChannel:
         return await self._post(to_mrkdwn(text))
 
     async def edit(self, handle: object, text: str) -> None:
-        await _platform_call(self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)))
+        await rate_limited(
+            self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)), _retry_after
+        )
 
     async def discard_placeholder(self) -> None:
         """Remove a placeholder no answer took over (the turn was cancelled at shutdown, say)."""
@@ -229,8 +233,8 @@ class ThreadChannel:
             return None
 
     async def _post(self, mrkdwn: str) -> str:
-        response = await _platform_call(
-            self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread_ts, text=mrkdwn)
+        response = await rate_limited(
+            self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread_ts, text=mrkdwn), _retry_after
         )
         if self._thread_ts is not None:
             self._on_posted((self._channel, self._thread_ts))
@@ -281,7 +285,7 @@ class _RecentSet:
 class SlackAdapter:
     name = PLATFORM
 
-    def __init__(self, settings: SlackSettings, server: HttpServer) -> None:
+    def __init__(self, settings: SlackSettings, routes: Routes) -> None:
         self._settings = settings
         self._client = AsyncWebClient(
             token=settings.bot_token.get_secret_value(),
@@ -300,11 +304,11 @@ class SlackAdapter:
         )
         self._register_listeners()
         if http:
-            server.add_route("POST", EVENTS_PATH, self._serve_http)
+            routes.add_route("POST", EVENTS_PATH, self._serve_http)
         self._threads = _RecentSet(FOLLOWED_THREADS)
-        self._engine: Engine | None = None
+        self._handler: MessageHandler | None = None
         self._bot: BotIdentity | None = None
-        self._updates = UpdateTasks()
+        self._updates = UpdatesInFlight()
         self._socket: AsyncSocketModeHandler | None = None
         self._stopped = asyncio.Event()
 
@@ -321,7 +325,7 @@ class SlackAdapter:
         session = self._socket.client.current_session
         return session is not None and not session.closed and not self._socket.client.stale
 
-    async def run(self, engine: Engine) -> None:
+    async def run(self, handler: MessageHandler) -> None:
         # One connection pool for every Web API call (Bolt's per-request clients share it too);
         # without it slack_sdk opens a new connection, TLS handshake included, for each call.
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._client.timeout))
@@ -329,18 +333,20 @@ class SlackAdapter:
         try:
             bot = await self._identify()
             # Set before connecting: Slack may send queued events the moment the socket opens.
-            self._engine, self._bot = engine, bot
+            self._handler, self._bot = handler, bot
             if self._settings.mode == "socket":
                 self._socket = await self._open_socket()
             log.info("receiving events as @%s in %s (%s mode)", bot.name, bot.team, self._settings.mode)
             await self._stopped.wait()
         finally:
-            if self._socket is not None:
-                await self._socket.close_async()
-            # Replies in flight are the engine's to finish (or cancel) during its drain; waiting for
-            # them here lets an unused placeholder still be removed before the adapter is gone.
-            await self._updates.wait()
-            await session.close()
+            try:
+                if self._socket is not None:
+                    await self._socket.close_async()
+                # Waiting for the replies in flight (cancelling run bounds the wait) lets an unused
+                # placeholder still be removed before the session closes.
+                await self._updates.wait()
+            finally:
+                await session.close()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -360,8 +366,8 @@ class SlackAdapter:
         if granted is not None:
             missing = sorted(set(REQUIRED_SCOPES) - {scope.strip() for scope in granted.split(",")})
             if missing:
-                raise AdapterStartupError(
-                    f"slack: the bot token lacks the scope(s) {', '.join(missing)}; add them and reinstall the app"
+                raise startup_error(
+                    PLATFORM, f"the bot token lacks the scope(s) {', '.join(missing)}; add them and reinstall the app"
                 )
         return BotIdentity(
             user_id=str(response["user_id"]),
@@ -393,13 +399,16 @@ class SlackAdapter:
     async def _startup_call(
         self, method: str, key: str, call: Coroutine[Any, Any, AsyncSlackResponse]
     ) -> AsyncSlackResponse:
-        try:
+        def problem(error: Exception) -> str | None:
+            if isinstance(error, SlackApiError):
+                reason = error.response.get("error") or f"HTTP {error.response.status_code}"
+                return f"{method} failed: {reason} (check {setting(PLATFORM, key)})"
+            if isinstance(error, aiohttp.ClientError | OSError | TimeoutError):
+                return f"cannot reach {self._client.base_url}: {type(error).__name__}"
+            return None
+
+        with startup_errors(PLATFORM, problem):
             return await call
-        except SlackApiError as error:
-            reason = error.response.get("error") or f"HTTP {error.response.status_code}"
-            raise AdapterStartupError(f"slack: {method} failed: {reason} (check adapters.slack.{key})") from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise AdapterStartupError(f"slack: cannot reach {self._client.base_url}: {type(error).__name__}") from None
 
     # --- receiving ------------------------------------------------------------------------------
 
@@ -416,8 +425,8 @@ class SlackAdapter:
             ack: Callable[[], Awaitable[None]], command: dict[str, Any], respond: AsyncRespond
         ) -> None:
             await ack()
-            if self._engine is not None:
-                self._updates.spawn(self._engine.handle(translate_command(command), EphemeralChannel(respond)))
+            if self._handler is not None:
+                self._updates.spawn(self._handler.handle(translate_command(command), EphemeralChannel(respond)))
 
         self._app.event("app_mention")(on_mention)
         self._app.event("message")(on_message)
@@ -435,7 +444,7 @@ class SlackAdapter:
         return await to_aiohttp_response(response)
 
     def _accept_event(self, event: Mapping[str, Any], request: AsyncBoltRequest, *, mention_event: bool) -> None:
-        if self._engine is None or self._bot is None:
+        if self._handler is None or self._bot is None:
             return
         if is_late_retry(request.headers):
             log.debug("dropped a retry of an event we acked late (ts %s)", event.get("ts"))
@@ -447,11 +456,11 @@ class SlackAdapter:
         message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
         if message is not None:
             channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
-            self._updates.spawn(self._answer(self._engine, message, channel))
+            self._updates.spawn(self._answer(self._handler, message, channel))
 
-    async def _answer(self, engine: Engine, message: IncomingMessage, channel: ThreadChannel) -> None:
+    async def _answer(self, handler: MessageHandler, message: IncomingMessage, channel: ThreadChannel) -> None:
         try:
-            await engine.handle(message, channel)
+            await handler.handle(message, channel)
         finally:
             try:
                 await channel.discard_placeholder()

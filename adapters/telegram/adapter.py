@@ -24,14 +24,13 @@ another chat; ordering within a session is the engine's job. Replies are HTML (s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hmac
 import logging
 import re
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -41,17 +40,13 @@ from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, T
 from telegram.ext import Updater
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.kit import AdapterStartupError, UpdateTasks
+from adapters.kit import MessageHandler, Routes, UpdatesInFlight, menu, rate_limited, setting, startup_errors
 from adapters.telegram.format import markdown_to_html
-from chatbridge.config import TelegramSettings
-from chatbridge.http_server import HttpServer
+from adapters.telegram.settings import TelegramSettings
 from core import texts
 from core.channel import PlatformLimits, PlatformRateLimited
-from core.engine import Engine
 from core.events import ChatKind, IncomingMessage
 from core.render import send_text
-from core.settings import BotSettings
-from core.triggers import reset_commands
 
 log = logging.getLogger("chatbridge.telegram")
 
@@ -105,31 +100,37 @@ class TelegramChannel:
     async def send(self, text: str) -> object:
         """Only the first message of an answer replies to the question; the rest follow it."""
         reply = ReplyParameters(self._reply_to, allow_sending_without_reply=True) if self._reply_to else None
-        with _rate_limits():
-            sent = await _formatted(
+        sent = await rate_limited(
+            _formatted(
                 lambda **body: self._bot.send_message(
                     self._chat_id, message_thread_id=self._thread_id, reply_parameters=reply, **body
                 ),
                 text,
-            )
+            ),
+            _retry_after,
+        )
         self._reply_to = None
         return sent.message_id
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, int)
         try:
-            with _rate_limits():
-                await _formatted(
+            await rate_limited(
+                _formatted(
                     lambda **body: self._bot.edit_message_text(chat_id=self._chat_id, message_id=handle, **body),
                     text,
-                )
+                ),
+                _retry_after,
+            )
         except BadRequest as error:
             if _NOT_MODIFIED not in str(error).lower():
                 raise
 
     async def typing(self) -> None:
-        with _rate_limits():
-            await self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id)
+        await rate_limited(
+            self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id),
+            _retry_after,
+        )
 
 
 async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) -> Message:
@@ -146,20 +147,16 @@ async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) 
     return result
 
 
-@contextlib.contextmanager
-def _rate_limits() -> Iterator[None]:
-    """Telegram's 429 becomes the core's signal, so the shared renderer waits it out."""
-    try:
-        yield
-    except RetryAfter as limited:
-        raise PlatformRateLimited(_seconds(limited)) from None
+def _retry_after(error: Exception) -> float | None:
+    """The wait a 429 asks for, from python-telegram-bot's ``RetryAfter``.
 
-
-def _seconds(limited: RetryAfter) -> float:
-    # PTB 22 returns an int with a deprecation warning, and a timedelta once it switches over.
+    PTB 22 returns an int with a deprecation warning, and a timedelta once it switches over.
+    """
+    if not isinstance(error, RetryAfter):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = limited.retry_after
+        value = error.retry_after
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
@@ -173,7 +170,7 @@ def translate(message: Message, me: User) -> IncomingMessage | None:
     sender = message.from_user
     if kind is None or sender is None or message.text is None:
         return None
-    text, is_command = _command_text(message, me)
+    text = _command_text(message, me)
     if text is None:
         return None
     mentions = _mentions(message, me)
@@ -190,11 +187,10 @@ def translate(message: Message, me: User) -> IncomingMessage | None:
         mention_texts=mentions,
         reply_to_bot=_replies_to(message, me),
         thread_id=None if (topic := _topic(message)) is None else str(topic),
-        is_command=is_command,
     )
 
 
-def _command_text(message: Message, me: User) -> tuple[str | None, bool]:
+def _command_text(message: Message, me: User) -> str | None:
     """The text with a leading command's ``@BotUsername`` removed; None for another bot's command."""
     text = message.text or ""
     for entity in message.entities:
@@ -202,10 +198,10 @@ def _command_text(message: Message, me: User) -> tuple[str | None, bool]:
             command = message.parse_entity(entity)
             name, _, target = command.partition("@")
             if target and target.lower() != (me.username or "").lower():
-                return None, True
+                return None
             name = "/help" if name.lower() == "/start" else name
-            return name + text[len(command) :], True
-    return text, False
+            return name + text[len(command) :]
+    return text
 
 
 def _mentions(message: Message, me: User) -> tuple[str, ...]:
@@ -248,8 +244,7 @@ class TelegramAdapter:
     def __init__(
         self,
         settings: TelegramSettings,
-        bot_settings: BotSettings,
-        server: HttpServer,
+        routes: Routes,
         *,
         limits: TelegramLimits = TelegramLimits(),
         poll_timeout_s: float = 30.0,
@@ -257,7 +252,6 @@ class TelegramAdapter:
         self._settings = settings
         self._token = settings.token.get_secret_value()
         self._secret = settings.webhook_secret.get_secret_value().encode()
-        self._menu = _menu(bot_settings)
         self._limits = limits
         self._poll_timeout = dt.timedelta(seconds=poll_timeout_s)
         # python-telegram-bot logs this URL, token included, at DEBUG when the Bot is created.
@@ -265,23 +259,23 @@ class TelegramAdapter:
         self._bot = Bot(self._token, base_url=settings.base_url or DEFAULT_BASE_URL)
         self._updater: Updater | None = None
         self._pump_task: asyncio.Task[None] | None = None
-        self._engine: Engine | None = None
+        self._handler: MessageHandler | None = None
         self._listening = False
         self._stopped = asyncio.Event()
-        self._updates = UpdateTasks()
+        self._updates = UpdatesInFlight()
         self._noted_albums: deque[str] = deque(maxlen=_NOTED_ALBUMS)
         if settings.mode == "webhook":
-            server.add_route("POST", WEBHOOK_PATH, self._on_webhook)
+            routes.add_route("POST", WEBHOOK_PATH, self._on_webhook)
 
     @property
     def ready(self) -> bool:
         """Connected and taking updates (for the readiness endpoint)."""
         return self._listening and not self._stopped.is_set()
 
-    async def run(self, engine: Engine) -> None:
+    async def run(self, handler: MessageHandler) -> None:
         try:
-            with self._startup_errors():
-                await self._start(engine)
+            with startup_errors(PLATFORM, self._startup_problem):
+                await self._start(handler)
             await self._stopped.wait()
         finally:
             await self._close()
@@ -290,7 +284,7 @@ class TelegramAdapter:
         self._stopped.set()
 
     async def check(self) -> str:
-        with self._startup_errors():
+        with startup_errors(PLATFORM, self._startup_problem):
             try:
                 await self._bot.initialize()
                 username = self._bot.username
@@ -300,10 +294,10 @@ class TelegramAdapter:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    async def _start(self, engine: Engine) -> None:
+    async def _start(self, handler: MessageHandler) -> None:
         await self._bot.initialize()
-        await self._bot.set_my_commands(self._menu)
-        self._engine = engine
+        await self._bot.set_my_commands(_menu(handler))
+        self._handler = handler
         if self._settings.mode == "webhook":
             await self._bot.set_webhook(
                 self._settings.webhook_url,
@@ -333,7 +327,7 @@ class TelegramAdapter:
                 self._updates.spawn(self._process(update))
 
     async def _close(self) -> None:
-        """Stop receiving, let replies in flight end (the engine's drain bounds them), then close.
+        """Stop receiving, let replies in flight end (cancelling ``run`` bounds them), then close.
 
         Polling ends with one last getUpdates that confirms what was fetched, so nothing is fetched
         twice after a restart. A webhook stays set: Telegram keeps updates while we are down.
@@ -344,8 +338,10 @@ class TelegramAdapter:
         if self._pump_task is not None:
             self._pump_task.cancel()
             await asyncio.wait({self._pump_task})
-        await self._updates.wait()
-        await (self._updater.shutdown() if self._updater is not None else self._bot.shutdown())
+        try:
+            await self._updates.wait()
+        finally:
+            await (self._updater.shutdown() if self._updater is not None else self._bot.shutdown())
 
     # --- updates --------------------------------------------------------------------------------
 
@@ -356,7 +352,7 @@ class TelegramAdapter:
         if not hmac.compare_digest(given, self._secret):
             log.warning("webhook request without the right secret token from %s refused", request.remote)
             return web.Response(status=403)
-        if self._engine is None or self._stopped.is_set():
+        if self._handler is None or self._stopped.is_set():
             return web.Response(status=503)
         try:
             update = Update.de_json(await request.json(), self._bot)
@@ -368,13 +364,13 @@ class TelegramAdapter:
 
     async def _process(self, update: Update) -> None:
         message = update.message
-        if message is None or self._engine is None:
+        if message is None or self._handler is None:
             return
         channel = self._channel(message)
         try:
             incoming = translate(message, self._bot.bot)
             if incoming is not None:
-                await self._engine.handle(incoming, channel)
+                await self._handler.handle(incoming, channel)
             elif self._wants_text_note(message):
                 await send_text(channel, texts.ONLY_TEXT_SUPPORTED)
         except (TelegramError, PlatformRateLimited) as error:
@@ -411,31 +407,25 @@ class TelegramAdapter:
     def _polling_failed(self, error: TelegramError) -> None:
         log.warning("polling Telegram failed, retrying: %s", self._redact(str(error)))
 
-    @contextlib.contextmanager
-    def _startup_errors(self) -> Iterator[None]:
-        """One clear line naming the adapter; never the token, which some PTB messages contain."""
-        where = self._settings.base_url or DEFAULT_BASE_URL
-        try:
-            yield
-        except InvalidToken:
-            raise AdapterStartupError("telegram: the Bot API rejected the token (adapters.telegram.token)") from None
-        except BadRequest as error:
-            raise AdapterStartupError(f"telegram: the Bot API refused start-up: {self._redact(str(error))}") from None
-        except NetworkError as error:
-            raise AdapterStartupError(
-                f"telegram: cannot reach the Bot API at {where}: {self._redact(str(error))}"
-            ) from None
-        except TelegramError as error:
-            raise AdapterStartupError(f"telegram: start-up failed: {self._redact(str(error))}") from None
+    def _startup_problem(self, error: Exception) -> str | None:
+        """What went wrong at start-up, in the bridge's terms; never the token, which some PTB
+        messages contain."""
+        if isinstance(error, InvalidToken):
+            return f"the Bot API rejected the token ({setting(PLATFORM, 'token')})"
+        if isinstance(error, BadRequest):
+            return f"the Bot API refused start-up: {self._redact(str(error))}"
+        if isinstance(error, NetworkError):
+            where = self._settings.base_url or DEFAULT_BASE_URL
+            return f"cannot reach the Bot API at {where}: {self._redact(str(error))}"
+        if isinstance(error, TelegramError):
+            return f"start-up failed: {self._redact(str(error))}"
+        return None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "<token>") if self._token else text
 
 
-def _menu(bot_settings: BotSettings) -> list[BotCommand]:
-    """The commands for Telegram's menu; configured reset commands that are not valid Telegram
-    command names still work when typed, they just cannot be listed."""
-    described = texts.COMMAND_DESCRIPTIONS
-    names = [(command.removeprefix("/").lower(), described["reset"]) for command in reset_commands(bot_settings)]
-    names += [("help", described["help"]), ("id", described["id"])]
-    return [BotCommand(name, description) for name, description in names if _COMMAND_NAME.fullmatch(name)]
+def _menu(handler: MessageHandler) -> list[BotCommand]:
+    """Telegram's menu shows every user the same list, so admin commands stay out of it; commands
+    whose names Telegram refuses still work when typed."""
+    return [BotCommand(c.name, c.description) for c in menu(handler.commands, _COMMAND_NAME) if not c.admin_only]

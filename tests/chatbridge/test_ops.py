@@ -31,6 +31,7 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.kit import MessageHandler
 from bots.openai_client import OpenAIChatModel
 from chatbridge.cli import _check_port
 from chatbridge.config import Config
@@ -241,21 +242,31 @@ async def test_readyz_follows_the_store_the_adapters_and_shutdown(bridge: Bridge
     assert (await ready())[1]["adapters"] == {"fake": "stopped"}
 
 
-async def test_adapters_without_a_ready_flag_count_as_ready_while_running(bridge: Bridge) -> None:
+async def test_a_ready_adapter_counts_only_while_its_task_runs(bridge: Bridge) -> None:
     class Plain:
         name = "plain"
+        ready = True
 
-        async def run(self, engine: Engine) -> None:
+        async def run(self, handler: MessageHandler) -> None:
             await asyncio.sleep(3600)
 
+        async def stop(self) -> None: ...
+
+        async def check(self) -> str:
+            return "plain"
+
     adapter = Plain()
-    ops = Operations(store=bridge.store, metrics=bridge.metrics, adapters=[adapter])  # type: ignore[list-item]
+    ops = Operations(store=bridge.store, metrics=bridge.metrics, adapters=[adapter])
     task = asyncio.create_task(adapter.run(bridge.engine))
-    ops.running({task: adapter})  # type: ignore[dict-item]
+    ops.running({task: adapter})
     try:
         assert (await ops.readiness())["ready"] is True
     finally:
         task.cancel()
+        await asyncio.wait({task})
+    readiness = await ops.readiness()
+    assert readiness["ready"] is False
+    assert readiness["adapters"] == {"plain": "stopped"}
 
 
 # --- the HTTP server ------------------------------------------------------------------------------

@@ -487,12 +487,14 @@ async def test_unknown_admin_subcommand_shows_usage(admin_engine: Engine) -> Non
 # --- shutdown -----------------------------------------------------------------------------------
 
 
-async def test_drain_lets_replies_in_flight_finish_and_refuses_new_work(engine: Engine, fake_model: FakeModel) -> None:
+async def test_a_closed_engine_finishes_replies_in_flight_and_refuses_new_work(
+    engine: Engine, fake_model: FakeModel
+) -> None:
     fake_model.default_delay_s = 0.3
     channel = RecordingChannel()
     in_flight = asyncio.create_task(engine.handle(private("finish me"), channel))
     await asyncio.sleep(0.1)
-    await engine.drain(grace_s=5)
+    engine.close()
     assert await in_flight == Outcome.ANSWERED
     assert channel.text == "echo: finish me"
     assert await engine.handle(private("too late"), RecordingChannel()) == Outcome.SHUTTING_DOWN

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.channel import PlatformLimits, PlatformRateLimited
-from core.render import StreamRenderer, send_text, split_message, typing_indicator
+from core.render import StreamRenderer, send_text, typing_indicator
+from core.splitter import split_message
 
 
 @dataclass

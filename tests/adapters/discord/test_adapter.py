@@ -17,12 +17,14 @@ import discord
 import pytest
 import pytest_asyncio
 
-from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _platform_call
-from adapters.kit import AdapterStartupError
+from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _retry_after
+from adapters.discord.settings import DiscordSettings
+from adapters.kit import AdapterStartupError, rate_limited
 from bots.openai_client import OpenAIChatModel
-from chatbridge.config import Config, DiscordSettings
+from chatbridge.config import Config
 from chatbridge.http_server import HttpServer
 from chatbridge.registry import enabled_adapters
+from chatbridge.runtime import stop_adapters
 from core import texts
 from core.channel import PlatformRateLimited
 from core.engine import Engine
@@ -85,7 +87,7 @@ def settings_for(fake: FakeDiscord, **options: Any) -> DiscordSettings:
 @pytest_asyncio.fixture
 async def start_bridge(discord_fake: FakeDiscord, fake_model: FakeModel) -> AsyncIterator[StartBridge]:
     """Starts the bridge with engine section overrides and ``discord=`` adapter options; stops it
-    the way ``chatbridge run`` does: adapter first, then the engine drains.
+    the way ``chatbridge run`` does (``stop_adapters``).
 
     The model answers in one piece unless ``stream=True``: a streamed reply is edited at most once a
     second on Discord, and most tests are about something else.
@@ -106,9 +108,9 @@ async def start_bridge(discord_fake: FakeDiscord, fake_model: FakeModel) -> Asyn
 
     yield start
     for bridge, model in started:
-        await bridge.adapter.stop()
-        await bridge.engine.drain(2)
-        await asyncio.wait_for(bridge.task, 5)
+        await stop_adapters({bridge.task: bridge.adapter}, bridge.engine, 2)
+        if not bridge.task.cancelled():
+            bridge.task.result()
         await model.aclose()
         await bridge.store.close()
 
@@ -325,7 +327,7 @@ async def test_bots_webhooks_and_system_messages_are_ignored(start_bridge: Start
 async def test_slash_commands_are_registered(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
     commands = bridge.discord.commands
-    assert sorted(command["name"] for command in commands) == ["admin", "help", "id", "reset"]
+    assert sorted(command["name"] for command in commands) == ["admin", "help", "id", "new", "reset"]
     descriptions = [command["description"] for command in commands]
     descriptions += [option["description"] for command in commands for option in command.get("options", [])]
     assert all(0 < len(text) <= 100 for text in descriptions)  # Discord refuses the whole sync otherwise
@@ -391,10 +393,10 @@ async def test_missing_message_content_intent_is_one_clear_line(
     try:
         with pytest.raises(AdapterStartupError) as raised:
             await asyncio.wait_for(adapter.run(make_engine(MemoryStore(), model)), 10)
-        assert str(raised.value) == INTENT_MISSING
+        assert str(raised.value) == f"discord: {INTENT_MISSING}"
         with pytest.raises(AdapterStartupError) as raised:
             await adapter.check()
-        assert str(raised.value) == INTENT_MISSING
+        assert str(raised.value) == f"discord: {INTENT_MISSING}"
     finally:
         await model.aclose()
 
@@ -421,7 +423,7 @@ async def test_bad_token_is_one_clear_line_and_never_logged(
     adapter = DiscordAdapter(settings_for(discord_fake, token="not-the-token"))
     with pytest.raises(AdapterStartupError) as raised:
         await adapter.check()
-    assert str(raised.value) == TOKEN_REFUSED
+    assert str(raised.value) == f"discord: {TOKEN_REFUSED}"
     assert "not-the-token" not in caplog.text
 
 
@@ -480,7 +482,7 @@ async def test_a_long_discord_rate_limit_goes_back_to_the_renderer() -> None:
         raise discord.RateLimited(42.0)
 
     with pytest.raises(PlatformRateLimited) as raised:
-        await _platform_call(refused())
+        await rate_limited(refused(), _retry_after)
     assert raised.value.retry_after_s == 42.0
 
 
@@ -493,5 +495,5 @@ def test_shard_ids_need_a_shard_count_and_must_fit_it() -> None:
 
 def test_enabling_discord_in_the_configuration_builds_the_adapter() -> None:
     config = Config(adapters={"discord": {"enabled": True, "token": "t", "shard_count": 2}})
-    [adapter] = enabled_adapters(config, HttpServer("127.0.0.1", 0))
+    [adapter] = enabled_adapters(config.adapters, HttpServer("127.0.0.1", 0))
     assert isinstance(adapter, DiscordAdapter)

@@ -31,10 +31,12 @@ import pytest
 from adapters.kit import AdapterStartupError
 from adapters.slack.adapter import PLACEHOLDER, SlackAdapter, is_late_retry, translate_command
 from adapters.slack.format import to_mrkdwn
+from adapters.slack.settings import SlackSettings
 from bots.openai_client import OpenAIChatModel
-from chatbridge.config import Config, ConfigError, SlackSettings
+from chatbridge.config import Config, ConfigError
 from chatbridge.http_server import HttpServer
 from chatbridge.registry import enabled_adapters
+from chatbridge.runtime import stop_adapters
 from core import texts
 from core.engine import Engine
 from core.stores.memory import MemoryStore
@@ -58,6 +60,7 @@ class Bridge:
     engine: Engine
     adapter: SlackAdapter
     server: HttpServer
+    task: asyncio.Task[None]
 
     @property
     def events_url(self) -> str:
@@ -114,11 +117,11 @@ async def bridge(
         await _started(slack_adapter, running)
         if mode == "socket":
             await fake.wait_for_socket()
-        yield Bridge(fake, fake_model, store, engine, slack_adapter, server)
+        yield Bridge(fake, fake_model, store, engine, slack_adapter, server, running)
     finally:
-        await slack_adapter.stop()
-        await engine.drain(5)
-        await running
+        await stop_adapters({running: slack_adapter}, engine, 5)
+        if not running.cancelled():
+            running.result()
         await server.stop()
         await model.aclose()
         await store.close()
@@ -319,8 +322,7 @@ async def test_a_placeholder_no_answer_replaced_is_removed_at_shutdown(fake_mode
         ts = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> never answered", ts))
         await until(lambda: b.slack.in_thread("C1", ts) == [PLACEHOLDER])
-        await b.adapter.stop()
-        await b.engine.drain(0.1)
+        await stop_adapters({b.task: b.adapter}, b.engine, 0.1)
     assert b.slack.messages == []
 
 
@@ -596,7 +598,7 @@ def test_each_mode_requires_its_own_secret() -> None:
 async def test_enabled_slack_in_http_mode_mounts_the_events_route() -> None:
     config = Config(adapters={"slack": {"enabled": True, "bot_token": "xoxb", "signing_secret": "s", "mode": "http"}})
     server = HttpServer("127.0.0.1", 0)
-    adapters = enabled_adapters(config, server)
+    adapters = enabled_adapters(config.adapters, server)
     assert [adapter.name for adapter in adapters] == ["slack"]
     assert server.has_routes
 

@@ -26,15 +26,16 @@ from adapters.telegram.adapter import (
     TelegramLimits,
 )
 from adapters.telegram.format import markdown_to_html
+from adapters.telegram.settings import TelegramSettings
 from bots.openai_client import OpenAIChatModel
-from chatbridge.config import Config, ConfigError, TelegramSettings, load_config
+from chatbridge.config import Config, ConfigError, load_config
 from chatbridge.http_server import HttpServer
 from chatbridge.registry import enabled_adapters
+from chatbridge.runtime import stop_adapters
 from core import texts
 from core.channel import PlatformLimits
 from core.engine import Engine
-from core.render import split_message
-from core.settings import BotSettings
+from core.splitter import split_message
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.telegram_api import (
@@ -93,8 +94,7 @@ async def bridge(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatMo
         server = HttpServer("127.0.0.1", 0)
         webhook = {"webhook_url": "https://bridge.example/telegram/webhook", "webhook_secret": SECRET}
         config = settings(telegram, mode=mode, **(webhook if mode == "webhook" else {}))
-        bot = BotSettings(**sections.get("bot", {}))
-        adapter = TelegramAdapter(config, bot, server, limits=limits, poll_timeout_s=1.0)
+        adapter = TelegramAdapter(config, server, limits=limits, poll_timeout_s=1.0)
         if server.has_routes:
             await server.start()
         started = Bridge(adapter, engine, server, asyncio.create_task(adapter.run(engine)))
@@ -105,9 +105,9 @@ async def bridge(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatMo
 
     yield start
     for started in running:
-        await started.adapter.stop()
-        await started.engine.drain(2)
-        await asyncio.wait_for(started.task, 3)
+        await stop_adapters({started.task: started.adapter}, started.engine, 2)
+        if not started.task.cancelled():
+            started.task.result()
         await started.server.stop()
 
 
@@ -419,7 +419,7 @@ def test_webhook_mode_needs_a_url_and_a_valid_secret(tmp_path: Any) -> None:
 def test_registry_builds_the_adapter_and_mounts_the_webhook(telegram: FakeTelegram) -> None:
     server = HttpServer("127.0.0.1", 0)
     webhook = settings(telegram, mode="webhook", webhook_url="https://x/telegram/webhook", webhook_secret=SECRET)
-    adapters = enabled_adapters(Config(adapters={"telegram": webhook.model_dump()}), server)
+    adapters = enabled_adapters(Config(adapters={"telegram": webhook.model_dump()}).adapters, server)
     assert [adapter.name for adapter in adapters] == ["telegram"]
     assert server.has_routes
 
@@ -430,7 +430,7 @@ def test_registry_builds_the_adapter_and_mounts_the_webhook(telegram: FakeTelegr
 async def test_an_invalid_token_is_one_clear_error_without_the_token(
     telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel
 ) -> None:
-    adapter = TelegramAdapter(settings(telegram, token="999:WRONG-token"), BotSettings(), HttpServer("127.0.0.1", 0))
+    adapter = TelegramAdapter(settings(telegram, token="999:WRONG-token"), HttpServer("127.0.0.1", 0))
     with pytest.raises(AdapterStartupError, match="^telegram: the Bot API rejected the token") as error:
         await adapter.run(make_engine(store, model))
     assert "WRONG" not in str(error.value)
@@ -443,7 +443,7 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = TelegramSettings(enabled=True, token=TOKEN, base_url=f"http://127.0.0.1:{port}/bot")
-    adapter = TelegramAdapter(config, BotSettings(), HttpServer("127.0.0.1", 0))
+    adapter = TelegramAdapter(config, HttpServer("127.0.0.1", 0))
     with pytest.raises(
         AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"
     ):
@@ -451,7 +451,7 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
 
 
 async def test_check_names_the_bot(telegram: FakeTelegram) -> None:
-    adapter = TelegramAdapter(settings(telegram), BotSettings(), HttpServer("127.0.0.1", 0))
+    adapter = TelegramAdapter(settings(telegram), HttpServer("127.0.0.1", 0))
     assert await adapter.check() == f"connected as @{BOT_USERNAME} (polling)"
 
 

@@ -1,0 +1,31 @@
+"""The ``adapters.slack`` section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from adapters.kit import AdapterSection, required_when_enabled
+
+
+class SlackSettings(AdapterSection):
+    bot_token: SecretStr = SecretStr("")
+    app_token: SecretStr = SecretStr("")
+    signing_secret: SecretStr = SecretStr("")
+    mode: Literal["socket", "http"] = "socket"
+    api_base_url: str = ""
+    thread_follow: bool = Field(
+        True, description="later messages in a thread the bot answered in trigger without a mention"
+    )
+    command: str = Field("/chatbridge", pattern=r"^/[\w-]+$", description="the slash command created in the Slack app")
+
+    _credentials = field_validator("bot_token")(required_when_enabled)
+
+    @model_validator(mode="after")
+    def _mode_credentials(self) -> SlackSettings:
+        """Each mode needs its own secret: the app-level token to open sockets, or the signing secret to verify requests."""
+        needed = "app_token" if self.mode == "socket" else "signing_secret"
+        if self.enabled and not getattr(self, needed).get_secret_value():
+            raise ValueError(f"{needed}: required when the adapter is enabled in {self.mode} mode")
+        return self
