@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make chat` installs and starts the terminal chat,
-# `make test` installs everything the tests need and runs them.
+# `make test` installs everything the tests need, then runs lint, type checks and the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -21,4 +21,7 @@ chat: install
 	$(VENV)/bin/chatbridge chat
 
 test: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q

@@ -1,5 +1,3 @@
-"""The platform room: translate platform updates into core events and replies back into platform calls.
-
-This room is also the outer edge of the process (terminal, signals, configuration file), so the
-command line that wires core, bots and the adapters together lives here as well.
-"""
+"""The platform room: one folder per platform, each translating its updates into core events and the
+engine's replies into platform calls, plus ``kit.py``, what all of them share. Adapters decide
+nothing about access, sessions, commands or budgets, and never import the shell."""

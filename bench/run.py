@@ -379,7 +379,7 @@ async def redis_round_trips(url: str, count: int = 200) -> list[Row]:
         writes[0] += 1
         await original(self, command, check_health)
 
-    Connection.send_packed_command = counting  # type: ignore[method-assign]
+    Connection.send_packed_command = counting  # type: ignore[method-assign,assignment]
     try:
         async with FakeModel() as server:
             model = OpenAIChatModel(model_settings(server.base_url, stream=False))
@@ -593,7 +593,7 @@ def main() -> None:
             if name in ISOLATED and not args.only:
                 rows += _in_subprocess(name)
             else:
-                rows += run(SECTIONS[name](Path(folder)))
+                rows += run(SECTIONS[name](Path(folder)))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in rows]))
     else:

@@ -150,7 +150,7 @@ class JsonFormatter(logging.Formatter):
         return self._redact(json.dumps(payload, ensure_ascii=False, default=str))
 
 
-class _BridgeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _BridgeHandler(logging.StreamHandler[TextIO]):
     """Marks the handler ``configure_logging`` installed, so a second call replaces it."""
 
 

@@ -124,14 +124,16 @@ def _build_client(settings: DiscordSettings) -> discord.Client:
     ``AllowedMentions.none()`` is the client-wide default that every send and edit inherits, so
     nothing the model writes (``@everyone``, ``<@id>``, ``<@&role>``) ever pings anyone.
     """
-    options = {
-        "intents": _intents(),
-        "allowed_mentions": discord.AllowedMentions.none(),
-        "max_ratelimit_timeout": MAX_RATE_LIMIT_WAIT_S,
-    }
+    intents, mentions = _intents(), discord.AllowedMentions.none()
     if settings.shard_count is None:
-        return discord.Client(**options)
-    return discord.AutoShardedClient(shard_count=settings.shard_count, shard_ids=settings.shard_ids or None, **options)
+        return discord.Client(intents=intents, allowed_mentions=mentions, max_ratelimit_timeout=MAX_RATE_LIMIT_WAIT_S)
+    return discord.AutoShardedClient(
+        intents=intents,
+        allowed_mentions=mentions,
+        max_ratelimit_timeout=MAX_RATE_LIMIT_WAIT_S,
+        shard_count=settings.shard_count,
+        shard_ids=settings.shard_ids or None,  # type: ignore[arg-type]  # None means all, as the library's default
+    )
 
 
 async def _login(client: discord.Client, settings: DiscordSettings) -> None:
@@ -277,7 +279,8 @@ class MessageReplies:
     async def send(self, text: str) -> object:
         target = await self._destination()
         reference, self._reference = self._reference, None
-        return await rate_limited(target.send(text, reference=reference), _retry_after)
+        sending = target.send(text) if reference is None else target.send(text, reference=reference)
+        return await rate_limited(sending, _retry_after)
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)

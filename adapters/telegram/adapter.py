@@ -57,7 +57,7 @@ DEFAULT_BASE_URL = "https://api.telegram.org/bot"
 UPDATE_TYPES = [Update.MESSAGE]
 """Telegram does not even send what we would ignore (edits, channel posts, callbacks)."""
 
-_CHAT_KINDS = {
+_CHAT_KINDS: dict[str, ChatKind] = {
     ChatType.PRIVATE: ChatKind.PRIVATE,
     ChatType.GROUP: ChatKind.GROUP,
     ChatType.SUPERGROUP: ChatKind.GROUP,

@@ -73,7 +73,7 @@ class FlakyStore(MemoryStore):
 
 
 class FakeAdapter:
-    """An adapter that reports whether it is connected through the optional ``ready`` flag."""
+    """An adapter whose ``ready`` a test sets, to see ``/readyz`` follow it."""
 
     name = "fake"
 
@@ -81,7 +81,7 @@ class FakeAdapter:
         self.ready = True
         self._stopped = asyncio.Event()
 
-    async def run(self, engine: Engine) -> None:
+    async def run(self, handler: MessageHandler) -> None:
         await self._stopped.wait()
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Engine, Outcome
 from core.events import IncomingMessage
+from core.store import AccessDecision
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import CutStream, FakeModel, Reply, Status
 from tests.kit.channel import RecordingChannel
@@ -507,7 +508,7 @@ class _SlowChecks(MemoryStore):
         super().__init__()
         self.slow: set[str] = set()
 
-    async def first_seen_with_access(self, key: str, ttl_s: float):  # type: ignore[no-untyped-def]
+    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
         if key.removeprefix("msg:") in self.slow:
             await asyncio.sleep(0.2)
         return await super().first_seen_with_access(key, ttl_s)

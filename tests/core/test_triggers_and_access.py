@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.access import AccessPolicy
+from core.events import IncomingMessage
 from core.sessions import key_matches, session_key
 from core.settings import AccessSettings, BotSettings, SessionScope
 from core.store import AccessDecision
@@ -29,7 +30,7 @@ def test_private_messages_always_trigger() -> None:
         (group("BOT, what now"), "what now"),
     ],
 )
-def test_group_triggers_strip_mention_and_prefix(message, text: str) -> None:  # type: ignore[no-untyped-def]
+def test_group_triggers_strip_mention_and_prefix(message: IncomingMessage, text: str) -> None:
     addressed = address(message, BOT)
     assert addressed is not None
     assert addressed.text == text
@@ -79,7 +80,7 @@ def test_session_keys_and_matching() -> None:
 
 
 def _policy(**values: object) -> AccessPolicy:
-    return AccessPolicy(AccessSettings(**values))  # type: ignore[arg-type]
+    return AccessPolicy(AccessSettings.model_validate(values))
 
 
 def test_open_bridge_allows_everyone_but_the_denied() -> None:

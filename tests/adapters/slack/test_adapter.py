@@ -180,14 +180,16 @@ def message(
     return event | ({"user": user} if user else {}) | extra
 
 
-def signed(body: str, *, secret: str = SECRET, age_s: float = 0.0, **extra: str) -> dict[str, str]:
+def signed(
+    body: str, *, secret: str = SECRET, age_s: float = 0.0, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     timestamp = str(int(time.time() - age_s))
     digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
     return {
         "X-Slack-Request-Timestamp": timestamp,
         "X-Slack-Signature": f"v0={digest}",
         "Content-Type": "application/json",
-        **extra,
+        **(extra or {}),
     }
 
 
@@ -389,13 +391,14 @@ async def test_http_retries_never_give_a_second_answer(fake_model: FakeModel) ->
         assert await b.post(body, signed(body)) == 200
         await until(lambda: b.slack.in_thread("C1", answered) == ["echo: first"])
         assert (
-            await b.post(body, signed(body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"})) == 200
+            await b.post(body, signed(body, extra={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"}))
+            == 200
         )
         # A retry because the ack came late: the first delivery is already being answered somewhere.
         late_body = json.dumps(callback(mention(f"<@{BOT_USER}> late", late)))
         assert (
             await b.post(
-                late_body, signed(late_body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+                late_body, signed(late_body, extra={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
             )
             == 200
         )
@@ -403,7 +406,7 @@ async def test_http_retries_never_give_a_second_answer(fake_model: FakeModel) ->
         lost_body = json.dumps(callback(mention(f"<@{BOT_USER}> lost", lost)))
         assert (
             await b.post(
-                lost_body, signed(lost_body, **{"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_error"})
+                lost_body, signed(lost_body, extra={"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_error"})
             )
             == 200
         )

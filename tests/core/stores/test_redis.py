@@ -508,9 +508,13 @@ async def test_windows_stay_exact_when_another_process_writes_clears_and_restart
     await other.open()
     decoded: list[int] = []
     parse = redis_store_module._turns_from_json
-    monkeypatch.setattr(
-        redis_store_module, "_turns_from_json", lambda joined: decoded.append(len(p := parse(joined))) or p
-    )
+
+    def counted(joined: str) -> list[Turn]:
+        turns = parse(joined)
+        decoded.append(len(turns))
+        return turns
+
+    monkeypatch.setattr(redis_store_module, "_turns_from_json", counted)
     try:
         assert await _exchange(store, 1) == []
         assert await _exchange(store, 2) == ["q1", "a1"]

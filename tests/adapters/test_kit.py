@@ -1,0 +1,93 @@
+"""What every adapter shares: updates in flight, a platform's 429, start-up lines, menus."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from adapters.kit import AdapterStartupError, UpdatesInFlight, menu, rate_limited, startup_errors
+from core.channel import PlatformRateLimited
+from core.commands import command_list
+from core.settings import BotSettings
+
+
+async def test_waiting_for_updates_returns_once_the_last_one_is_answered() -> None:
+    updates = UpdatesInFlight()
+    answered: list[str] = []
+
+    async def answer(text: str, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        answered.append(text)
+
+    updates.spawn(answer("slow", 0.05))
+    updates.spawn(answer("fast", 0.0))
+    await asyncio.wait_for(updates.wait(), 2)
+    assert answered == ["fast", "slow"]
+    assert len(updates) == 0
+
+
+async def test_a_cancelled_wait_cancels_the_updates_it_waits_for() -> None:
+    updates = UpdatesInFlight()
+    cleaned_up = asyncio.Event()
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned_up.set()
+
+    updates.spawn(hangs())
+
+    async def library_task() -> None:
+        with updates.track():
+            await asyncio.sleep(3600)
+
+    tracked = asyncio.create_task(library_task())
+    await asyncio.sleep(0)
+    assert len(updates) == 2
+    waiting = asyncio.create_task(updates.wait())
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert cleaned_up.is_set()
+    assert tracked.cancelled()
+
+
+async def test_a_platform_429_becomes_the_renderers_signal_and_other_errors_pass() -> None:
+    def retry_after(error: Exception) -> float | None:
+        return 7.0 if isinstance(error, LookupError) else None
+
+    async def limited() -> None:
+        raise LookupError("429")
+
+    async def broken() -> None:
+        raise ValueError("500")
+
+    with pytest.raises(PlatformRateLimited) as raised:
+        await rate_limited(limited(), retry_after)
+    assert raised.value.retry_after_s == 7.0
+    with pytest.raises(ValueError):
+        await rate_limited(broken(), retry_after)
+
+
+def test_start_up_errors_become_one_line_naming_the_platform() -> None:
+    def problem(error: Exception) -> str | None:
+        return "the token was refused (adapters.demo.token)" if isinstance(error, PermissionError) else None
+
+    with pytest.raises(AdapterStartupError, match=r"^demo: the token was refused \(adapters\.demo\.token\)$"):
+        with startup_errors("demo", problem):
+            raise PermissionError("401 with secret-token-inside")
+    with pytest.raises(KeyError):
+        with startup_errors("demo", problem):
+            raise KeyError("not a start-up problem")
+
+
+def test_the_menu_lists_core_commands_a_platform_accepts_configured_resets_included() -> None:
+    commands = command_list(BotSettings(reset_commands=["/reset", "/Forget", "/not-valid!"]))
+    listed = menu(commands, re.compile(r"[a-z0-9_]{1,32}"))
+    assert [c.name for c in listed] == ["reset", "new", "forget", "help", "id", "admin"]
+    assert [c.name for c in listed if c.admin_only] == ["admin"]
+    assert all(c.description for c in listed)
