@@ -33,6 +33,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
+from adapters.discord.format import to_discord
 from adapters.discord.settings import DiscordSettings
 from adapters.kit import MessageHandler, UpdatesInFlight, menu, rate_limited, startup_error, startup_errors
 from core.channel import PlatformLimits
@@ -42,10 +43,11 @@ from core.events import ChatKind, IncomingMessage
 log = logging.getLogger("chatbridge.discord")
 
 PLATFORM = "discord"
-LIMITS = PlatformLimits(max_message_chars=2000, min_edit_interval_s=1.0)
+LIMITS = PlatformLimits(max_message_chars=1900, min_edit_interval_s=1.0)
 """Discord allows 2000 characters a message, counted in code points as Python's ``len`` does
-(discord/discord-api-docs#1315), so no margin is needed; Discord publishes no edit rate, and one
-edit a second per reply stays clear of the per-channel limits."""
+(discord/discord-api-docs#1315); the margin is for the zero-width space ``to_discord`` puts into
+each mention the model wrote. Discord publishes no edit rate, and one edit a second per reply stays
+clear of the per-channel limits."""
 MAX_RATE_LIMIT_WAIT_S = 30.0
 """Shorter 429 waits discord.py sits out itself; longer ones (its minimum cut-off) come back to the
 renderer as ``PlatformRateLimited`` instead of silently stalling a reply."""
@@ -279,12 +281,13 @@ class MessageReplies:
     async def send(self, text: str) -> object:
         target = await self._destination()
         reference, self._reference = self._reference, None
-        sending = target.send(text) if reference is None else target.send(text, reference=reference)
+        content = to_discord(text)
+        sending = target.send(content) if reference is None else target.send(content, reference=reference)
         return await rate_limited(sending, _retry_after)
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
-        await rate_limited(handle.edit(content=text), _retry_after)
+        await rate_limited(handle.edit(content=to_discord(text)), _retry_after)
 
     async def typing(self) -> None:
         target = await self._destination()
@@ -326,13 +329,13 @@ class InteractionReplies:
         self.sent = 0
 
     async def send(self, text: str) -> object:
-        message = await self._interaction.followup.send(text, ephemeral=self._ephemeral, wait=True)
+        message = await self._interaction.followup.send(to_discord(text), ephemeral=self._ephemeral, wait=True)
         self.sent += 1
         return message
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.WebhookMessage)
-        await handle.edit(content=text)
+        await handle.edit(content=to_discord(text))
 
     async def typing(self) -> None:
         """The deferred response already shows "thinking…"."""

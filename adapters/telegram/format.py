@@ -9,11 +9,11 @@ There is no underline or spoiler in Markdown, so neither is ever produced.
 
 The conversion adds no visible characters (markers and fence lines disappear, ``- `` bullets become
 ``• ``), so a chunk cut to ``max_message_chars`` of Markdown stays within Telegram's limit, which
-counts text *after* entity parsing. Two rare shapes are the exception, each a character or two, well
-within the adapter's margin: a list numbered ``1. 1. 1.`` that counts past 9, and a lazy line (one
-the writer left without its ``>``) in a nested quote. A code block still open at the end (a reply
-being streamed) is closed, so the partial message already shows as code. If Telegram still rejects
-the result the channel resends the plain text.
+counts text *after* entity parsing. Two rare shapes add a character or two, well within the adapter's
+margin: a list written ``1. 1. 1.`` whose numbering reaches 10, and a nested quote, whose ``> ``
+marks can be wider than the source's (``>>``) and also start its lazy lines (those written without
+``>``). A code block still open at the end (a reply being streamed) is closed, so the partial message
+already shows as code. If Telegram still rejects the result the channel resends the plain text.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from adapters.markdown import (
     StyleKind,
     Text,
     join,
+    join_items,
     parse,
     prefix_lines,
 )
@@ -68,8 +69,8 @@ def _block(block: Block, quoted: bool) -> str:
             return prefix_lines(_blocks(children, quoted), "&gt; ")
         case Quote(children):
             return f"<blockquote>{_blocks(children, quoted=True)}</blockquote>"
-        case ListBlock(items):
-            return join(items, lambda item: item.marker + _blocks(item.children, quoted))
+        case ListBlock():
+            return join_items(block, lambda children: _blocks(children, quoted))
         case Rule():
             return "———"
 

@@ -292,7 +292,7 @@ async def test_model_output_never_pings_anyone(start_bridge: StartBridge) -> Non
     await say_and_wait(
         fake,
         f"{MENTION} ping them",
-        f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!",
+        f"@\u200beveryone @\u200bhere <\u200b@{wire.ALICE_ID}> <\u200b@&{wire.BOT_ROLE_ID}> look!",
         mentions=(BOT,),
     )
 
