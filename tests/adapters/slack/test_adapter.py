@@ -471,12 +471,6 @@ async def test_markdown_arrives_as_slack_mrkdwn(fake_model: FakeModel) -> None:
         await until(lambda: b.slack.in_thread("C1", ts) == [expected])
 
 
-def test_mrkdwn_conversion_keeps_code_and_converts_prose() -> None:
-    assert to_mrkdwn("- one\n* two\n~~old~~ __new__") == "• one\n• two\n~old~ *new*"
-    assert to_mrkdwn("`**not bold**` and **bold**") == "`**not bold**` and *bold*"
-    assert to_mrkdwn("```\nunclosed <code>") == "```\nunclosed &lt;code&gt;"
-
-
 # --- slash command --------------------------------------------------------------------------------
 
 

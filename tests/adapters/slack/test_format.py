@@ -57,3 +57,9 @@ def test_links(markdown: str, mrkdwn: str) -> None:
 )
 def test_blocks(markdown: str, mrkdwn: str) -> None:
     assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_mrkdwn_conversion_keeps_code_and_converts_prose() -> None:
+    assert to_mrkdwn("- one\n* two\n~~old~~ __new__") == "• one\n• two\n~old~ *new*"
+    assert to_mrkdwn("`**not bold**` and **bold**") == "`**not bold**` and *bold*"
+    assert to_mrkdwn("```\nunclosed <code>") == "```\nunclosed &lt;code&gt;"

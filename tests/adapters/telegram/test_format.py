@@ -92,3 +92,31 @@ def test_the_visible_text_is_never_longer_than_the_markdown() -> None:
     for markdown in _samples(1000, [piece for piece in _PIECES if ">" not in piece]):
         visible = visible_html(markdown_to_html(markdown))
         assert visible is not None and len(visible) <= len(markdown), markdown
+
+
+@pytest.mark.parametrize(
+    ("markdown", "html"),
+    [
+        ("**bold**, *italic*, _also_, ~~gone~~", "<b>bold</b>, <i>italic</i>, <i>also</i>, <s>gone</s>"),
+        ("snake_case_name and 2 * 3 * 4", "snake_case_name and 2 * 3 * 4"),
+        ("x < y & `a<b>` **half", "x &lt; y &amp; <code>a&lt;b&gt;</code> **half"),
+        ("## Title\n- item\n> quoted", "<b>Title</b>\n• item\n<blockquote>quoted</blockquote>"),
+        ("[docs](https://x.org/?a=1&b=2)", '<a href="https://x.org/?a=1&amp;b=2">docs</a>'),
+        ("```py\nif a < b:\n```", '<pre><code class="language-py">if a &lt; b:</code></pre>'),
+        ("```\nstill streaming", "<pre>still streaming</pre>"),
+    ],
+)
+def test_markdown_becomes_telegram_html(markdown: str, html: str) -> None:
+    assert markdown_to_html(markdown) == html
+
+
+def test_formatting_never_makes_the_visible_text_longer() -> None:
+    """What lets the renderer cut Markdown at max_message_chars and stay under Telegram's limit."""
+    samples = [
+        "# Heading\n\nSome **bold** and *it* with `code` and a [link](https://example.com).",
+        "- one\n- two\n  * nested\n> quote **b**\n\n```python\nprint('<&>')\n```\n~~x~~ __y__",
+        "unclosed **bold and `code and [link](https://e.org",
+    ]
+    for text in samples:
+        visible = visible_html(markdown_to_html(text))
+        assert visible is not None and len(visible) <= len(text)
