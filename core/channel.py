@@ -18,12 +18,21 @@ class PlatformLimits:
     ``max_message_chars`` is the longest text one message may carry (before the adapter's own markup
     conversion; adapters leave themselves a margin). ``min_edit_interval_s`` is the shortest time
     between two sends or edits of one streamed reply. A channel that cannot edit (``can_edit=False``)
-    gets the reply only once it is complete.
+    gets the reply only once it is complete. ``first_show_delay_s`` is how long the first message of
+    a streamed reply waits for more text (unless there is already enough to be worth showing), so
+    that a short answer lands once, complete, instead of its first words followed by an edit one
+    ``min_edit_interval_s`` later; the typing signal shows meanwhile.
     """
 
     max_message_chars: int
     min_edit_interval_s: float
     can_edit: bool = True
+    first_show_delay_s: float = 0.0
+
+
+FIRST_SHOW_DELAY_S = 0.3
+"""What the platforms use for ``first_show_delay_s``: a short answer from a fast model is complete
+within it, and a wait this long before the first words is not felt while "typing…" shows."""
 
 
 class PlatformRateLimited(Exception):

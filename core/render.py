@@ -27,6 +27,8 @@ _T = TypeVar("_T")
 
 # How often one platform call is tried when the platform keeps answering 429.
 _ATTEMPTS = 5
+WORTH_SHOWING_CHARS = 200
+"""Streamed text this long is shown at once, first-show delay or not: a reader has enough to start on."""
 
 # --- sending --------------------------------------------------------------------------------------
 
@@ -72,6 +74,8 @@ class StreamRenderer:
         self._handles: list[object] = []
         self._shown: list[str] = []
         self._ready_at = float("-inf")
+        self._first_show_at = clock() + self._limits.first_show_delay_s
+        self._streamed_chars = 0
         self._edits = 0
 
     @property
@@ -87,7 +91,8 @@ class StreamRenderer:
         long as the platform asks, any other error (a network blip) for one edit interval, since
         ``finish`` brings the platform up to date anyway and is the call that must succeed."""
         self._pending.append(delta)
-        if not self._limits.can_edit or self._clock() < self._ready_at:
+        self._streamed_chars += len(delta)
+        if not self._limits.can_edit or self._clock() < self._ready_at or self._holding_first_show():
             return
         chunks = self._streamed_chunks()
         index = self._first_stale(chunks)
@@ -111,6 +116,10 @@ class StreamRenderer:
         chunks += [texts.SUPERSEDED_MESSAGE] * (len(self._shown) - len(chunks))
         while (index := self._first_stale(chunks)) is not None:
             await _patiently(functools.partial(self._show_in_turn, index, chunks[index]), self._sleep)
+
+    def _holding_first_show(self) -> bool:
+        """Nothing shown yet, the first-show delay not over, and too little text to be worth it."""
+        return not self._handles and self._streamed_chars < WORTH_SHOWING_CHARS and self._clock() < self._first_show_at
 
     def _streamed_chunks(self) -> list[str]:
         """The split of the text so far, re-cutting only from the first chunk that may still change."""

@@ -36,14 +36,14 @@ from discord.http import Route
 from adapters.discord.format import to_discord
 from adapters.discord.settings import DiscordSettings
 from adapters.kit import MessageHandler, UpdatesInFlight, menu, rate_limited, startup_error, startup_errors
-from core.channel import PlatformLimits
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
 from core.commands import CommandSpec
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.discord")
 
 PLATFORM = "discord"
-LIMITS = PlatformLimits(max_message_chars=1900, min_edit_interval_s=1.0)
+LIMITS = PlatformLimits(max_message_chars=1900, min_edit_interval_s=1.0, first_show_delay_s=FIRST_SHOW_DELAY_S)
 """Discord allows 2000 characters a message, counted in code points as Python's ``len`` does
 (discord/discord-api-docs#1315); the margin is for the zero-width space ``to_discord`` puts into
 each mention the model wrote. Discord publishes no edit rate, and one edit a second per reply stays

@@ -56,7 +56,7 @@ from adapters.kit import (
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.settings import SlackSettings
 from core import texts
-from core.channel import PlatformLimits
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.slack")
@@ -65,7 +65,7 @@ PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
 DEFAULT_API_URL = "https://slack.com/api/"
 
-THREAD_LIMITS = PlatformLimits(max_message_chars=3500, min_edit_interval_s=1.2)
+THREAD_LIMITS = PlatformLimits(max_message_chars=3500, min_edit_interval_s=1.2, first_show_delay_s=FIRST_SHOW_DELAY_S)
 """chat.update is Tier 3 (about 50 a minute); texts near 4,000 characters start failing in practice,
 and the mrkdwn conversion may add a few characters, so messages stay at 3,500."""
 EPHEMERAL_LIMITS = PlatformLimits(max_message_chars=3500, min_edit_interval_s=0.0, can_edit=False)

@@ -44,7 +44,7 @@ from adapters.kit import MessageHandler, Routes, UpdatesInFlight, menu, rate_lim
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.settings import TelegramSettings
 from core import texts
-from core.channel import PlatformLimits, PlatformRateLimited
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited
 from core.events import ChatKind, IncomingMessage
 from core.render import send_text
 
@@ -74,8 +74,12 @@ class TelegramLimits:
     makes the visible text longer than the Markdown it was cut from. Telegram counts UTF-16 code
     units, so a chunk dense with emoji could still be too long: ``PlatformLimits`` counts characters."""
 
-    private: PlatformLimits = PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0)
-    group: PlatformLimits = PlatformLimits(max_message_chars=4000, min_edit_interval_s=3.0)
+    private: PlatformLimits = PlatformLimits(
+        max_message_chars=4000, min_edit_interval_s=1.0, first_show_delay_s=FIRST_SHOW_DELAY_S
+    )
+    group: PlatformLimits = PlatformLimits(
+        max_message_chars=4000, min_edit_interval_s=3.0, first_show_delay_s=FIRST_SHOW_DELAY_S
+    )
 
 
 # --- replies --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.channel import PlatformLimits, PlatformRateLimited
-from core.render import StreamRenderer, send_text, typing_indicator
+from core.render import WORTH_SHOWING_CHARS, StreamRenderer, send_text, typing_indicator
 from core.splitter import split_message
 from tests.kit.replies import long_reply
 
@@ -118,6 +118,45 @@ async def test_push_only_buffers_until_the_interval_has_passed() -> None:
     chan.clock.now += 1.0
     await renderer.push("")
     assert chan.messages == ["Hello world!"]
+
+
+def first_show_channel(delay_s: float, interval: float = 1.0) -> FakeChannel:
+    return FakeChannel(PlatformLimits(4096, interval, first_show_delay_s=delay_s))
+
+
+async def test_a_short_answer_within_the_first_show_delay_is_one_send_when_it_finishes() -> None:
+    chan = first_show_channel(0.3)
+    renderer = renderer_for(chan)
+    for delta in ("The", " answer", " is 42."):
+        await renderer.push(delta)
+        chan.clock.now += 0.05
+    assert chan.messages == []
+    await renderer.finish("The answer is 42.")
+    assert [(call.kind, call.text) for call in chan.calls] == [("send", "The answer is 42.")]
+    assert chan.clock.sleeps == []  # the complete text did not wait for any interval
+
+
+async def test_after_the_first_show_delay_streaming_shows_and_paces_as_before() -> None:
+    chan = first_show_channel(0.3)
+    renderer = renderer_for(chan)
+    await renderer.push("Slow")
+    chan.clock.now += 0.3
+    await renderer.push(" start")
+    assert chan.messages == ["Slow start"]
+    await renderer.push(", more")
+    assert chan.messages == ["Slow start"]
+    chan.clock.now += 1.0
+    await renderer.push("")
+    assert chan.messages == ["Slow start, more"]
+
+
+async def test_enough_text_is_shown_at_once_whatever_the_first_show_delay() -> None:
+    chan = first_show_channel(10.0)
+    renderer = renderer_for(chan)
+    await renderer.push("x" * (WORTH_SHOWING_CHARS - 1))
+    assert chan.messages == []
+    await renderer.push("y")
+    assert chan.messages == ["x" * (WORTH_SHOWING_CHARS - 1) + "y"]
 
 
 async def test_a_long_streamed_reply_ends_up_exactly_as_split_message() -> None:

@@ -287,12 +287,15 @@ async def test_long_streamed_reply_is_split_without_breaking_the_code_block(star
 async def test_model_output_never_pings_anyone(start_bridge: StartBridge) -> None:
     bridge = await start_bridge(stream=True)
     fake = bridge.discord
-    bridge.model.script(Reply(text=f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!", chunk_chars=8))
+    tail = " and more" * 30  # long enough to be shown while it streams, so it is sent and then edited
+    bridge.model.script(
+        Reply(text=f"@everyone @here <@{wire.ALICE_ID}> <@&{wire.BOT_ROLE_ID}> look!{tail}", chunk_chars=8)
+    )
 
     await say_and_wait(
         fake,
         f"{MENTION} ping them",
-        f"@\u200beveryone @\u200bhere <\u200b@{wire.ALICE_ID}> <\u200b@&{wire.BOT_ROLE_ID}> look!",
+        f"@\u200beveryone @\u200bhere <\u200b@{wire.ALICE_ID}> <\u200b@&{wire.BOT_ROLE_ID}> look!{tail}",
         mentions=(BOT,),
     )
 
