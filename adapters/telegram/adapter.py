@@ -42,6 +42,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from adapters.kit import MessageHandler, Routes, UpdatesInFlight, menu, rate_limited, setting, startup_errors
 from adapters.telegram.format import markdown_to_html
+from adapters.telegram.request import AiohttpPoolRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
 from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited
@@ -260,7 +261,12 @@ class TelegramAdapter:
         self._poll_timeout = dt.timedelta(seconds=poll_timeout_s)
         # python-telegram-bot logs this URL, token included, at DEBUG when the Bot is created.
         logging.getLogger("telegram.Bot").setLevel(logging.INFO)
-        self._bot = Bot(self._token, base_url=settings.base_url or DEFAULT_BASE_URL)
+        self._bot = Bot(
+            self._token,
+            base_url=settings.base_url or DEFAULT_BASE_URL,
+            request=AiohttpPoolRequest(),
+            get_updates_request=AiohttpPoolRequest(),
+        )
         self._updater: Updater | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._handler: MessageHandler | None = None
