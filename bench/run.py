@@ -569,6 +569,47 @@ async def short_answers(questions: int = 5) -> list[Row]:
     return rows
 
 
+async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
+    """``chats`` sendMessage calls at once to a fake Bot API, on python-telegram-bot's stock httpx
+    client and on ``AiohttpPoolRequest``, alternating: a first batch on new connections, then one
+    on the connections kept alive (what a running bridge has). The fake runs in this process, so the
+    CPU seconds include its work, the same for both. New connections all at once overflow the fake
+    server's listen backlog (128), and a refused SYN is retried after a second: aiohttp connects
+    them all at once and pays that, httpx's pool opens them more slowly and mostly does not."""
+    from telegram import Bot
+    from telegram.request import HTTPXRequest
+
+    from adapters.telegram.request import AiohttpPoolRequest
+    from tests.fakes.telegram_api import TOKEN, FakeTelegram
+
+    fake = FakeTelegram()
+    await fake.start()
+    figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        for _ in range(rounds):
+            for label, request in (("stock httpx client", HTTPXRequest), ("aiohttp's pool", AiohttpPoolRequest)):
+                async with Bot(TOKEN, base_url=fake.base_url, request=request(chats, 30.0, 30.0, 30.0, 30.0)) as bot:
+                    for phase in ("new connections", "connections kept alive"):
+                        cpu, wall = time.process_time(), time.perf_counter()
+                        await asyncio.gather(*(bot.send_message(1000 + n, "an answer") for n in range(chats)))
+                        sample = (time.perf_counter() - wall, time.process_time() - cpu)
+                        figures.setdefault((phase, label), []).append(sample)
+    finally:
+        await fake.stop()
+    rows = []
+    for (phase, label), samples in figures.items():
+        wall = statistics.median(w for w, _ in samples)
+        cpu = statistics.median(c for _, c in samples)
+        rows.append(
+            Row(
+                "8 telegram",
+                f"{chats} Bot API sends at once, {phase}, {label}: wall / CPU",
+                f"{wall:.2f} s / {cpu:.2f} s",
+            )
+        )
+    return sorted(rows, key=lambda row: row.metric)
+
+
 # --- driver -------------------------------------------------------------------------------------
 
 
@@ -600,6 +641,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "memory": lambda folder: memory_per_session(),
     "streaming": lambda folder: streaming(),
     "short": lambda folder: short_answers(),
+    "telegram": lambda folder: telegram_pool(),
 }
 ISOLATED = {"concurrency", "memory"}
 
