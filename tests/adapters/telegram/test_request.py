@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from telegram.error import NetworkError, TimedOut
 
 from adapters.telegram.request import AiohttpPoolRequest
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def free_port() -> int:
@@ -18,49 +22,48 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_a_refused_connection_is_a_network_error_not_a_timeout() -> None:
-    request = AiohttpPoolRequest()
-    await request.initialize()
+@asynccontextmanager
+async def getme_url(serve: Serve | None) -> AsyncIterator[str]:
+    """The URL of getMe on a loopback server that answers with ``serve``, or on a closed port."""
+    if serve is None:
+        yield f"http://127.0.0.1:{free_port()}/botT/getMe"
+        return
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
-        with pytest.raises(NetworkError) as raised:
-            await request.do_request(f"http://127.0.0.1:{free_port()}/botT/getMe", "POST")
-        assert not isinstance(raised.value, TimedOut)
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/botT/getMe"
     finally:
-        await request.shutdown()
-
-
-async def test_a_connection_cut_mid_request_is_a_network_error_not_a_timeout() -> None:
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readline()
-        writer.close()
-
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    request = AiohttpPoolRequest()
-    await request.initialize()
-    try:
-        with pytest.raises(NetworkError) as raised:
-            await request.do_request(f"http://127.0.0.1:{port}/botT/getMe", "POST")
-        assert not isinstance(raised.value, TimedOut)
-    finally:
-        await request.shutdown()
         server.close()
         await server.wait_closed()
+
+
+async def call(url: str, read_timeout: float = 5.0) -> None:
+    request = AiohttpPoolRequest(read_timeout=read_timeout)
+    await request.initialize()
+    try:
+        await request.do_request(url, "POST")
+    finally:
+        await request.shutdown()
+
+
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readline()
+    writer.close()
+
+
+async def stay_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(5)
+    writer.close()
+
+
+@pytest.mark.parametrize("serve", [None, hang_up], ids=["refused", "cut mid-request"])
+async def test_a_refused_or_cut_connection_is_a_network_error_not_a_timeout(serve: Serve | None) -> None:
+    async with getme_url(serve) as url:
+        with pytest.raises(NetworkError) as raised:
+            await call(url)
+    assert not isinstance(raised.value, TimedOut)
 
 
 async def test_a_server_that_does_not_answer_in_time_is_a_timeout() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
-        writer.close()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    request = AiohttpPoolRequest(read_timeout=0.2)
-    await request.initialize()
-    try:
+    async with getme_url(stay_silent) as url:
         with pytest.raises(TimedOut):
-            await request.do_request(f"http://127.0.0.1:{port}/botT/getMe", "POST")
-    finally:
-        await request.shutdown()
-        server.close()
-        await server.wait_closed()
+            await call(url, read_timeout=0.2)
