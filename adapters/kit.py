@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -20,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 from core.channel import PlatformRateLimited, ReplyChannel
 from core.commands import CommandSpec
 from core.events import IncomingMessage
-
-log = logging.getLogger("chatbridge.adapters")
 
 T = TypeVar("T")
 
