@@ -507,21 +507,38 @@ async def memory_per_session(sessions: int = 10_000) -> list[Row]:
 # --- 6. streaming -------------------------------------------------------------------------------
 
 
-async def streaming(tokens: int = 2_000) -> list[Row]:
-    """A 2,000-token reply streamed a token at a time to a channel with Telegram's private-chat pace."""
-    text = " ".join(f"w{n % 100:02d}" for n in range(tokens))
+@dataclass(frozen=True, slots=True)
+class _Streamed:
+    """When things happened (``time.monotonic``) while a reply streamed through the renderer."""
+
+    started: float
+    first_token: float
+    model_done: float
+    finished: float
+
+
+async def _stream_through_renderer(text: str, channel: NullChannel) -> _Streamed:
+    """``text`` from the fake model, 4 characters a millisecond, shown on ``channel`` by the renderer."""
     async with FakeModel() as server:
         server.script(Reply(text=text, chunk_chars=4, chunk_delay_s=0.001))
         model = OpenAIChatModel(model_settings(server.base_url, stream=True))
-        channel = NullChannel(PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0))
         renderer = StreamRenderer(channel)
-        started = time.perf_counter()
+        started = time.monotonic()
         reply = await model.reply([ChatMessage(role="user", content="go")], renderer.push)
+        model_done = time.monotonic()
         await renderer.finish(reply.text)
-        duration = time.perf_counter() - started
+        finished = time.monotonic()
         await model.aclose()
-        first_token = server.first_content_at[0]
-    first_text_ms = (channel.sends[0] - first_token) * 1e3
+        return _Streamed(started, server.first_content_at[0], model_done, finished)
+
+
+async def streaming(tokens: int = 2_000) -> list[Row]:
+    """A 2,000-token reply streamed a token at a time to a channel with Telegram's private-chat pace."""
+    text = " ".join(f"w{n % 100:02d}" for n in range(tokens))
+    channel = NullChannel(PlatformLimits(max_message_chars=4000, min_edit_interval_s=1.0))
+    streamed = await _stream_through_renderer(text, channel)
+    first_text_ms = (channel.sends[0] - streamed.first_token) * 1e3
+    duration = streamed.finished - streamed.started
     calls = len(channel.sends) + channel.edits
     return [
         Row("6 streaming", "model's first token to first text handed to the platform", f"{first_text_ms:.2f} ms"),
@@ -537,17 +554,9 @@ async def short_answer(first_show_delay_s: float, words: int = 10) -> tuple[floa
     """Time from the end of a short streamed answer to its complete text on the platform (seconds),
     and the platform calls it took, at Telegram's private-chat pace (one edit a second)."""
     text = " ".join(f"word{n}" for n in range(words))
-    async with FakeModel() as server:
-        server.script(Reply(text=text, chunk_chars=4, chunk_delay_s=0.001))
-        model = OpenAIChatModel(model_settings(server.base_url, stream=True))
-        limits = PlatformLimits(4000, 1.0, first_show_delay_s=first_show_delay_s)
-        channel = NullChannel(limits)
-        renderer = StreamRenderer(channel)
-        reply = await model.reply([ChatMessage(role="user", content="go")], renderer.push)
-        model_done = time.monotonic()
-        await renderer.finish(reply.text)
-        await model.aclose()
-    return channel.last_call_at - model_done, len(channel.sends) + channel.edits
+    channel = NullChannel(PlatformLimits(4000, 1.0, first_show_delay_s=first_show_delay_s))
+    streamed = await _stream_through_renderer(text, channel)
+    return channel.last_call_at - streamed.model_done, len(channel.sends) + channel.edits
 
 
 async def short_answers(questions: int = 5) -> list[Row]:
