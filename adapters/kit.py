@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 
-from core.channel import PlatformRateLimited, ReplyChannel
+from core.channel import PlatformRateLimited, Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
 from core.events import IncomingMessage
 
@@ -38,8 +38,14 @@ class MessageHandler(Protocol):
         """The commands users can send, for platforms that list them in a menu."""
         ...
 
-    async def handle(self, message: IncomingMessage, channel: ReplyChannel) -> object:
-        """Answer one message through ``channel``; never raises for a problem of that message."""
+    async def handle(self, message: IncomingMessage, channel: ReplyChannel, receipt: Receipt | None = None) -> object:
+        """Answer one message through ``channel``; never raises for a problem of that message.
+        ``receipt``, from an adapter whose platform waits for an acknowledgement, says when to give it."""
+        ...
+
+    def attach(self, platform: str, reopen: Reopen) -> None:
+        """The adapter is connected: answers to its queued messages (from before a restart, or
+        received by another process) can go out through channels ``reopen`` makes from their routes."""
         ...
 
 

@@ -44,6 +44,7 @@ from core.window import Budget, build_window
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
 from tests.kit.engine import engine_settings, model_settings, private
+from tests.kit.stores import store_turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class Row:
 
 class NullChannel:
     """A platform that accepts everything at once, so only the bridge's own cost is measured."""
+
+    route = ""
 
     def __init__(self, limits: PlatformLimits = PlatformLimits(4096, 0.0)) -> None:
         self.limits = limits
@@ -266,11 +269,10 @@ def _window_builder(store: Store, key: str, budget: Budget, user_turn: Turn) -> 
 
 
 async def _fill(store: Store, key: str, turns: int) -> None:
-    async with store.lease(key, 60) as fence:
-        now = time.time()
-        for n in range(0, turns, 2):
-            pair = [Turn("user", f"question {n}", 4, now), Turn("assistant", f"answer {n} " * 5, 12, now)]
-            await store.commit_turns(key, pair, fence, 3600)
+    now = time.time()
+    for n in range(0, turns, 2):
+        pair = [Turn("user", f"question {n}", 4, now), Turn("assistant", f"answer {n} " * 5, 12, now)]
+        await store_turns(store, key, pair)
 
 
 # --- 3. concurrency -----------------------------------------------------------------------------
@@ -485,12 +487,11 @@ async def memory_per_session(sessions: int = 10_000) -> list[Row]:
     now = time.time()
     for n in range(sessions):
         key = f"telegram:{1_000_000 + n}"
-        async with store.lease(key, 60) as fence:
-            pair = [
-                Turn("user", "hello, how are you?", 6, now),
-                Turn("assistant", "I am fine, thank you. How can I help?", 10, now),
-            ]
-            await store.commit_turns(key, pair, fence, 3600)
+        pair = [
+            Turn("user", "hello, how are you?", 6, now),
+            Turn("assistant", "I am fine, thank you. How can I help?", 10, now),
+        ]
+        await store_turns(store, key, pair)
     gc.collect()
     grown = _rss_bytes() - before
     await store.close()

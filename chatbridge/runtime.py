@@ -34,15 +34,15 @@ class Runtime:
 
 
 def engine_settings(config: Config) -> EngineSettings:
-    model = config.model
-    worst_call_s = model.timeout_s * (model.max_retries + 1) + model.retry_backoff_s * 2**model.max_retries
     return EngineSettings(
         bot=config.bot,
         context=config.context,
         session=config.session,
         access=config.access,
         limits=config.limits,
-        lease_ttl_s=worst_call_s + 30.0,
+        lease_s=config.store.lease_s,
+        commit_retry_s=config.server.delivery_timeout_s,
+        max_concurrent=config.server.max_concurrent_messages,
         extra_admins=(CONSOLE_USER,) if config.adapters.console.user_is_admin else (),
         log_content=config.log.content,
     )

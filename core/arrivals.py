@@ -10,6 +10,8 @@ queued, or when its handling ended without queueing. The checks themselves still
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 
 class Arrivals:
@@ -53,3 +55,36 @@ class Ticket:
         if not self.given_back.is_set():
             self.given_back.set()
             self._arrivals._forget(self._session_key, self.given_back)
+
+
+class TurnLine:
+    """One turn at a time per session in this process, in the order handlers come for it.
+
+    The store's lease orders turns across processes but never waits; within the process, a handler
+    whose session is busy waits here for the turn before it, then claims what is still queued, so
+    the messages that arrived meanwhile are answered together on the first of their channels. A
+    session's entry exists only while someone holds or waits.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    def waiting(self, session_key: str) -> bool:
+        """Whether another handler of this process waits for the session's next turn."""
+        entry = self._locks.get(session_key)
+        return entry is not None and entry[1][0] > 1
+
+    @contextlib.asynccontextmanager
+    async def turn(self, session_key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(session_key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[session_key]

@@ -7,6 +7,8 @@ engine and the shared renderer only decide *what* to send and *when*.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +51,12 @@ class ReplyChannel(Protocol):
     @property
     def limits(self) -> PlatformLimits: ...
 
+    @property
+    def route(self) -> str:
+        """Where answers go, as text the adapter's ``Reopen`` turns back into a channel: the queue
+        stores it, so that a message can be answered after a restart or by another process."""
+        ...
+
     async def send(self, text: str) -> object:
         """Post a new message with ``text`` (Markdown) and return a handle that ``edit`` accepts."""
         ...
@@ -60,3 +68,32 @@ class ReplyChannel(Protocol):
     async def typing(self) -> None:
         """Show that the bot is working (a no-op where the platform has no such signal)."""
         ...
+
+
+Reopen = Callable[[str], ReplyChannel]
+"""An adapter's way back from a ``ReplyChannel.route`` to a channel."""
+
+
+class Receipt:
+    """When an adapter whose platform waits for an acknowledgement (a webhook) may give it.
+
+    The engine settles it True once the message needs nothing more from the platform (durably
+    queued, answered or ignored), False when the store could not take it. ``redelivers`` says that
+    the platform delivers a message again when it is not acknowledged, so the user need not be
+    asked to send it again; an adapter that has nobody to acknowledge passes no receipt.
+    """
+
+    def __init__(self, *, redelivers: bool = False) -> None:
+        self.redelivers = redelivers
+        self._taken: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    @property
+    def settled(self) -> bool:
+        return self._taken.done()
+
+    def settle(self, taken: bool) -> None:
+        if not self._taken.done():
+            self._taken.set_result(taken)
+
+    async def taken(self) -> bool:
+        return await asyncio.shield(self._taken)

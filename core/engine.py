@@ -4,16 +4,23 @@ The order of the checks differs from the design's list in two respects, on purpo
 (bot authors, whether the message addresses the bot at all) run before anything touches the store:
 group chatter that is not for the bot costs no store round trip, and a denied user is only ever told
 so when they actually addressed the bot. And a prompt's dedupe, access and rate checks are one store
-call together with queueing it (``Store.admit``), one round trip before the model call in a shared
-store; commands and refused prompts are checked on their own, then answered.
+call together with queueing it (``Store.admit``); commands and refused prompts are checked the same
+way without being queued, then answered.
+
+A queued prompt stays in the store until the turn that answers it is finished. Whoever holds the
+session's lease answers everything queued for it, turn by turn, and a sweep answers queues that
+nobody holds (a process that died, a turn that failed halfway), so a message taken is answered once
+or its asker told why not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -24,8 +31,8 @@ from bots.errors import (
 from bots.model import ChatModel, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
-from core.arrivals import Arrivals, Ticket
-from core.channel import ReplyChannel
+from core.arrivals import Arrivals, Ticket, TurnLine
+from core.channel import Receipt, Reopen, ReplyChannel
 from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import IncomingMessage
 from core.observe import NULL_OBSERVER, MessageRecord, Observer
@@ -35,12 +42,14 @@ from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSe
 from core.store import (
     AccessDecision,
     Admission,
-    PendingMessage,
+    Claim,
+    QueuedMessage,
     SessionState,
     StaleLease,
     Store,
     StoreUnavailable,
     Turn,
+    TurnResult,
     UsageDelta,
     Verdict,
 )
@@ -56,6 +65,12 @@ DEDUPE_TTL_S = 6 * 3600.0
 DENIED_NOTICE_TTL_S = 24 * 3600.0
 """A denied user is told at most once a day, so the bot cannot be used to spam a chat."""
 RATE_WINDOW_S = 60.0
+RECOVERED_PER_SWEEP = 100
+"""Orphaned sessions answered per sweep; the next sweep, one lease later, takes the rest."""
+UNSTORED_REMEMBERED = 1024
+"""Turns shown but not stored (the store was down) whose queue entries are only to be removed."""
+COMMIT_RETRY_FIRST_S = 0.25
+COMMIT_RETRY_MAX_S = 5.0
 
 
 class Outcome(StrEnum):
@@ -83,8 +98,12 @@ class EngineSettings:
     session: SessionSettings
     access: AccessSettings
     limits: LimitsSettings
-    lease_ttl_s: float = 300.0
-    """How long a crashed holder can block a session in a shared store; longer than any model call."""
+    lease_s: float = 15.0
+    """How long a session stays held after its holder stopped renewing (``store.lease_s``)."""
+    commit_retry_s: float = 120.0
+    """How long storing a finished turn is retried while the store is down (``server.delivery_timeout_s``)."""
+    max_concurrent: int = 256
+    """Turns answered at once by this process (``server.max_concurrent_messages``); more wait in order."""
     extra_admins: tuple[str, ...] = ()
     log_content: bool = False
     """Put the message and reply texts into the per-message log line (``log.content``)."""
@@ -136,22 +155,37 @@ class Engine:
         )
         self._command_list = command_list(settings.bot)
         self._arrivals = Arrivals()
+        self._line = TurnLine()
+        self._turns = asyncio.Semaphore(max(settings.max_concurrent, 1))
+        self._reopeners: dict[str, Reopen] = {}
+        self._unstored: _Recent = _Recent(UNSTORED_REMEMBERED)
+        self._recovery: asyncio.Task[None] | None = None
         self._closing = False
 
     # --- public API -----------------------------------------------------------------------------
 
-    async def handle(self, message: IncomingMessage, channel: ReplyChannel) -> Outcome:
-        """Process one incoming message to the end; never raises for a problem of this one message."""
+    async def handle(self, message: IncomingMessage, channel: ReplyChannel, receipt: Receipt | None = None) -> Outcome:
+        """Process one incoming message to the end; never raises for a problem of this one message.
+
+        ``receipt`` is settled as soon as the platform may be told that the message was taken.
+        """
+        receipt = receipt if receipt is not None else Receipt()
         if self._closing:
+            receipt.settle(False)
             return Outcome.SHUTTING_DOWN
         started = time.monotonic()
         handled = _Handled(Outcome.FAILED)
         try:
-            handled = await self._handle(message, channel)
+            handled = await self._handle(message, channel, receipt)
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
             handled = _Handled(Outcome.UNAVAILABLE, error="store_unavailable")
-            await self._reply_quietly(channel, texts.TEMPORARILY_UNAVAILABLE)
+            if not receipt.settled:
+                receipt.settle(False)
+                if not receipt.redelivers:
+                    await self._reply_quietly(channel, texts.TEMPORARILY_UNAVAILABLE)
+            else:
+                await self._reply_quietly(channel, texts.STORE_FAILED_WHILE_ANSWERING)
         except asyncio.CancelledError:
             handled = _Handled(Outcome.SHUTTING_DOWN)
             raise
@@ -160,13 +194,19 @@ class Engine:
             handled = _Handled(Outcome.FAILED, error="internal")
             await self._reply_quietly(channel, texts.INTERNAL_ERROR)
         finally:
+            receipt.settle(True)
             self._report(message, handled, time.monotonic() - started)
         return handled.outcome
 
+    def attach(self, platform: str, reopen: Reopen) -> None:
+        """A platform is connected: answers for its queued messages can go out again. The first one
+        starts the sweep that answers what a dead process or a failed turn left queued."""
+        self._reopeners[platform] = reopen
+        if self._recovery is None and not self._closing:
+            self._recovery = asyncio.create_task(self._recover_forever())
+
     async def clear_session(self, key: str) -> bool:
-        """Clear under the session's lease, so a reset lands between turns, never inside one."""
-        async with self._store.lease(key, self._settings.lease_ttl_s):
-            return await self._store.clear_session(key)
+        return await self._store.clear_session(key)
 
     @property
     def commands(self) -> tuple[CommandSpec, ...]:
@@ -180,10 +220,29 @@ class Engine:
         they know which updates are theirs.
         """
         self._closing = True
+        if self._recovery is not None:
+            self._recovery.cancel()
+
+    async def _recover_forever(self) -> None:
+        """Every ``lease_s``: the sessions whose queue has not moved for a whole lease and that
+        nobody holds are answered here. The first sweep, at start-up, takes every such queue at
+        once: what the process that ran before left behind."""
+        older_than_s = 0.0
+        while not self._closing:
+            try:
+                for key in await self._store.orphans(older_than_s, RECOVERED_PER_SWEEP):
+                    log.info("answering the messages left queued in session %s", key)
+                    await self._drain(key, None)
+            except StoreUnavailable as exc:
+                log.warning("could not look for unanswered messages: %s", exc)
+            except Exception:
+                log.exception("the sweep for unanswered messages failed")
+            older_than_s = self._settings.lease_s
+            await asyncio.sleep(self._settings.lease_s)
 
     # --- the pipeline ---------------------------------------------------------------------------
 
-    async def _handle(self, message: IncomingMessage, channel: ReplyChannel) -> _Handled:
+    async def _handle(self, message: IncomingMessage, channel: ReplyChannel, receipt: Receipt) -> _Handled:
         """Design section 2 in order; the numbers are the design's steps (see the module docstring
         for why the pure checks 2 and 4 come first)."""
         if message.from_bot:  # 2. ignore bots, the bridge itself included
@@ -196,11 +255,11 @@ class Engine:
         try:
             refusal = self._refusal(addressed.text) if addressed.command is None else None
             if addressed.command is None and refusal is None:
-                # 1, 3, 6, 7, 8: dedupe, access, rate limit, queue and session lease are one store
-                # step; then 10-12: window, model call, delivery and commit.
-                return await self._take_turn(message, addressed, key, ticket, channel)
+                # 1, 3, 6, 7: dedupe, access, rate limit and the durable queue are one store step;
+                # then 8, 10-12: the session's lease, window, model call, delivery and commit.
+                return await self._take_turn(message, addressed, key, ticket, channel, receipt)
             # 1, 3: dedupe and access; then 5: the command, or the prompt's refusal.
-            return await self._answer_directly(message, addressed, key, ticket, channel, refusal)
+            return await self._answer_directly(message, addressed, key, ticket, channel, refusal, receipt)
         finally:
             ticket.give_back()
 
@@ -212,13 +271,22 @@ class Engine:
         ticket: Ticket,
         channel: ReplyChannel,
         refusal: str | None,
+        receipt: Receipt,
     ) -> _Handled:
         """A command or a refused prompt: answered without the model, after the checks every message
         gets, in the session's arrival order."""
-        first, overrides = await self._store.first_seen_with_access(f"msg:{message.dedupe_key}", DEDUPE_TTL_S)
-        if not first:
+        verdict = await self._store.admit(
+            Admission(
+                dedupe_key=f"msg:{message.dedupe_key}",
+                dedupe_ttl_s=DEDUPE_TTL_S,
+                allowed=lambda overrides: self._allowed(message, overrides),
+                session_key=key,
+            )
+        )
+        receipt.settle(True)
+        if verdict is Verdict.DUPLICATE:
             return _Handled(Outcome.DUPLICATE)
-        if not self._allowed(message, overrides):
+        if verdict is Verdict.DENIED:
             await self._tell_denied(message, addressed, key, channel)
             return _Handled(Outcome.DENIED, key)
         await ticket.wait_for_earlier()
@@ -243,7 +311,7 @@ class Engine:
         command = addressed.command
         if command is not None and command.name is CommandName.ID:
             await send_text(channel, texts.identity_card(message.user_id, message.chat_id, key))
-        elif await self._store.first_seen(f"denied-notice:{message.user_id}", DENIED_NOTICE_TTL_S):
+        elif await self._store.mark_once(f"denied-notice:{message.user_id}", DENIED_NOTICE_TTL_S):
             await send_text(channel, texts.DENIED)
 
     def _refusal(self, text: str) -> str | None:
@@ -255,72 +323,184 @@ class Engine:
         return None
 
     async def _take_turn(
-        self, message: IncomingMessage, addressed: Addressed, key: str, ticket: Ticket, channel: ReplyChannel
+        self,
+        message: IncomingMessage,
+        addressed: Addressed,
+        key: str,
+        ticket: Ticket,
+        channel: ReplyChannel,
+        receipt: Receipt,
     ) -> _Handled:
-        """Check the prompt, queue it, then, holding the session, answer everything queued as one turn.
+        """Check the prompt and queue it durably, then answer the session's queue unless another
+        holder is at it already (who looks at the queue again when done).
 
         The checks (dedupe, access, rate limit) and the queueing are one store call, made once every
-        earlier message of the session has been queued, so the queue keeps arrival order. Whoever
-        holds the lease answers all waiting messages of the session at once; a handler that finds the
-        queue empty was answered together with an earlier message.
+        earlier message of the session has been queued, so the queue keeps arrival order.
         """
         await ticket.wait_for_earlier()
         limits = self._settings.limits
-        admission = Admission(
-            dedupe_key=f"msg:{message.dedupe_key}",
-            dedupe_ttl_s=DEDUPE_TTL_S,
-            allowed=lambda overrides: self._allowed(message, overrides),
-            rate_key=f"rate:{message.user_id}",
-            rate_window_s=RATE_WINDOW_S,
-            rate_limit=max(limits.user_messages_per_minute, 0),
-            session_key=key,
-            lease_ttl_s=self._settings.lease_ttl_s,
-            item=PendingMessage(message.dedupe_key, message.user_id, addressed.text, message.received_at),
-            max_turns=self._settings.context.max_messages,
-            on_queued=ticket.give_back,
+        item = QueuedMessage(
+            message.dedupe_key,
+            message.platform,
+            message.chat_id,
+            message.user_id,
+            addressed.text,
+            message.received_at,
+            channel.route,
         )
-        async with self._store.admit(admission) as admitted:
-            held = admitted.held
-            if held is not None:
-                if not held.waiting:
-                    return _Handled(Outcome.JOINED, key)
-                return await self._answer(message, key, held.fence, held.waiting, held.state, channel)
-        # Refusals are sent after the store call has ended, so that nothing is held meanwhile.
-        match admitted.verdict:
+        verdict = await self._store.admit(
+            Admission(
+                dedupe_key=f"msg:{message.dedupe_key}",
+                dedupe_ttl_s=DEDUPE_TTL_S,
+                allowed=lambda overrides: self._allowed(message, overrides),
+                session_key=key,
+                item=item,
+                rate_key=f"rate:{message.user_id}",
+                rate_window_s=RATE_WINDOW_S,
+                rate_limit=max(limits.user_messages_per_minute, 0),
+            )
+        )
+        ticket.give_back()
+        receipt.settle(True)
+        match verdict:
+            case Verdict.QUEUED:
+                return await self._drain(key, _Asker(message.dedupe_key, channel))
             case Verdict.DUPLICATE:
                 return _Handled(Outcome.DUPLICATE)
             case Verdict.DENIED:
                 await self._tell_denied(message, addressed, key, channel)
                 return _Handled(Outcome.DENIED, key)
-            case _:  # Verdict.RATE_LIMITED: a held session was answered above
+            case _:
                 await send_text(channel, texts.RATE_LIMITED.format(limit=limits.user_messages_per_minute))
                 return _Handled(Outcome.RATE_LIMITED, key)
 
+    async def _drain(self, key: str, asker: _Asker | None) -> _Handled:
+        """Answer the session's queue, turn by turn, until it is empty, someone else holds it, or
+        another handler of this process is next in line (who then takes over).
+
+        ``asker`` is the message (and its live channel) that brought this handler here; None for a
+        session found orphaned, whose answers go out on channels reopened from their routes, each
+        with a note that says the answer comes after an interruption. What comes back is what
+        happened to the asker's message: JOINED when an earlier turn answered it.
+        """
+        handled = _Handled(Outcome.JOINED, key)
+        async with self._line.turn(key):
+            while not self._closing:
+                async with self._turns:
+                    claim = await self._store.claim(key, self._settings.lease_s, self._settings.context.max_messages)
+                    if claim is None:
+                        return handled
+                    try:
+                        channel, recovered = self._channel_for(claim.queued, asker)
+                        if channel is None:
+                            await self._store.release(key, claim.fence)
+                            return handled  # its platform is not connected (yet); the queue waits for it
+                        async with self._lease_kept(key, claim.fence):
+                            result, turn = await self._answer(key, claim, channel, recovered=recovered)
+                            stored = await self._finish(key, claim, result, channel)
+                        if stored.outcome is _Stored.NOT_STORED:
+                            await self._store.release(key, claim.fence)
+                        elif stored.outcome is _Stored.TAKEN_OVER:
+                            turn = dataclasses.replace(turn, outcome=Outcome.FAILED, error="stale_lease")
+                    except BaseException:
+                        await self._store.release(key, claim.fence)
+                        raise
+                if asker is not None and any(item.message_key == asker.message_key for item in claim.queued):
+                    handled = turn
+                if stored.still_queued == 0 or self._line.waiting(key):
+                    break
+        return handled
+
+    def _channel_for(self, queued: list[QueuedMessage], asker: _Asker | None) -> tuple[ReplyChannel | None, bool]:
+        """Where a turn's answer goes, and whether it answers after an interruption: the asker's own
+        channel when its message is in the turn; otherwise the newest message's channel, reopened
+        by its adapter (or the asker's, for a platform that cannot reopen one)."""
+        newest = queued[-1]
+        if asker is not None and any(item.message_key == asker.message_key for item in queued):
+            return asker.channel, False
+        reopen = self._reopeners.get(newest.platform)
+        if reopen is not None:
+            return reopen(newest.route), asker is None
+        return (asker.channel if asker is not None else None), False
+
+    @asynccontextmanager
+    async def _lease_kept(self, key: str, fence: int) -> AsyncIterator[None]:
+        """Renew the lease every third of its length while the turn runs, so that only a holder that
+        died lets it lapse, however long the model takes."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._settings.lease_s / 3)
+                try:
+                    if not await self._store.renew(key, fence, self._settings.lease_s):
+                        log.error("lost the lease of session %s while answering", key)
+                        return
+                except StoreUnavailable as exc:
+                    log.warning("could not renew the lease of %s: %s", key, exc)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            await asyncio.wait({renewing})
+
+    async def _finish(self, key: str, claim: Claim, result: TurnResult, channel: ReplyChannel) -> _Finished:
+        """Store the turn; a store that is briefly down is retried (holding the session) for up to
+        ``commit_retry_s``, after which the user is told that this exchange will not be remembered."""
+        deadline = time.monotonic() + self._settings.commit_retry_s
+        delay = COMMIT_RETRY_FIRST_S
+        while True:
+            try:
+                still_queued = await self._store.finish(key, claim.fence, result)
+            except StaleLease:
+                log.error("session %s was taken over while answering; this turn was not stored", key)
+                return _Finished(_Stored.TAKEN_OVER)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    log.warning("could not store the turn of %s: %s", key, exc)
+                    self._unstored.add(tuple(item.message_key for item in claim.queued))
+                    if result.turns:
+                        await self._reply_quietly(channel, texts.NOT_REMEMBERED)
+                    return _Finished(_Stored.NOT_STORED)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, COMMIT_RETRY_MAX_S)
+                continue
+            if result.usage is not None:
+                self.totals.add(result.usage)
+            return _Finished(_Stored.STORED, still_queued)
+
     async def _answer(
-        self,
-        message: IncomingMessage,
-        key: str,
-        fence: int,
-        waiting: list[PendingMessage],
-        state: SessionState | None,
-        channel: ReplyChannel,
-    ) -> _Handled:
+        self, key: str, claim: Claim, channel: ReplyChannel, *, recovered: bool
+    ) -> tuple[TurnResult, _Handled]:
+        """One turn for everything queued in the claim; what to store, and how it went."""
+        newest = claim.queued[-1]
+        answered = len(claim.queued)
+        ttl_s = self._settings.session.timeout_s
         now = self._clock()
-        history = await self._history(key, now, state)
-        text = "\n".join(item.text for item in waiting)
+        day = day_of(now)
+        if tuple(item.message_key for item in claim.queued) in self._unstored:
+            # Shown before, but the store was down when it was to be stored: only take it off the queue.
+            self._unstored.discard(tuple(item.message_key for item in claim.queued))
+            return TurnResult((), answered, None, ttl_s), _Handled(Outcome.ANSWERED, key)
+        history = await self._history(key, now, claim.state)
+        text = "\n".join(item.text for item in claim.queued)
         user_turn = Turn("user", text, self._tokens.count(text), now)
         budget = self._budget()
         window = build_window(self._system_prompt, self._system_tokens, history, user_turn, budget)
         if window is None:
             await send_text(channel, texts.MESSAGE_OVER_CONTEXT)
-            return _Handled(Outcome.REFUSED, key)
+            return TurnResult((), answered, None, ttl_s), _Handled(Outcome.REFUSED, key)
 
         streamed: list[str] = []
         renderer = StreamRenderer(channel)
         timing = _ModelTiming()
+        note = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n" if recovered else ""
 
         async def on_text(delta: str) -> None:
             timing.text_arrived()
+            if not streamed and note:
+                await renderer.push(note)
             streamed.append(delta)
             await renderer.push(delta)
 
@@ -330,41 +510,29 @@ class Engine:
         except ModelError as error:
             timing.done()
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
-            await self._record_usage(UsageDelta(day_of(now), message.user_id, message.chat_id, errors=1))
             notice = texts.MODEL_ERRORS[error.kind]
             partial = "".join(streamed)
-            await renderer.finish(f"{partial}\n\n{notice}" if partial else notice)
-            return _Handled(
-                Outcome.FAILED,
-                key,
-                error=error.kind,
-                model_s=timing.model_s,
-                first_token_s=timing.first_token_s,
+            await renderer.finish(f"{note}{partial}\n\n{notice}" if partial else f"{note}{notice}")
+            usage = UsageDelta(day, newest.user_id, newest.chat_id, errors=1)
+            failed = _Handled(
+                Outcome.FAILED, key, error=error.kind, model_s=timing.model_s, first_token_s=timing.first_token_s
             )
+            return TurnResult((), answered, usage, ttl_s), failed
         timing.done()
 
         if not reply.text.strip():
-            await renderer.finish(texts.EMPTY_REPLY)
-            return _Handled(
+            await renderer.finish(f"{note}{texts.EMPTY_REPLY}")
+            failed = _Handled(
                 Outcome.FAILED, key, error="empty_reply", model_s=timing.model_s, first_token_s=timing.first_token_s
             )
+            return TurnResult((), answered, None, ttl_s), failed
         shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
-        await renderer.finish(shown)
+        await renderer.finish(f"{note}{shown}")
 
         assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
-        delta = UsageDelta(day_of(now), message.user_id, message.chat_id, len(waiting), prompt, completion)
-        try:
-            await self._store.finish_turn(
-                key, [user_turn, assistant_turn], fence, self._settings.session.timeout_s, delta
-            )
-        except StaleLease:
-            log.error("session %s was taken over while answering; this turn was not stored", key)
-            return _Handled(
-                Outcome.FAILED, key, error="stale_lease", model_s=timing.model_s, first_token_s=timing.first_token_s
-            )
-        self.totals.add(delta)
-        return _Handled(
+        usage = UsageDelta(day, newest.user_id, newest.chat_id, answered, prompt, completion)
+        answered_turn = _Handled(
             Outcome.ANSWERED,
             key,
             prompt,
@@ -373,6 +541,7 @@ class Engine:
             first_token_s=timing.first_token_s,
             reply=reply.text,
         )
+        return TurnResult((user_turn, assistant_turn), answered, usage, ttl_s), answered_turn
 
     async def _history(self, key: str, now: float, state: SessionState | None) -> list[Turn]:
         """The stored turns a window may use; an idle-expired session is cleared and starts fresh."""
@@ -411,10 +580,6 @@ class Engine:
             return self._tokens.scaled(window.raw_tokens), assistant_turn.tokens
         self._tokens.calibrate(window.raw_tokens, reply.usage.prompt_tokens)
         return reply.usage.prompt_tokens, reply.usage.completion_tokens
-
-    async def _record_usage(self, delta: UsageDelta) -> None:
-        self.totals.add(delta)
-        await self._store.add_usage(delta)
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -469,6 +634,48 @@ class Engine:
             )
         except Exception:  # noqa: BLE001 - metrics must never break message handling
             log.exception("the observer failed")
+
+
+class _Stored(StrEnum):
+    STORED = "stored"
+    TAKEN_OVER = "taken_over"
+    """Another holder has the session: its lease lapsed while this one was paused or cut off."""
+    NOT_STORED = "not_stored"
+    """The store stayed down; the lease is still to be given back."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    outcome: _Stored
+    still_queued: int = 0
+    """Messages that arrived during the turn; only known when it was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Asker:
+    """The message a handler came with, and the live channel it answers on."""
+
+    message_key: str
+    channel: ReplyChannel
+
+
+class _Recent:
+    """A bounded set: the oldest entries go first, so it cannot grow with traffic."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, ...], None] = {}
+
+    def __contains__(self, entry: tuple[str, ...]) -> bool:
+        return entry in self._entries
+
+    def add(self, entry: tuple[str, ...]) -> None:
+        self._entries[entry] = None
+        while len(self._entries) > self._size:
+            del self._entries[next(iter(self._entries))]
+
+    def discard(self, entry: tuple[str, ...]) -> None:
+        self._entries.pop(entry, None)
 
 
 class _ModelTiming:

@@ -99,3 +99,8 @@ class StoreSettings(_Section):
     redis_max_connections: int = Field(
         100, gt=0, description="per process; more concurrent commands wait for a free one"
     )
+    lease_s: float = Field(
+        15.0,
+        gt=0,
+        description="a session's holder renews its lease every third of this; a holder that died frees it after this",
+    )

@@ -1,15 +1,16 @@
 """The one storage contract the engine talks to, whichever backend is configured.
 
-Everything a bridge must share between processes goes through here: sessions, per-session ordering
-(the pending queue and the lease), dedupe marks, rate-limit counters, runtime access decisions and
-usage. The embedded backends (``memory``, ``sqlite``) keep ordering inside their one process; the
-``redis`` backend makes the same guarantees across processes.
+Everything a bridge must share between processes goes through here: sessions, the durable queue of
+each session and the lease that orders it, dedupe marks, rate-limit counters, runtime access
+decisions and usage. A prompt is queued when it is admitted and leaves the queue only when the turn
+that answers it is finished, so a process that dies between the two leaves it for another holder
+(``orphans``). The embedded backends (``memory``, ``sqlite``) hold leases inside their one process;
+the ``redis`` backend makes the same guarantees across processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, NamedTuple, Protocol
@@ -49,67 +50,61 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingMessage:
-    """A message waiting for its session to become free; waiting ones are joined into one turn."""
+class QueuedMessage:
+    """A prompt in its session's durable queue, with everything answering it needs in another process
+    or after a restart: who asked, in which chat, and where the answer goes (``route``, the adapter's
+    own description of a reply channel, which only that adapter reads)."""
 
     message_key: str
+    platform: str
+    chat_id: str
     user_id: str
     text: str
     received_at: float
+    route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class HeldSession:
-    """What the holder of a session works with once it has the lease.
-
-    ``fence`` is the token ``commit_turns`` checks; ``waiting`` are the messages taken from the queue,
-    oldest first (empty when an earlier holder already answered them together with its own); ``state``
-    is the session as stored, loaded only when something was taken (None also when there is none).
-    """
+class Claim:
+    """A session taken for one turn: ``fence`` is the lease's token that ``finish`` checks; ``queued``
+    are all of its unanswered messages, oldest first; ``state`` is the session as stored (None when it
+    has no turns yet)."""
 
     fence: int
-    waiting: list[PendingMessage]
+    queued: list[QueuedMessage]
     state: SessionState | None
 
 
 class Verdict(StrEnum):
-    """What ``Store.admit`` came to for one prompt."""
+    """What ``Store.admit`` came to for one message."""
 
+    QUEUED = "queued"
+    """A prompt: checked and in its session's queue, durably where the backend is durable."""
+    ACCEPTED = "accepted"
+    """A command or a prompt refused on its own merits: checked, and to be answered directly."""
     DUPLICATE = "duplicate"
     DENIED = "denied"
     RATE_LIMITED = "rate_limited"
-    HELD = "held"
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """A new prompt, and everything to check before it may join its session's queue.
+    """A new message, and everything to check before it may be answered.
 
     ``allowed`` is the engine's access decision given the runtime overrides (the store knows the
     overrides, the engine the rules). ``rate_limit`` 0 means no limit; otherwise ``rate_key`` counts
-    hits in fixed windows of ``rate_window_s`` and the prompt is refused above the limit. The rest is
-    what ``Store.hold_for_turn`` takes.
+    hits in fixed windows of ``rate_window_s`` and the message is refused above the limit. With an
+    ``item`` the message is queued in ``session_key``'s queue; without one it is only checked.
     """
 
     dedupe_key: str
     dedupe_ttl_s: float
     allowed: Callable[[Mapping[str, AccessDecision]], bool]
-    rate_key: str
-    rate_window_s: float
-    rate_limit: int
     session_key: str
-    lease_ttl_s: float
-    item: PendingMessage
-    max_turns: int
-    on_queued: Callable[[], None] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """``held`` is set for ``Verdict.HELD`` only; the lease is held while ``Store.admit`` is open."""
-
-    verdict: Verdict
-    held: HeldSession | None = None
+    item: QueuedMessage | None = None
+    rate_key: str = ""
+    rate_window_s: float = 60.0
+    rate_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +118,18 @@ class UsageDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """What one turn leaves behind: the turns to append (none for a refusal or a model failure, which
+    leave the session as it was), how many of the claim's queued messages it answered (the oldest
+    ``answered``), the usage to count, and the idle time after which the session may be dropped."""
+
+    turns: Sequence[Turn]
+    answered: int
+    usage: UsageDelta | None
+    ttl_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,9 @@ class StaleLease(Exception):
 
 
 class Store(Protocol):
+    """The calls the engine makes, each by what it means. How a backend makes one fast (one round
+    trip, one transaction) is its own business; every call is atomic."""
+
     async def open(self) -> None:
         """Connect and create what is missing (tables, scripts)."""
         ...
@@ -159,104 +169,62 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Return when the backend answers; raise ``StoreUnavailable`` otherwise."""
+        """Return when the backend answers and can write; raise ``StoreUnavailable`` otherwise."""
         ...
 
-    # --- dedupe ---------------------------------------------------------------------------------
-    async def first_seen(self, key: str, ttl_s: float) -> bool:
-        """Mark ``key`` as seen for ``ttl_s`` seconds; True only for the first caller (atomic)."""
-        ...
+    # --- the durable queue ----------------------------------------------------------------------
+    async def admit(self, admission: Admission) -> Verdict:
+        """Dedupe, access, rate limit and, for a prompt, the queue, stopping at the first that says no.
 
-    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        """``first_seen`` and ``access_overrides`` in one step: one round trip in a shared store, where
-        every incoming message needs both. The overrides come back whatever the first answer is."""
-        ...
-
-    # --- per-session ordering -------------------------------------------------------------------
-    async def enqueue(self, session_key: str, item: PendingMessage) -> None:
-        """Append a message to the session's pending queue (arrival order is queue order)."""
-        ...
-
-    def lease(self, session_key: str, ttl_s: float) -> AbstractAsyncContextManager[int]:
-        """Hold the session exclusively; yields a fencing token that ``commit_turns`` checks.
-
-        Waits while another holder has it; holders get it in the order they asked. ``ttl_s`` bounds
-        how long a crashed holder can block the session in a shared backend.
+        The dedupe mark and the queue entry are written together: once this returns ``QUEUED`` the
+        message is stored (where the backend is durable) and a redelivery of it is a duplicate; when
+        it raises, neither was written and a redelivery is a new message.
         """
         ...
 
-    def hold_for_turn(
-        self,
-        session_key: str,
-        ttl_s: float,
-        item: PendingMessage,
-        max_turns: int,
-        on_queued: Callable[[], None] | None = None,
-    ) -> AbstractAsyncContextManager[HeldSession]:
-        """Everything the engine needs before it calls the model, in as few steps as the backend can.
-
-        Appends ``item`` to the pending queue (before any waiting, so the current holder can take
-        it), holds the lease like ``lease``, then takes every pending message and, when it took
-        some, loads the newest ``max_turns`` turns. ``on_queued`` is called as soon as ``item`` is in
-        the queue, which is how the engine keeps a session's messages in arrival order without
-        waiting for the lease itself. A shared backend queues, takes the lease, takes the queue and
-        loads the session in one round trip when the session is free.
-        """
+    async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
+        """Take the session's lease and its queued messages, without removing them, with the newest
+        ``max_turns`` turns; None, at once, when it has nothing queued or someone holds it (whoever
+        holds it looks at the queue again when they finish). The lease lapses after ``lease_s``
+        unless renewed, so a holder that died frees the session."""
         ...
 
-    def admit(self, admission: Admission) -> AbstractAsyncContextManager[Admitted]:
-        """The whole way from a new prompt to the model call: ``first_seen_with_access``, the access
-        decision, ``count_hit`` and ``hold_for_turn``, in that order, stopping at the first that says
-        no. A shared backend does all of it in one round trip when the session is free and the
-        runtime access decisions it last saw are still current.
-        """
+    async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
+        """Keep holding for another ``lease_s``; False when the lease is no longer ``fence``'s."""
         ...
 
-    async def take_pending(self, session_key: str) -> list[PendingMessage]:
-        """Remove and return every pending message of the session, oldest first."""
+    async def finish(self, session_key: str, fence: int, result: TurnResult) -> int:
+        """End the turn in one atomic write: append the turns, remove the answered messages from the
+        queue, count the usage and release the lease; returns how many messages are still queued
+        (arrived during the turn), for the holder to claim next. Raises ``StaleLease`` (and writes
+        nothing) when ``fence`` no longer holds the lease."""
         ...
 
-    # --- sessions -------------------------------------------------------------------------------
+    async def release(self, session_key: str, fence: int) -> None:
+        """Give the lease back without finishing; the queued messages stay queued."""
+        ...
+
+    async def orphans(self, older_than_s: float, limit: int) -> list[str]:
+        """Sessions with messages queued for longer than ``older_than_s`` that nobody holds: those of
+        a process that died, or whose answer stopped halfway. At most ``limit``, oldest first."""
+        ...
+
+    # --- marks, admin and usage reads -----------------------------------------------------------
+    async def mark_once(self, key: str, ttl_s: float) -> bool:
+        """Mark ``key`` for ``ttl_s`` seconds; True only for the first caller (atomic)."""
+        ...
+
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
         """The newest ``max_turns`` turns (oldest first), or None when the session has none."""
         ...
 
-    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
-        """Append ``turns`` in one atomic write and mark the session active.
-
-        Raises ``StaleLease`` when ``fence`` is not the session's current lease. ``ttl_s`` is the idle
-        time after which a backend may drop the session.
-        """
-        ...
-
-    async def finish_turn(
-        self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta
-    ) -> None:
-        """The holder's last write of a turn: ``commit_turns``, then ``add_usage`` once the turns are
-        stored. A shared backend does both in one round trip and releases its lease with them, so
-        that leaving ``lease``/``admit`` afterwards costs none."""
-        ...
-
     async def clear_session(self, session_key: str) -> bool:
-        """Forget a session's history; True when there was one."""
+        """Forget a session's history; True when there was one. Its queue is left alone."""
         ...
 
     async def list_sessions(self) -> list[SessionInfo]: ...
 
-    # --- rate limits ----------------------------------------------------------------------------
-    async def count_hit(self, key: str, window_s: float) -> int:
-        """Count one hit in the current fixed window of ``window_s`` seconds; return the window's count."""
-        ...
-
-    # --- runtime access lists -------------------------------------------------------------------
-    async def access_overrides(self) -> dict[str, AccessDecision]: ...
-
     async def set_access(self, identity: str, decision: AccessDecision) -> None: ...
-
-    # --- usage ----------------------------------------------------------------------------------
-    async def add_usage(self, delta: UsageDelta) -> None:
-        """Add to the totals of the day for every subject: all (``*``), the user and the chat."""
-        ...
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         """Totals of the newest ``days`` days that have any usage, newest first."""

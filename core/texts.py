@@ -19,7 +19,14 @@ SESSION_CLEARED = "Conversation cleared. Let's start fresh."
 SESSION_WAS_EMPTY = "There was nothing to clear; the conversation is already fresh."
 CUT_AT_LENGTH = "(The reply was cut off at the length limit.)"
 EMPTY_REPLY = "The model returned an empty answer. Please try rephrasing."
-TEMPORARILY_UNAVAILABLE = "The bridge is temporarily unavailable. Please try again in a moment; nothing was lost."
+TEMPORARILY_UNAVAILABLE = (
+    "The bridge cannot take messages right now, so this one was not kept. Please send it again in a moment."
+)
+STORE_FAILED_WHILE_ANSWERING = (
+    "The bridge's storage stopped answering. Your message is kept and will be answered when it is back."
+)
+NOT_REMEMBERED = "(The bridge could not save this exchange, so I will not remember it later in this conversation.)"
+ANSWERED_AFTER_INTERRUPTION = "(I was interrupted while answering your message; here is the full answer.)"
 INTERNAL_ERROR = "Something went wrong on our side. Please try again."
 
 MODEL_RATE_LIMITED = "The model provider is rate-limiting this bridge right now. Please try again in a minute."

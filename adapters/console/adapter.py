@@ -26,6 +26,8 @@ class ConsoleChannel:
     """Streams by printing only what each edit appends, since a terminal cannot rewrite past lines."""
 
     limits = PlatformLimits(max_message_chars=1_000_000, min_edit_interval_s=0.0)
+    route = ""
+    """There is one terminal: every answer goes to it."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -78,6 +80,7 @@ class ConsoleAdapter:
         interactive = self._stdin.isatty()
         lines = _LineReader(self._stdin)
         self._reading = True
+        handler.attach("console", lambda route: ConsoleChannel(self._stdout))
         if interactive:
             self._stdout.write("chatbridge console. /help lists the commands; Ctrl-D or Ctrl-C quits.\n")
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import Callable, Coroutine, Iterator
@@ -272,6 +273,7 @@ class MessageReplies:
     limits = LIMITS
 
     def __init__(self, trigger: discord.Message, *, open_thread: bool) -> None:
+        self.route = json.dumps([trigger.channel.id, trigger.id])
         self._trigger = trigger
         self._open_thread = open_thread
         self._target: discord.abc.Messageable | None = None
@@ -313,6 +315,34 @@ class MessageReplies:
             return None
 
 
+class ReopenedReplies:
+    """Answers to a message received before a restart (or by another process): in its channel,
+    replying to it, with no thread opened, since the question may already have one."""
+
+    limits = LIMITS
+
+    def __init__(self, client: discord.Client, route: str) -> None:
+        channel_id, message_id = json.loads(route)
+        self.route = route
+        self._target = client.get_partial_messageable(channel_id)
+        self._reference: discord.MessageReference | None = discord.MessageReference(
+            message_id=message_id, channel_id=channel_id, fail_if_not_exists=False
+        )
+
+    async def send(self, text: str) -> object:
+        reference, self._reference = self._reference, None
+        content = to_discord(text)
+        sending = self._target.send(content) if reference is None else self._target.send(content, reference=reference)
+        return await rate_limited(sending, _retry_after)
+
+    async def edit(self, handle: object, text: str) -> None:
+        assert isinstance(handle, discord.Message)
+        await rate_limited(handle.edit(content=to_discord(text)), _retry_after)
+
+    async def typing(self) -> None:
+        await rate_limited(self._target.typing(), _retry_after)
+
+
 class InteractionReplies:
     """The reply side of a slash command, answered through the interaction's follow-up webhook.
 
@@ -322,6 +352,8 @@ class InteractionReplies:
     """
 
     limits = LIMITS
+    route = ""
+    """Slash commands are answered at once, never queued, so they need no way back."""
 
     def __init__(self, interaction: discord.Interaction, *, ephemeral: bool) -> None:
         self._interaction = interaction
@@ -437,7 +469,11 @@ class DiscordAdapter:
         async def on_message(message: discord.Message) -> None:
             await self._on_message(client, handler, message)
 
+        async def on_ready() -> None:
+            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route))
+
         client.event(on_message)
+        client.event(on_ready)
         for spec in menu(handler.commands, _COMMAND_NAME):
             tree.add_command(self._slash_command(handler, spec))
 

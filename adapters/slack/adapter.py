@@ -5,9 +5,10 @@ the message ``ts`` as message id so that the ``app_mention`` and the ``message``
 share a dedupe key) and the engine's reply stream becomes ``chat.postMessage``/``chat.update`` calls
 in the thread of the triggering message. Access, sessions, commands and dedupe are the engine's.
 
-Every event is acknowledged before any work starts (Bolt's ``process_before_response=False``: the
-listener only translates and spawns the reply), so Slack gets its answer well within 3 seconds
-while the model call runs afterwards.
+Every event is acknowledged once the engine has it in the store, and before the model is called
+(Bolt's ``process_before_response=True``, with a listener that translates, spawns the reply and
+waits only for its receipt, at most ``ACK_BUDGET_S``), so Slack gets its answer within 3 seconds
+and an event the store could not take is answered with an error, which Slack retries.
 
 Retries: Slack resends an event it thinks we missed, marking it with ``X-Slack-Retry-Num`` (Socket
 Mode mirrors its ``retry_attempt`` there, and sends "0" on a first delivery, so the value counts, not
@@ -26,6 +27,8 @@ not answer the thread needs a mention (README, Slack section).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 from collections import OrderedDict
@@ -56,7 +59,7 @@ from adapters.kit import (
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.settings import SlackSettings
 from core import texts
-from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, Receipt
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.slack")
@@ -77,6 +80,8 @@ indicator in the Web API)."""
 
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "channels:history", "im:history")
 FOLLOWED_THREADS = 10_000
+ACK_BUDGET_S = 2.0
+"""How long an event's acknowledgement waits for the store; Slack retries what is not acked in 3 s."""
 """Threads remembered for follow-ups; old ones are forgotten first. A few hundred kB at most."""
 
 _KEPT_SUBTYPES = frozenset({"file_share", "thread_broadcast", "bot_message"})
@@ -159,6 +164,10 @@ def is_late_retry(headers: Mapping[str, Sequence[str]]) -> bool:
 # --- replies --------------------------------------------------------------------------------------
 
 
+class EventNotTaken(Exception):
+    """Raised from a listener so that Bolt answers with an error and Slack delivers the event again."""
+
+
 def _retry_after(error: Exception) -> float | None:
     """Slack's 429 carries the wait in its ``Retry-After`` header."""
     if isinstance(error, SlackApiError) and error.response.status_code == 429:
@@ -184,6 +193,7 @@ class ThreadChannel:
         self._channel = channel
         self._thread_ts = thread_ts
         self._on_posted = on_posted
+        self.route = json.dumps([channel, thread_ts])
         self._placeholder: asyncio.Task[str] | None = None
         self._placeholder_taken = False
 
@@ -246,6 +256,8 @@ class EphemeralChannel:
     (it works in channels the bot has not joined, unlike ``chat.postEphemeral``)."""
 
     limits = EPHEMERAL_LIMITS
+    route = ""
+    """Slash commands are answered at once, never queued, so they need no way back."""
 
     def __init__(self, respond: AsyncRespond) -> None:
         self._respond = respond
@@ -300,7 +312,7 @@ class SlackAdapter:
             signing_secret=settings.signing_secret.get_secret_value(),
             # Socket Mode messages come over our own authenticated socket and carry no signature.
             request_verification_enabled=http,
-            process_before_response=False,
+            process_before_response=True,
         )
         self._register_listeners()
         if http:
@@ -337,6 +349,7 @@ class SlackAdapter:
             if self._settings.mode == "socket":
                 self._socket = await self._open_socket()
             log.info("receiving events as @%s in %s (%s mode)", bot.name, bot.team, self._settings.mode)
+            handler.attach(PLATFORM, self._reopen)
             await self._stopped.wait()
         finally:
             try:
@@ -416,10 +429,10 @@ class SlackAdapter:
         """Bolt injects listener arguments by parameter name, so the listeners are plain functions."""
 
         async def on_mention(event: dict[str, Any], request: AsyncBoltRequest) -> None:
-            self._accept_event(event, request, mention_event=True)
+            await self._accept_event(event, request, mention_event=True)
 
         async def on_message(event: dict[str, Any], request: AsyncBoltRequest) -> None:
-            self._accept_event(event, request, mention_event=False)
+            await self._accept_event(event, request, mention_event=False)
 
         async def on_command(
             ack: Callable[[], Awaitable[None]], command: dict[str, Any], respond: AsyncRespond
@@ -443,7 +456,9 @@ class SlackAdapter:
         response = await self._app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
-    def _accept_event(self, event: Mapping[str, Any], request: AsyncBoltRequest, *, mention_event: bool) -> None:
+    async def _accept_event(self, event: Mapping[str, Any], request: AsyncBoltRequest, *, mention_event: bool) -> None:
+        """Returns when the event may be acknowledged; raises (Bolt then answers 500, and Slack
+        delivers the event again) when the store could not take it."""
         if self._handler is None or self._bot is None:
             return
         if is_late_retry(request.headers):
@@ -454,13 +469,25 @@ class SlackAdapter:
             self._settings.thread_follow and thread_ts and (event.get("channel"), thread_ts) in self._threads
         )
         message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
-        if message is not None:
-            channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
-            self._updates.spawn(self._answer(self._handler, message, channel))
+        if message is None:
+            return
+        channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
+        receipt = Receipt(redelivers=True)
+        self._updates.spawn(self._answer(self._handler, message, channel, receipt))
+        with contextlib.suppress(TimeoutError):
+            # Past the budget the event is acked anyway: Slack's retry would only find it a duplicate.
+            if not await asyncio.wait_for(receipt.taken(), ACK_BUDGET_S):
+                raise EventNotTaken(f"the store could not take the event of {message.dedupe_key}")
 
-    async def _answer(self, handler: MessageHandler, message: IncomingMessage, channel: ThreadChannel) -> None:
+    def _reopen(self, route: str) -> ThreadChannel:
+        channel, thread_ts = json.loads(route)
+        return ThreadChannel(self._client, channel, thread_ts, self._threads.add)
+
+    async def _answer(
+        self, handler: MessageHandler, message: IncomingMessage, channel: ThreadChannel, receipt: Receipt
+    ) -> None:
         try:
-            await handler.handle(message, channel)
+            await handler.handle(message, channel, receipt)
         finally:
             try:
                 await channel.discard_placeholder()

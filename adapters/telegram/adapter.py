@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import json
 import logging
 import re
 import warnings
@@ -45,7 +46,7 @@ from adapters.telegram.format import markdown_to_html
 from adapters.telegram.request import AiohttpPoolRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
-from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited, Receipt
 from core.events import ChatKind, IncomingMessage
 from core.render import send_text
 
@@ -97,10 +98,16 @@ class TelegramChannel:
         self._limits = limits
         self._thread_id = thread_id
         self._reply_to = reply_to
+        self._route = json.dumps([chat_id, thread_id, reply_to])
 
     @property
     def limits(self) -> PlatformLimits:
         return self._limits
+
+    @property
+    def route(self) -> str:
+        """Chat, topic and the message to reply to (only group answers reply to their question)."""
+        return self._route
 
     async def send(self, text: str) -> object:
         """Only the first message of an answer replies to the question; the rest follow it."""
@@ -317,6 +324,7 @@ class TelegramAdapter:
         else:
             await self._start_polling()
         self._listening = True
+        handler.attach(PLATFORM, self._reopen)
         log.info("connected as @%s (%s)", self._bot.username, self._settings.mode)
 
     async def _start_polling(self) -> None:
@@ -369,24 +377,35 @@ class TelegramAdapter:
         except Exception as error:  # noqa: BLE001 - any malformed body is the sender's problem
             log.warning("webhook body is not a Telegram update: %s", type(error).__name__)
             return web.Response(status=400)
-        self._updates.spawn(self._process(update))
-        return web.Response()
+        receipt = Receipt(redelivers=True)
+        self._updates.spawn(self._process(update, receipt))
+        # Telegram delivers the update again until it gets a 2xx, so the answer waits until the
+        # update is in the store; 503 when the store could not take it.
+        return web.Response() if await receipt.taken() else web.Response(status=503)
 
-    async def _process(self, update: Update) -> None:
+    async def _process(self, update: Update, receipt: Receipt | None = None) -> None:
         message = update.message
         if message is None or self._handler is None:
+            if receipt is not None:
+                receipt.settle(True)
             return
         channel = self._channel(message)
         try:
             incoming = translate(message, self._bot.bot)
             if incoming is not None:
-                await self._handler.handle(incoming, channel)
-            elif self._wants_text_note(message):
-                await send_text(channel, texts.ONLY_TEXT_SUPPORTED)
+                await self._handler.handle(incoming, channel, receipt)
+            else:
+                if receipt is not None:
+                    receipt.settle(True)
+                if self._wants_text_note(message):
+                    await send_text(channel, texts.ONLY_TEXT_SUPPORTED)
         except (TelegramError, PlatformRateLimited) as error:
             log.warning("could not answer Telegram message %s: %s", message.message_id, error)
         except Exception:
             log.exception("unexpected error handling Telegram update %s", update.update_id)
+        finally:
+            if receipt is not None:
+                receipt.settle(True)
 
     def _channel(self, message: Message) -> TelegramChannel:
         private = message.chat.type == ChatType.PRIVATE
@@ -396,6 +415,16 @@ class TelegramAdapter:
             limits=self._limits.private if private else self._limits.group,
             thread_id=_topic(message),
             reply_to=None if private else message.message_id,
+        )
+
+    def _reopen(self, route: str) -> TelegramChannel:
+        chat_id, thread_id, reply_to = json.loads(route)
+        return TelegramChannel(
+            self._bot,
+            chat_id,
+            limits=self._limits.private if reply_to is None else self._limits.group,
+            thread_id=thread_id,
+            reply_to=reply_to,
         )
 
     def _wants_text_note(self, message: Message) -> bool:

@@ -1,5 +1,6 @@
 """The store backends: how one is chosen from the settings, and the few rules every backend computes
-the same way (which usage rows a delta touches, where a rate window starts, how often to sweep).
+the same way (which usage rows a delta touches, where a rate window starts, how often to sweep, how a
+queued message is written down).
 
 Backends are imported only when chosen, so a bridge on the memory store never loads a database driver,
 and the backend modules can import the shared rules from here without a cycle.
@@ -7,22 +8,13 @@ and the backend modules can import the shared rules from here without a cycle.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import assert_never
 
 from core.settings import StoreBackend, StoreSettings
-from core.store import (
-    ALL_SUBJECTS,
-    Admission,
-    Admitted,
-    Store,
-    Turn,
-    UsageDelta,
-    Verdict,
-)
+from core.store import ALL_SUBJECTS, QueuedMessage, Store, UsageDelta
 
 
 def create_store(settings: StoreSettings) -> Store:
@@ -81,32 +73,12 @@ class PruneTimer:
         return True
 
 
-@asynccontextmanager
-async def admit_in_steps(store: Store, admission: Admission) -> AsyncIterator[Admitted]:
-    """``Store.admit`` made of the store's own steps, one call each: what the embedded stores do, and
-    a Redis Cluster, whose keys for one prompt live in different slots."""
-    first, overrides = await store.first_seen_with_access(admission.dedupe_key, admission.dedupe_ttl_s)
-    if not first:
-        yield Admitted(Verdict.DUPLICATE)
-    elif not admission.allowed(overrides):
-        yield Admitted(Verdict.DENIED)
-    elif (
-        admission.rate_limit > 0
-        and await store.count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit
-    ):
-        yield Admitted(Verdict.RATE_LIMITED)
-    else:
-        hold = store.hold_for_turn(
-            admission.session_key, admission.lease_ttl_s, admission.item, admission.max_turns, admission.on_queued
-        )
-        async with hold as held:
-            yield Admitted(Verdict.HELD, held)
+def queued_to_json(item: QueuedMessage) -> str:
+    """The stored form of a queued message in the backends that keep it as text."""
+    return json.dumps(
+        [item.message_key, item.platform, item.chat_id, item.user_id, item.text, item.received_at, item.route]
+    )
 
 
-async def finish_turn_in_steps(
-    store: Store, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float, usage: UsageDelta
-) -> None:
-    """``Store.finish_turn`` made of the store's own steps: what the embedded stores do, whose calls
-    cost no round trip, and a Redis Cluster, where the usage counters live in another slot."""
-    await store.commit_turns(session_key, turns, fence, ttl_s)
-    await store.add_usage(usage)
+def queued_from_json(raw: str) -> QueuedMessage:
+    return QueuedMessage(*json.loads(raw))

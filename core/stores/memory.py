@@ -1,27 +1,33 @@
 """The memory store: plain dicts in this process, for tests and throwaway bridges.
 
 Nothing here awaits between reading and writing a value, so every method is atomic with respect to
-the other tasks of the event loop without a lock. Dedupe marks, rate windows and idle sessions expire
+the other tasks of the event loop without a lock. The queue is as durable as the process. Dedupe marks, rate windows and idle sessions expire
 and are swept now and then, so a long-running throwaway bridge does not grow without bound.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
+    Admission,
+    Claim,
+    QueuedMessage,
     SessionInfo,
     SessionState,
     Turn,
+    TurnResult,
     UsageDelta,
     UsageTotals,
+    Verdict,
 )
 from core.stores import FixedWindow, PruneTimer, usage_subjects
-from core.stores.local_ordering import InProcessOrdering
+from core.stores.local_leases import InProcessLeases
 from core.usage import RunningTotals
 
 PRUNE_INTERVAL_S = 60.0
@@ -41,11 +47,18 @@ class _Window:
     ends_at: float
 
 
-class MemoryStore(InProcessOrdering):
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    item: QueuedMessage
+    queued_at: float
+
+
+class MemoryStore:
     """A ``Store`` that forgets everything when the process ends."""
 
     def __init__(self, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
-        super().__init__()
+        self._leases = InProcessLeases()
+        self._queues: dict[str, deque[_Queued]] = {}
         self._sessions: dict[str, _Session] = {}
         self._seen: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
@@ -62,17 +75,75 @@ class MemoryStore(InProcessOrdering):
     async def ping(self) -> None:
         """Always reachable."""
 
-    # --- dedupe ---------------------------------------------------------------------------------
-    async def first_seen(self, key: str, ttl_s: float) -> bool:
+    # --- the durable queue ----------------------------------------------------------------------
+    async def admit(self, admission: Admission) -> Verdict:
+        if not self._first_seen(admission.dedupe_key, admission.dedupe_ttl_s):
+            return Verdict.DUPLICATE
+        if not admission.allowed(self._access):
+            return Verdict.DENIED
+        if (
+            admission.rate_limit > 0
+            and self._count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit
+        ):
+            return Verdict.RATE_LIMITED
+        if admission.item is None:
+            return Verdict.ACCEPTED
+        queue = self._queues.setdefault(admission.session_key, deque())
+        queue.append(_Queued(admission.item, time.time()))
+        return Verdict.QUEUED
+
+    async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
+        queue = self._queues.get(session_key)
+        if not queue:
+            return None
+        fence = self._leases.take(session_key)
+        if fence is None:
+            return None
+        return Claim(fence, [queued.item for queued in queue], await self.load_session(session_key, max_turns))
+
+    async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
+        return self._leases.holds(session_key, fence)
+
+    async def finish(self, session_key: str, fence: int, result: TurnResult) -> int:
+        """The session's ``last_active`` is its newest turn's ``created_at``: the engine stamps turns
+        with its own clock and measures idle time with the same clock."""
+        self._leases.check(session_key, fence)
+        if result.turns:
+            self._append(session_key, result.turns, result.ttl_s)
+        queue = self._queues.get(session_key)
+        if queue is not None:
+            for _ in range(min(result.answered, len(queue))):
+                queue.popleft()
+            if not queue:
+                del self._queues[session_key]
+        if result.usage is not None:
+            self._add_usage(result.usage)
+        self._leases.release(session_key, fence)
+        return len(self._queues.get(session_key, ()))
+
+    async def release(self, session_key: str, fence: int) -> None:
+        self._leases.release(session_key, fence)
+
+    async def orphans(self, older_than_s: float, limit: int) -> list[str]:
+        cutoff = time.time() - older_than_s
+        found = [
+            (queue[0].queued_at, key)
+            for key, queue in self._queues.items()
+            if queue[0].queued_at <= cutoff and not self._leases.held(key)
+        ]
+        return [key for _, key in sorted(found)[: max(limit, 0)]]
+
+    # --- marks ----------------------------------------------------------------------------------
+    async def mark_once(self, key: str, ttl_s: float) -> bool:
+        return self._first_seen(key, ttl_s)
+
+    def _first_seen(self, key: str, ttl_s: float) -> bool:
         now = self._tick()
         expires_at = self._seen.get(key)
         if expires_at is not None and expires_at > now:
             return False
         self._seen[key] = now + ttl_s
         return True
-
-    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        return await self.first_seen(key, ttl_s), await self.access_overrides()
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
@@ -82,13 +153,7 @@ class MemoryStore(InProcessOrdering):
         start = max(len(session.turns) - max(max_turns, 0), 0)
         return SessionState(session_key, session.turns[start:], session.last_active)
 
-    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
-        """The session's ``last_active`` is its newest turn's ``created_at``: the engine stamps turns
-        with its own clock and measures idle time with the same clock. Committing no turns only
-        checks the fence."""
-        self._ordering.check_fence(session_key, fence)
-        if not turns:
-            return
+    def _append(self, session_key: str, turns: Sequence[Turn], ttl_s: float) -> None:
         expires_at = self._tick() + ttl_s
         session = self._sessions.get(session_key)
         if session is None:
@@ -107,7 +172,7 @@ class MemoryStore(InProcessOrdering):
         return sorted(infos, key=lambda info: info.last_active, reverse=True)
 
     # --- rate limits ----------------------------------------------------------------------------
-    async def count_hit(self, key: str, window_s: float) -> int:
+    def _count_hit(self, key: str, window_s: float) -> int:
         current = FixedWindow.at(self._tick(), window_s)
         window = self._windows.get(key)
         if window is None or window.index != current.index:
@@ -116,14 +181,11 @@ class MemoryStore(InProcessOrdering):
         return window.count
 
     # --- runtime access lists -------------------------------------------------------------------
-    async def access_overrides(self) -> dict[str, AccessDecision]:
-        return dict(self._access)
-
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
         self._access[identity] = decision
 
     # --- usage ----------------------------------------------------------------------------------
-    async def add_usage(self, delta: UsageDelta) -> None:
+    def _add_usage(self, delta: UsageDelta) -> None:
         for subject in usage_subjects(delta):
             self._usage.setdefault(subject, {}).setdefault(delta.day, RunningTotals()).add(delta)
 

@@ -15,8 +15,10 @@ behind it there, in order. The work that may take long runs on that thread too: 
 rows (at most once a minute, with the write that finds it due) and WAL checkpoints, the only step
 that syncs the file to disk, started in the background every ``CHECKPOINT_EVERY_WRITES`` writes.
 
-Per-session ordering stays in this process (``LocalOrdering``); the file only keeps what must
-outlive it. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
+The durable queue is the ``queue`` table: a prompt's row is written in the transaction that sets its
+dedupe mark, and deleted in the transaction that stores the turn answering it. Leases stay in this
+process (``InProcessLeases``), since the file has one process. Everything else in the file is what
+must outlive the process. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
 a minute, so the file stays bounded. Reading a session never deletes it: the engine decides when a
 session is idle and clears it.
 """
@@ -35,16 +37,20 @@ from typing import TypeVar, cast
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
+    Admission,
+    Claim,
     Role,
     SessionInfo,
     SessionState,
     StoreUnavailable,
     Turn,
+    TurnResult,
     UsageDelta,
     UsageTotals,
+    Verdict,
 )
-from core.stores import FixedWindow, PruneTimer, usage_subjects
-from core.stores.local_ordering import InProcessOrdering
+from core.stores import FixedWindow, PruneTimer, queued_from_json, queued_to_json, usage_subjects
+from core.stores.local_leases import InProcessLeases
 
 _T = TypeVar("_T")
 
@@ -55,6 +61,8 @@ BUSY_TIMEOUT_MS = 5000
 """How long the worker thread waits for another process (a backup, a manual fix) that holds the write lock."""
 CHECKPOINT_EVERY_WRITES = 1000
 """Writes between two WAL checkpoints; about 300 answered messages, a WAL of a few megabytes."""
+PING_MARK = "#ping"
+"""The dedupe mark ``ping`` writes; no message key looks like it."""
 MIN_SQLITE = (3, 35, 0)
 """``RETURNING`` keeps dedupe and rate counting to one atomic statement."""
 
@@ -76,6 +84,13 @@ CREATE TABLE IF NOT EXISTS turns (
     created_at  REAL NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_session ON turns (session_key, seq);
+CREATE TABLE IF NOT EXISTS queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_key TEXT NOT NULL,
+    queued_at   REAL NOT NULL,
+    message     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_session ON queue (session_key, seq);
 CREATE TABLE IF NOT EXISTS seen (
     key        TEXT PRIMARY KEY,
     expires_at REAL NOT NULL
@@ -149,7 +164,7 @@ _PRUNE = (
 )
 
 
-class SqliteStore(InProcessOrdering):
+class SqliteStore:
     """A ``Store`` in one sqlite file; sqlite errors surface as ``StoreUnavailable``."""
 
     def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
@@ -162,7 +177,7 @@ class SqliteStore(InProcessOrdering):
         self._in_worker_calls = 0
         self._writes = 0
         self._checkpoint: asyncio.Future[None] | None = None
-        super().__init__()
+        self._leases = InProcessLeases()
         self._prune = PruneTimer(prune_interval_s)
 
     async def open(self) -> None:
@@ -203,30 +218,70 @@ class SqliteStore(InProcessOrdering):
         worker.shutdown(wait=False)
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchall())
+        """A write, not a read: a file that turned read-only or a full disk must fail readiness."""
+        await self._run(lambda db: _first_seen(db, PING_MARK, 0.0))
 
-    # --- dedupe ---------------------------------------------------------------------------------
-    async def first_seen(self, key: str, ttl_s: float) -> bool:
+    # --- the durable queue ----------------------------------------------------------------------
+    async def admit(self, admission: Admission) -> Verdict:
+        """One transaction: the dedupe mark and the queue row land together or not at all."""
+        window = FixedWindow.at(time.time(), admission.rate_window_s)
+        return await self._write(lambda db: _admit(db, admission, window))
+
+    async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
+        if self._leases.held(session_key):
+            return None
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT message FROM queue WHERE session_key = ? ORDER BY seq", (session_key,)
+            ).fetchall()
+        )
+        if not rows:
+            return None
+        fence = self._leases.take(session_key)
+        if fence is None:  # another task took it while this one read
+            return None
+        try:
+            state = await self.load_session(session_key, max_turns)
+        except BaseException:
+            self._leases.release(session_key, fence)
+            raise
+        return Claim(fence, [queued_from_json(message) for (message,) in rows], state)
+
+    async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
+        return self._leases.holds(session_key, fence)
+
+    async def finish(self, session_key: str, fence: int, result: TurnResult) -> int:
+        """Turns, queue and usage in one transaction; ``last_active`` is the newest turn's
+        ``created_at``, stamped by the engine's clock, which also measures idle time."""
+        self._leases.check(session_key, fence)
+        expires_at = time.time() + result.ttl_s
+        still_queued = await self._write(lambda db: _finish(db, session_key, result, expires_at))
+        self._leases.release(session_key, fence)
+        return still_queued
+
+    async def release(self, session_key: str, fence: int) -> None:
+        self._leases.release(session_key, fence)
+
+    async def orphans(self, older_than_s: float, limit: int) -> list[str]:
+        cutoff = time.time() - older_than_s
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT session_key FROM queue GROUP BY session_key HAVING MIN(queued_at) <= ?"
+                " ORDER BY MIN(seq) LIMIT ?",
+                (cutoff, max(limit, 0) + len(self._leases)),
+            ).fetchall()
+        )
+        return [key for (key,) in rows if not self._leases.held(key)][: max(limit, 0)]
+
+    # --- marks ----------------------------------------------------------------------------------
+    async def mark_once(self, key: str, ttl_s: float) -> bool:
         return await self._write(lambda db: _first_seen(db, key, ttl_s))
-
-    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        return await self._write(lambda db: _first_seen_with_access(db, key, ttl_s))
 
     # --- sessions -------------------------------------------------------------------------------
     async def load_session(self, session_key: str, max_turns: int) -> SessionState | None:
         """Reads the newest turns backwards on the (session_key, seq) index: the cost does not grow
         with the length of the history."""
         return await self._run(lambda db: _load_session(db, session_key, max_turns))
-
-    async def commit_turns(self, session_key: str, turns: Sequence[Turn], fence: int, ttl_s: float) -> None:
-        """All turns and the session row in one transaction. ``last_active`` is the newest turn's
-        ``created_at``, stamped by the engine's clock, which also measures idle time; ``ttl_s`` sets
-        when the row may be pruned. Committing no turns only checks the fence."""
-        self._ordering.check_fence(session_key, fence)
-        if not turns:
-            return
-        expires_at = time.time() + ttl_s
-        await self._write(lambda db: _commit_turns(db, session_key, turns, expires_at))
 
     async def clear_session(self, session_key: str) -> bool:
         return await self._write(lambda db: _clear_session(db, session_key))
@@ -240,17 +295,7 @@ class SqliteStore(InProcessOrdering):
         )
         return [SessionInfo(key, last_active, turn_count) for key, last_active, turn_count in rows]
 
-    # --- rate limits ----------------------------------------------------------------------------
-    async def count_hit(self, key: str, window_s: float) -> int:
-        window = FixedWindow.at(time.time(), window_s)
-        params = {"key": key, "index": window.index, "ends_at": window.ends_at}
-        hits: int = await self._write(lambda db: db.execute(_COUNT_HIT, params).fetchone()[0])
-        return hits
-
     # --- runtime access lists -------------------------------------------------------------------
-    async def access_overrides(self) -> dict[str, AccessDecision]:
-        return await self._run(_access)
-
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
         await self._write(
             lambda db: db.execute(
@@ -261,14 +306,6 @@ class SqliteStore(InProcessOrdering):
         )
 
     # --- usage ----------------------------------------------------------------------------------
-    async def add_usage(self, delta: UsageDelta) -> None:
-        """One statement for all subjects, so a crash never leaves the totals disagreeing."""
-        subjects = usage_subjects(delta)
-        figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
-        params = [value for subject in subjects for value in (subject, delta.day, *figures)]
-        sql = _ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects)))
-        await self._write(lambda db: db.execute(sql, params))
-
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         rows = await self._run(
             lambda db: db.execute(
@@ -390,11 +427,25 @@ def _first_seen(db: sqlite3.Connection, key: str, ttl_s: float) -> bool:
     return db.execute(_FIRST_SEEN, {"key": key, "expires_at": now + ttl_s, "now": now}).fetchone() is not None
 
 
-def _first_seen_with_access(db: sqlite3.Connection, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
+def _admit(db: sqlite3.Connection, admission: Admission, window: FixedWindow) -> Verdict:
     """One transaction, as ``_run`` needs: the mark must not be set by an attempt that then fails
     and is run again on the worker, which would find the message already seen."""
     with _immediate(db):
-        return _first_seen(db, key, ttl_s), _access(db)
+        if not _first_seen(db, admission.dedupe_key, admission.dedupe_ttl_s):
+            return Verdict.DUPLICATE
+        if not admission.allowed(_access(db)):
+            return Verdict.DENIED
+        if admission.rate_limit > 0:
+            params = {"key": admission.rate_key, "index": window.index, "ends_at": window.ends_at}
+            if db.execute(_COUNT_HIT, params).fetchone()[0] > admission.rate_limit:
+                return Verdict.RATE_LIMITED
+        if admission.item is None:
+            return Verdict.ACCEPTED
+        db.execute(
+            "INSERT INTO queue (session_key, queued_at, message) VALUES (?, ?, ?)",
+            (admission.session_key, time.time(), queued_to_json(admission.item)),
+        )
+        return Verdict.QUEUED
 
 
 def _access(db: sqlite3.Connection) -> dict[str, AccessDecision]:
@@ -415,19 +466,41 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
     return SessionState(session_key, turns, head[0])
 
 
-def _commit_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn], expires_at: float) -> None:
+def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expires_at: float) -> int:
     with _immediate(db):
-        first_seq: int = db.execute(
-            "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
-        ).fetchone()[0]
-        db.executemany(
-            _INSERT_TURN,
-            [
-                (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
-                for i, turn in enumerate(turns)
-            ],
-        )
-        db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
+        if result.turns:
+            _append_turns(db, session_key, result.turns, expires_at)
+        if result.answered > 0:
+            db.execute(
+                "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE session_key = ? ORDER BY seq LIMIT ?)",
+                (session_key, result.answered),
+            )
+        if result.usage is not None:
+            _add_usage(db, result.usage)
+        still_queued: int = db.execute("SELECT COUNT(*) FROM queue WHERE session_key = ?", (session_key,)).fetchone()[0]
+        return still_queued
+
+
+def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn], expires_at: float) -> None:
+    first_seq: int = db.execute(
+        "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
+    ).fetchone()[0]
+    db.executemany(
+        _INSERT_TURN,
+        [
+            (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
+            for i, turn in enumerate(turns)
+        ],
+    )
+    db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
+
+
+def _add_usage(db: sqlite3.Connection, delta: UsageDelta) -> None:
+    """One statement for all subjects, so a crash never leaves the totals disagreeing."""
+    subjects = usage_subjects(delta)
+    figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
+    params = [value for subject in subjects for value in (subject, delta.day, *figures)]
+    db.execute(_ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects))), params)
 
 
 def _clear_session(db: sqlite3.Connection, session_key: str) -> bool:

@@ -39,6 +39,7 @@ from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import REDACTED, configure_logging, configured_secrets
 from chatbridge.metrics import BridgeMetrics
 from chatbridge.ops import Operations
+from core import texts
 from core.engine import Engine, Outcome
 from core.store import SessionInfo, StoreUnavailable
 from core.stores.memory import MemoryStore
@@ -730,7 +731,7 @@ async def test_readyz_follows_a_real_redis_outage_and_no_secret_leaks(tmp_path: 
             assert (await ready_becomes(200))["store"] == "ok"
             redis.stop()
             assert (await ready_becomes(503))["store"] in ("unreachable", "no answer")
-            assert "temporarily unavailable" in await bridge.ask("during the outage")
+            assert await bridge.ask("during the outage") == f"bot> {texts.TEMPORARILY_UNAVAILABLE}"
             start_redis()
             assert (await ready_becomes(200))["store"] == "ok"
             assert await bridge.ask("after the outage") == "bot> echo: after the outage"

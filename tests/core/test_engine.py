@@ -15,7 +15,7 @@ from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Engine, Outcome
 from core.events import IncomingMessage
-from core.store import AccessDecision
+from core.store import Admission, Verdict
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import CutStream, FakeModel, Reply, Status
 from tests.kit.channel import RecordingChannel
@@ -430,7 +430,7 @@ async def test_admin_commands_are_refused_to_non_admins_and_change_nothing(
     for command in ("/admin clear all", "/admin deny telegram:1", "/admin sessions", "/admin stats"):
         assert (await say(admin_engine, private(command, user="telegram:2"))).text == texts.ADMIN_ONLY
     assert len(await stored(store, "telegram:1")) == 2
-    assert await store.access_overrides() == {}
+    assert (await say(admin_engine, private("still here", user="telegram:1"))).text == "echo: still here"
 
 
 async def test_admin_sessions_and_clear(admin_engine: Engine, store: MemoryStore) -> None:
@@ -502,16 +502,16 @@ async def test_a_closed_engine_finishes_replies_in_flight_and_refuses_new_work(
 
 
 class _SlowChecks(MemoryStore):
-    """Delays the dedupe/access check of chosen messages, as a busy store connection would."""
+    """Delays the admission of chosen messages, as a busy store connection would."""
 
     def __init__(self) -> None:
         super().__init__()
         self.slow: set[str] = set()
 
-    async def first_seen_with_access(self, key: str, ttl_s: float) -> tuple[bool, dict[str, AccessDecision]]:
-        if key.removeprefix("msg:") in self.slow:
+    async def admit(self, admission: Admission) -> Verdict:
+        if admission.dedupe_key.removeprefix("msg:") in self.slow:
             await asyncio.sleep(0.2)
-        return await super().first_seen_with_access(key, ttl_s)
+        return await super().admit(admission)
 
 
 async def test_a_message_delayed_before_queueing_is_not_overtaken(model: OpenAIChatModel) -> None:

@@ -54,6 +54,7 @@ class FakeChannel:
     messages: list[str] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     attempts: int = 0
+    route: str = ""
     typing_calls: int = 0
 
     async def send(self, text: str) -> object:
@@ -336,6 +337,7 @@ async def test_a_failed_intermediate_edit_does_not_lose_the_reply() -> None:
 
     class FlakyChannel:
         limits = PlatformLimits(max_message_chars=100, min_edit_interval_s=0.0)
+        route = ""
 
         def __init__(self) -> None:
             self.messages: list[str] = []

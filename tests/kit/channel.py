@@ -15,6 +15,7 @@ class RecordingChannel:
     messages: list[str] = field(default_factory=list)
     edits: int = 0
     typing_calls: int = 0
+    route: str = ""
 
     async def send(self, text: str) -> object:
         self.messages.append(text)

@@ -8,7 +8,7 @@ tiny TTLs and windows with real sleeps, because a shared backend expires keys by
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -21,27 +21,27 @@ import pytest
 from core.settings import StoreBackend, StoreSettings
 from core.store import (
     AccessDecision,
-    Admission,
-    PendingMessage,
     SessionInfo,
     StaleLease,
     Store,
     StoreUnavailable,
     Turn,
+    TurnResult,
     UsageDelta,
     UsageTotals,
     Verdict,
 )
 from core.stores import create_store
 from core.stores import sqlite as sqlite_module
-from core.stores.local_ordering import LocalOrdering
+from core.stores.local_leases import InProcessLeases
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
+from tests.kit.stores import admission, claimed, queued, store_turns
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"]
 REDIS_FIXTURES = {"redis": "redis_server", "redis-sentinel": "redis_sentinel", "redis-cluster": "redis_cluster"}
 EMBEDDED = ["memory", "sqlite"]
-LEASE_TTL_S = 30.0
+LEASE_S = 30.0
 SESSION_TTL_S = 3600.0
 
 
@@ -105,13 +105,8 @@ def assistant(content: str, at: float = 1001.0, tokens: int = 5) -> Turn:
     return Turn("assistant", content, tokens, at)
 
 
-def pending(n: int, user_id: str = "telegram:1") -> PendingMessage:
-    return PendingMessage(f"telegram:1:{n}", user_id, f"part {n}", 1000.0 + n)
-
-
 async def commit(store: Store, key: str, *turns: Turn, ttl_s: float = SESSION_TTL_S) -> None:
-    async with store.lease(key, LEASE_TTL_S) as fence:
-        await store.commit_turns(key, turns, fence, ttl_s)
+    await store_turns(store, key, turns, ttl_s)
 
 
 async def stored(store: Store, key: str) -> list[Turn]:
@@ -144,268 +139,133 @@ async def test_ping_answers(store: Store) -> None:
     await store.ping()
 
 
-async def test_first_seen_is_true_once_until_the_mark_expires(store: Store) -> None:
-    assert await store.first_seen("msg:1", 0.05) is True
-    assert await store.first_seen("msg:1", 0.05) is False
-    assert await store.first_seen("msg:2", 0.05) is True
-    await asyncio.sleep(0.1)
-    assert await store.first_seen("msg:1", 0.05) is True
-    assert await store.first_seen("msg:1", 0.05) is False
+async def test_mark_once_is_true_once_until_the_mark_expires(store: Store) -> None:
+    assert await store.mark_once("denied-notice:telegram:1", 0.3) is True
+    assert await store.mark_once("denied-notice:telegram:1", 0.3) is False
+    assert await store.mark_once("denied-notice:telegram:2", 0.3) is True
+    await asyncio.sleep(0.4)
+    assert await store.mark_once("denied-notice:telegram:1", 0.3) is True
 
 
-async def test_first_seen_has_one_winner_among_concurrent_callers(store: Store) -> None:
-    results = await asyncio.gather(*(store.first_seen("msg:race", 60) for _ in range(20)))
-    assert sorted(results) == [False] * 19 + [True]
-
-
-async def test_pending_messages_come_back_in_arrival_order_and_only_once(store: Store) -> None:
-    for n in range(3):
-        await store.enqueue("telegram:1", pending(n))
-    await store.enqueue("telegram:2", pending(9, "telegram:2"))
-
-    assert await store.take_pending("telegram:1") == [pending(0), pending(1), pending(2)]
-    assert await store.take_pending("telegram:1") == []
-    assert await store.take_pending("telegram:2") == [pending(9, "telegram:2")]
-    assert await store.take_pending("telegram:3") == []
-
-
-async def test_first_seen_with_access_answers_both_in_one_step(store: Store) -> None:
-    assert await store.first_seen_with_access("msg:1", 60) == (True, {})
-    await store.set_access("telegram:9", AccessDecision.DENY)
-    assert await store.first_seen_with_access("msg:1", 60) == (False, {"telegram:9": AccessDecision.DENY})
-    assert await store.first_seen("msg:1", 60) is False
-    assert await store.first_seen_with_access("msg:2", 60) == (True, {"telegram:9": AccessDecision.DENY})
-
-
-async def test_hold_for_turn_queues_the_message_before_waiting(store: Store) -> None:
-    taken: list[list[PendingMessage]] = []
-    release_first = asyncio.Event()
-
-    async def hold(item: PendingMessage, gate: asyncio.Event | None = None) -> None:
-        async with store.hold_for_turn("telegram:1", LEASE_TTL_S, item, 10) as held:
-            if gate is not None:
-                await gate.wait()
-            taken.append(held.waiting + await store.take_pending("telegram:1"))
-
-    first = asyncio.create_task(hold(pending(0), release_first))
-    await asyncio.sleep(0.05)
-    second = asyncio.create_task(hold(pending(1)))
-    third = asyncio.create_task(hold(pending(2)))
-    await asyncio.sleep(0.05)
-    release_first.set()
-    await asyncio.gather(first, second, third)
-    # The first holder finds the messages of both waiters already queued behind its own.
-    assert taken == [[pending(0), pending(1), pending(2)], [], []]
-
-
-async def test_hold_for_turn_takes_the_queue_and_reads_the_session(store: Store) -> None:
-    queued: list[str] = []
-    async with store.hold_for_turn(
-        "telegram:1", LEASE_TTL_S, pending(0), 10, on_queued=lambda: queued.append("0")
-    ) as held:
-        assert (held.waiting, held.state, queued) == ([pending(0)], None, ["0"])
-        await store.commit_turns("telegram:1", [user("q1", 10.0), assistant("a1", 11.0)], held.fence, SESSION_TTL_S)
-    await commit(store, "telegram:1", user("q2", 20.0), assistant("a2", 21.0))
-
-    await store.enqueue("telegram:1", pending(1))
-    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(2), 2) as held:
-        assert held.waiting == [pending(1), pending(2)]
-        assert held.state is not None and held.state.key == "telegram:1" and held.state.last_active == 21.0
-        assert held.state.turns == [user("q2", 20.0), assistant("a2", 21.0)]
-        assert await store.take_pending("telegram:1") == []
-    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(3), 0) as held:
-        assert held.waiting == [pending(3)]
-        assert held.state is not None and held.state.turns == [] and held.state.last_active == 21.0
-
-
-async def test_hold_for_turn_finds_nothing_when_an_earlier_holder_took_its_message(store: Store) -> None:
-    inside = asyncio.Event()
-    release = asyncio.Event()
-
-    async def first() -> list[PendingMessage]:
-        async with store.hold_for_turn("telegram:1", LEASE_TTL_S, pending(0), 10) as held:
-            inside.set()
-            await release.wait()
-            return held.waiting + await store.take_pending("telegram:1")
-
-    holder = asyncio.create_task(first())
-    await inside.wait()
-    joined = asyncio.create_task(_waiting_of(store, pending(1)))
-    await asyncio.sleep(0.05)
-    release.set()
-    assert await holder == [pending(0), pending(1)]
-    # Nothing pending: nothing loaded either (a joined message's handler needs no history).
-    assert await joined == ([], None)
-
-
-async def _waiting_of(store: Store, item: PendingMessage) -> tuple[list[PendingMessage], Any]:
-    async with store.hold_for_turn("telegram:1", LEASE_TTL_S, item, 10) as held:
-        return held.waiting, held.state
-
-
-def admission(
-    n: int, *, allowed: Callable[[Mapping[str, AccessDecision]], bool] = lambda overrides: True, rate_limit: int = 0
-) -> Admission:
-    return Admission(
-        dedupe_key=f"msg:telegram:1/{n}",
-        dedupe_ttl_s=60,
-        allowed=allowed,
-        rate_key="rate:telegram:1",
-        rate_window_s=60,
-        rate_limit=rate_limit,
-        session_key="telegram:1",
-        lease_ttl_s=LEASE_TTL_S,
-        item=pending(n),
-        max_turns=10,
-    )
-
-
-async def verdict_of(store: Store, admitted: Admission) -> Verdict:
-    async with store.admit(admitted) as result:
-        return result.verdict
-
-
-async def test_admit_holds_the_session_with_the_prompt_taken_and_the_session_loaded(store: Store) -> None:
-    await commit(store, "telegram:1", user("q1", 10.0), assistant("a1", 11.0))
-    await store.enqueue("telegram:1", pending(0))
-    queued: list[int] = []
-    async with store.admit(dataclasses.replace(admission(1), on_queued=lambda: queued.append(1))) as admitted:
-        assert admitted.verdict is Verdict.HELD and admitted.held is not None and queued == [1]
-        assert admitted.held.waiting == [pending(0), pending(1)]
-        assert admitted.held.state is not None and admitted.held.state.turns == [
-            user("q1", 10.0),
-            assistant("a1", 11.0),
-        ]
-        await store.commit_turns("telegram:1", [user("q2", 20.0)], admitted.held.fence, SESSION_TTL_S)
-    assert await stored(store, "telegram:1") == [user("q1", 10.0), assistant("a1", 11.0), user("q2", 20.0)]
+async def test_admit_has_one_winner_among_concurrent_deliveries(store: Store) -> None:
+    item = queued("hello", key="telegram:1/7")
+    verdicts = await asyncio.gather(*(store.admit(admission("telegram:1", item)) for _ in range(20)))
+    assert sorted(verdicts) == sorted([Verdict.QUEUED] + [Verdict.DUPLICATE] * 19)
+    claim = await store.claim("telegram:1", LEASE_S, 10)
+    assert claim is not None and claim.queued == [item]
 
 
 async def test_admit_stops_at_a_duplicate_a_denial_or_the_rate_limit_and_queues_nothing(store: Store) -> None:
-    assert await verdict_of(store, admission(1)) is Verdict.HELD
-    assert await verdict_of(store, admission(1)) is Verdict.DUPLICATE
-    assert await verdict_of(store, admission(2, allowed=lambda overrides: False)) is Verdict.DENIED
-    assert await verdict_of(store, admission(3, rate_limit=2)) is Verdict.HELD
-    assert await verdict_of(store, admission(4, rate_limit=2)) is Verdict.HELD
-    assert await verdict_of(store, admission(5, rate_limit=2)) is Verdict.RATE_LIMITED
-    assert await store.take_pending("telegram:1") == []
-    # A denied or limited prompt was still seen: its redelivery is a duplicate.
-    assert await verdict_of(store, admission(2)) is Verdict.DUPLICATE
+    first = queued("first")
+    assert await store.admit(admission("telegram:1", first)) is Verdict.QUEUED
+    assert await store.admit(admission("telegram:1", first)) is Verdict.DUPLICATE
+    denied = admission("telegram:1", queued("denied"), allowed=lambda overrides: False)
+    assert await store.admit(denied) is Verdict.DENIED
+    limited = {"rate_key": "rate:telegram:1", "rate_window_s": 60.0, "rate_limit": 1}
+    assert await store.admit(admission("telegram:1", queued("hit 1"), **limited)) is Verdict.QUEUED
+    assert await store.admit(admission("telegram:1", queued("hit 2"), **limited)) is Verdict.RATE_LIMITED
+
+    claim = await store.claim("telegram:1", LEASE_S, 10)
+    assert claim is not None and [item.text for item in claim.queued] == ["first", "hit 1"]
 
 
-async def test_admit_counts_the_rate_in_the_same_windows_as_count_hit(store: Store) -> None:
-    def limited(n: int) -> Admission:
-        return dataclasses.replace(admission(n, rate_limit=2), rate_window_s=0.3)
-
-    await start_of_window(0.3)
-    assert await store.count_hit("rate:telegram:1", 0.3) == 1
-    assert await verdict_of(store, limited(1)) is Verdict.HELD
-    assert await verdict_of(store, limited(2)) is Verdict.RATE_LIMITED
-    assert await store.count_hit("rate:telegram:1", 0.3) == 4
-    await start_of_window(0.3)
-    assert await verdict_of(store, limited(3)) is Verdict.HELD
+async def test_admit_without_an_item_only_checks(store: Store) -> None:
+    assert await store.admit(admission("telegram:1", None, dedupe_key="msg:c1")) is Verdict.ACCEPTED
+    assert await store.admit(admission("telegram:1", None, dedupe_key="msg:c1")) is Verdict.DUPLICATE
+    assert await store.claim("telegram:1", LEASE_S, 10) is None
 
 
 async def test_admit_decides_on_the_current_runtime_decisions(store: Store) -> None:
-    def not_denied(overrides: Mapping[str, AccessDecision]) -> bool:
+    def allowed(overrides: Mapping[str, AccessDecision]) -> bool:
         return overrides.get("telegram:1") is not AccessDecision.DENY
 
-    assert await verdict_of(store, admission(1, allowed=not_denied)) is Verdict.HELD
+    assert await store.admit(admission("telegram:1", queued(), allowed=allowed)) is Verdict.QUEUED
     await store.set_access("telegram:1", AccessDecision.DENY)
-    assert await verdict_of(store, admission(2, allowed=not_denied)) is Verdict.DENIED
+    assert await store.admit(admission("telegram:1", queued(), allowed=allowed)) is Verdict.DENIED
     await store.set_access("telegram:1", AccessDecision.ALLOW)
-    assert await verdict_of(store, admission(3, allowed=not_denied)) is Verdict.HELD
+    assert await store.admit(admission("telegram:1", queued(), allowed=allowed)) is Verdict.QUEUED
 
 
-async def test_lease_is_exclusive_and_granted_in_arrival_order(store: Store) -> None:
-    events: list[str] = []
-    release_first = asyncio.Event()
-
-    async def hold(name: str, gate: asyncio.Event | None = None) -> None:
-        async with store.lease("telegram:1", LEASE_TTL_S):
-            events.append(f"{name} in")
-            if gate is not None:
-                await gate.wait()
-            await asyncio.sleep(0.01)
-            events.append(f"{name} out")
-
-    first = asyncio.create_task(hold("a", release_first))
-    await until(lambda: events == ["a in"])
-    waiters = []
-    for name in "bcd":
-        waiters.append(asyncio.create_task(hold(name)))
-        await asyncio.sleep(0.02)
-    assert events == ["a in"]
-
-    release_first.set()
-    await asyncio.gather(first, *waiters)
-    assert events == ["a in", "a out", "b in", "b out", "c in", "c out", "d in", "d out"]
+async def test_the_rate_limit_counts_in_fixed_windows(store: Store) -> None:
+    window_s = 0.3
+    limited = {"rate_key": "rate:telegram:1", "rate_window_s": window_s, "rate_limit": 2}
+    await start_of_window(window_s)
+    verdicts = [await store.admit(admission("telegram:1", queued(), **limited)) for _ in range(3)]
+    assert verdicts == [Verdict.QUEUED, Verdict.QUEUED, Verdict.RATE_LIMITED]
+    await start_of_window(window_s)
+    assert await store.admit(admission("telegram:1", queued(), **limited)) is Verdict.QUEUED
 
 
-async def test_leases_of_different_sessions_do_not_wait_for_each_other(store: Store) -> None:
-    async with store.lease("telegram:1", LEASE_TTL_S):
-        async with asyncio.timeout(1):
-            async with store.lease("telegram:2", LEASE_TTL_S):
-                pass
+async def test_a_claim_takes_the_queue_in_arrival_order_with_the_session(store: Store) -> None:
+    await store_turns(store, "telegram:1", [user("q1", 10.0), assistant("a1", 11.0)])
+    claim = await claimed(store, "telegram:1", "part 1", "part 2", "part 3")
+
+    assert [item.text for item in claim.queued] == ["part 1", "part 2", "part 3"]
+    assert claim.queued[0].platform == "telegram" and claim.queued[0].user_id == "telegram:1"
+    assert claim.state is not None
+    assert claim.state.turns == [user("q1", 10.0), assistant("a1", 11.0)] and claim.state.last_active == 11.0
 
 
-async def test_lease_is_free_again_after_the_holder_fails(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        async with store.lease("telegram:1", LEASE_TTL_S):
-            raise RuntimeError("handler crashed")
-    async with asyncio.timeout(1):
-        async with store.lease("telegram:1", LEASE_TTL_S) as fence:
-            await store.commit_turns("telegram:1", [user("after the crash")], fence, SESSION_TTL_S)
-    assert await stored(store, "telegram:1") == [user("after the crash")]
+async def test_a_claim_is_exclusive_and_never_waits(store: Store) -> None:
+    claim = await claimed(store, "telegram:1", "hello")
+    assert await store.claim("telegram:1", LEASE_S, 10) is None, "a held session was claimed twice"
+    assert await store.claim("telegram:404", LEASE_S, 10) is None, "a session with nothing queued was claimed"
+    await claimed(store, "telegram:2", "other")  # another session is not held by the first's lease
+    await store.release("telegram:1", claim.fence)
+    again = await store.claim("telegram:1", LEASE_S, 10)
+    assert again is not None and [item.text for item in again.queued] == ["hello"], "released messages were lost"
+    assert again.fence > claim.fence
 
 
-async def test_fencing_tokens_increase_with_every_lease(store: Store) -> None:
-    tokens = []
-    for _ in range(3):
-        async with store.lease("telegram:1", LEASE_TTL_S) as fence:
-            tokens.append(fence)
-    assert tokens == sorted(tokens)
-    assert len(set(tokens)) == 3
+async def test_finishing_stores_the_turn_removes_what_it_answered_and_frees_the_session(store: Store) -> None:
+    claim = await claimed(store, "telegram:1", "one", "two")
+    assert await store.admit(admission("telegram:1", queued("three"))) is Verdict.QUEUED  # arrives meanwhile
+    usage = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=2, prompt_tokens=10, completion_tokens=4)
+    turns = [user("one\ntwo", 10.0), assistant("answer", 11.0)]
+    await store.finish("telegram:1", claim.fence, TurnResult(turns, len(claim.queued), usage, SESSION_TTL_S))
+
+    assert await stored(store, "telegram:1") == turns
+    assert await store.usage_by_day(1) == [UsageTotals("2024-05-01", 2, 10, 4, 0)]
+    after = await store.claim("telegram:1", LEASE_S, 10)
+    assert after is not None and [item.text for item in after.queued] == ["three"]
+    assert after.state is not None and after.state.turns == turns
+    await store.finish("telegram:1", after.fence, TurnResult((), 1, None, SESSION_TTL_S))
+    assert await store.claim("telegram:1", LEASE_S, 10) is None
+    assert await stored(store, "telegram:1") == turns, "a turn without turns changed the session"
 
 
-async def test_a_commit_with_a_stale_fence_is_refused_and_stores_nothing(store: Store) -> None:
-    async with store.lease("telegram:1", LEASE_TTL_S) as old:
-        pass
+async def test_a_stale_fence_stores_and_removes_nothing(store: Store) -> None:
+    stale = await claimed(store, "telegram:1", "question")
+    await store.release("telegram:1", stale.fence)
+    current = await store.claim("telegram:1", LEASE_S, 10)
+    assert current is not None
+    usage = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1)
     with pytest.raises(StaleLease):
-        await store.commit_turns("telegram:1", [user("late")], old, SESSION_TTL_S)
-
-    async with store.lease("telegram:1", LEASE_TTL_S) as current:
-        with pytest.raises(StaleLease):
-            await store.commit_turns("telegram:1", [user("late")], old, SESSION_TTL_S)
-        await store.commit_turns("telegram:1", [user("current")], current, SESSION_TTL_S)
-
-    assert await stored(store, "telegram:1") == [user("current")]
-
-
-async def test_finishing_a_turn_stores_it_counts_its_usage_and_frees_the_session(store: Store) -> None:
-    first = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1, prompt_tokens=10, completion_tokens=5)
-    second = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=2, prompt_tokens=20, completion_tokens=6)
-    async with store.lease("telegram:1", LEASE_TTL_S) as fence:
-        await store.finish_turn("telegram:1", [user("q1"), assistant("a1")], fence, SESSION_TTL_S, first)
-    async with asyncio.timeout(1):  # nothing holds the session after the first turn
-        async with store.lease("telegram:1", LEASE_TTL_S) as fence:
-            await store.finish_turn("telegram:1", [user("q2"), assistant("a2")], fence, SESSION_TTL_S, second)
-
-    assert await stored(store, "telegram:1") == [user("q1"), assistant("a1"), user("q2"), assistant("a2")]
-    assert await store.usage_by_day(1) == [UsageTotals("2024-05-01", 3, 30, 11, 0)]
-
-
-async def test_a_turn_finished_with_a_stale_fence_stores_and_counts_nothing(store: Store) -> None:
-    delta = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1, prompt_tokens=10, completion_tokens=5)
-    async with store.lease("telegram:1", LEASE_TTL_S) as old:
-        pass
-    async with store.lease("telegram:1", LEASE_TTL_S) as current:
-        with pytest.raises(StaleLease):
-            await store.finish_turn("telegram:1", [user("late"), assistant("late")], old, SESSION_TTL_S, delta)
-        # The current holder still holds the session: its own write lands.
-        await store.commit_turns("telegram:1", [user("current")], current, SESSION_TTL_S)
-
-    assert await stored(store, "telegram:1") == [user("current")]
+        await store.finish("telegram:1", stale.fence, TurnResult([user("stale")], 1, usage, SESSION_TTL_S))
+    assert await stored(store, "telegram:1") == []
     assert await store.usage_by_day(1) == []
+    assert not await store.renew("telegram:1", stale.fence, LEASE_S)
+    assert await store.renew("telegram:1", current.fence, LEASE_S)
+    await store.finish("telegram:1", current.fence, TurnResult([user("current")], 1, None, SESSION_TTL_S))
+    assert await stored(store, "telegram:1") == [user("current")]
+
+
+async def test_orphans_are_queues_nobody_holds_that_did_not_move(store: Store) -> None:
+    await claimed(store, "telegram:1", "held")
+    assert await store.admit(admission("telegram:2", queued("left behind"))) is Verdict.QUEUED
+    assert await store.orphans(60.0, 10) == [], "a queue younger than the age asked for is no orphan"
+    assert await store.orphans(0.0, 10) == ["telegram:2"]
+    answered = await claimed(store, "telegram:3", "answered")
+    await store.finish("telegram:3", answered.fence, TurnResult((), 1, None, SESSION_TTL_S))
+    assert await store.orphans(0.0, 10) == ["telegram:2"]
+    assert await store.orphans(0.0, 0) == []
+
+
+async def test_a_released_session_is_an_orphan_again(store: Store) -> None:
+    claim = await claimed(store, "telegram:1", "cut short")
+    assert await store.orphans(0.0, 10) == []
+    await store.release("telegram:1", claim.fence)
+    assert await store.orphans(0.0, 10) == ["telegram:1"]
 
 
 async def test_commit_appends_and_load_returns_the_newest_turns_oldest_first(store: Store) -> None:
@@ -461,7 +321,7 @@ async def test_list_sessions_shows_sessions_with_turns_newest_first(store: Store
     await commit(store, "telegram:1", user("q", 10.0), assistant("a", 11.0))
     await commit(store, "slack:C1", user("q", 20.0))
     await commit(store, "telegram:1", user("q", 30.0), assistant("a", 31.0))
-    await store.enqueue("discord:9", pending(1))
+    assert await store.admit(admission("discord:9", queued())) is Verdict.QUEUED
 
     assert await store.list_sessions() == [
         SessionInfo("telegram:1", 31.0, 4),
@@ -471,47 +331,41 @@ async def test_list_sessions_shows_sessions_with_turns_newest_first(store: Store
     assert await store.list_sessions() == [SessionInfo("slack:C1", 20.0, 1)]
 
 
-async def test_count_hit_counts_within_a_window_and_restarts_in_the_next(store: Store) -> None:
-    window_s = 0.2
-    await start_of_window(window_s)
-    assert [await store.count_hit("rate:telegram:1", window_s) for _ in range(3)] == [1, 2, 3]
-    assert await store.count_hit("rate:telegram:2", window_s) == 1
+async def test_access_decisions_are_set_and_replaced(store: Store) -> None:
+    async def decisions() -> dict[str, AccessDecision]:
+        seen: dict[str, AccessDecision] = {}
 
-    await start_of_window(window_s)
-    assert await store.count_hit("rate:telegram:1", window_s) == 1
-    assert await store.count_hit("rate:telegram:1", window_s) == 2
+        def record(overrides: Mapping[str, AccessDecision]) -> bool:
+            seen.clear()
+            seen.update(overrides)
+            return True
 
+        await store.admit(admission("telegram:1", None, allowed=record))
+        return seen
 
-async def test_access_overrides_are_set_and_replaced(store: Store) -> None:
-    assert await store.access_overrides() == {}
+    assert await decisions() == {}
     await store.set_access("telegram:1", AccessDecision.ALLOW)
     await store.set_access("slack:U2", AccessDecision.DENY)
     await store.set_access("telegram:1", AccessDecision.DENY)
-
-    assert await store.access_overrides() == {
-        "telegram:1": AccessDecision.DENY,
-        "slack:U2": AccessDecision.DENY,
-    }
+    assert await decisions() == {"telegram:1": AccessDecision.DENY, "slack:U2": AccessDecision.DENY}
     await store.set_access("slack:U2", AccessDecision.ALLOW)
-    assert (await store.access_overrides())["slack:U2"] is AccessDecision.ALLOW
+    assert (await decisions())["slack:U2"] is AccessDecision.ALLOW
 
 
 async def test_usage_is_totalled_per_day_for_all_the_user_and_the_chat(store: Store) -> None:
     group = "telegram:-100"
-    await store.add_usage(
-        UsageDelta("2024-05-01", "telegram:1", group, messages=1, prompt_tokens=10, completion_tokens=5)
-    )
-    await store.add_usage(
-        UsageDelta("2024-05-01", "telegram:2", group, messages=2, prompt_tokens=20, completion_tokens=7)
-    )
-    await store.add_usage(UsageDelta("2024-05-01", "telegram:2", group, errors=1))
+
+    async def add_usage(delta: UsageDelta) -> None:
+        await store_turns(store, delta.chat_id, (), usage=delta)
+
+    await add_usage(UsageDelta("2024-05-01", "telegram:1", group, messages=1, prompt_tokens=10, completion_tokens=5))
+    await add_usage(UsageDelta("2024-05-01", "telegram:2", group, messages=2, prompt_tokens=20, completion_tokens=7))
+    await add_usage(UsageDelta("2024-05-01", "telegram:2", group, errors=1))
     # A private chat whose id is the user's own: counted once for that identity.
-    await store.add_usage(
+    await add_usage(
         UsageDelta("2024-05-02", "telegram:1", "telegram:1", messages=1, prompt_tokens=3, completion_tokens=1)
     )
-    await store.add_usage(
-        UsageDelta("2024-04-30", "slack:U1", "slack:C1", messages=4, prompt_tokens=40, completion_tokens=8)
-    )
+    await add_usage(UsageDelta("2024-04-30", "slack:U1", "slack:C1", messages=4, prompt_tokens=40, completion_tokens=8))
 
     assert await store.usage_by_day(2) == [
         UsageTotals("2024-05-02", 1, 3, 1, 0),
@@ -535,70 +389,68 @@ async def test_usage_is_totalled_per_day_for_all_the_user_and_the_chat(store: St
 # --- embedded stores: in-process ordering and sweeping ------------------------------------------
 
 
-async def test_local_ordering_forgets_idle_sessions() -> None:
-    ordering = LocalOrdering()
-    ordering.enqueue("telegram:1", pending(1))
-    assert len(ordering) == 1
-    async with ordering.lease("telegram:1") as fence:
-        assert ordering.take_pending("telegram:1") == [pending(1)]
-        ordering.check_fence("telegram:1", fence)
-        assert len(ordering) == 1
-    assert len(ordering) == 0
-
-    for n in range(1000):
-        async with ordering.lease(f"telegram:{n}"):
-            pass
-    assert len(ordering) == 0
-
-
-async def test_local_ordering_survives_a_cancelled_waiter() -> None:
-    ordering = LocalOrdering()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with ordering.lease("telegram:1"):
-            await release.wait()
-
-    async def wait_for_lease() -> None:
-        async with ordering.lease("telegram:1"):
-            pass
-
-    holder = asyncio.create_task(hold())
-    await asyncio.sleep(0.01)
-    waiter = asyncio.create_task(wait_for_lease())
-    await asyncio.sleep(0.01)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    release.set()
-    await holder
-    assert len(ordering) == 0
+async def test_in_process_leases_forget_released_sessions() -> None:
+    leases = InProcessLeases()
+    fence = leases.take("telegram:1")
+    assert fence is not None and leases.take("telegram:1") is None
+    leases.check("telegram:1", fence)
+    leases.release("telegram:1", fence)
+    assert len(leases) == 0
     with pytest.raises(StaleLease):
-        ordering.check_fence("telegram:1", 1)
+        leases.check("telegram:1", fence)
+    for n in range(1000):
+        token = leases.take(f"telegram:{n}")
+        assert token is not None and token > fence
+        leases.release(f"telegram:{n}", token)
+    assert len(leases) == 0
+
+
+async def test_a_claim_cancelled_halfway_leaves_the_session_free(sqlite_store: SqliteStore) -> None:
+    assert await sqlite_store.admit(admission("telegram:1", queued("hello"))) is Verdict.QUEUED
+    claiming = asyncio.create_task(sqlite_store.claim("telegram:1", LEASE_S, 10))
+    await asyncio.sleep(0)
+    claiming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        claim = await claiming
+        await sqlite_store.release("telegram:1", claim.fence if claim else 0)
+    assert await sqlite_store.orphans(0.0, 10) == ["telegram:1"]
 
 
 async def test_expired_entries_are_swept_and_live_ones_kept(sweeping_store: MemoryStore | SqliteStore) -> None:
     store = sweeping_store
-    await store.first_seen("msg:old", 0.05)
-    await store.count_hit("rate:telegram:1", 0.05)
+    await store.admit(admission("telegram:x", None, dedupe_key="msg:old", dedupe_ttl_s=0.05))
+    await store.admit(
+        admission(
+            "telegram:x",
+            None,
+            dedupe_key="msg:old2",
+            dedupe_ttl_s=0.05,
+            rate_key="rate:telegram:1",
+            rate_window_s=0.05,
+            rate_limit=5,
+        )
+    )
     await commit(store, "telegram:old", user("old"), ttl_s=0.05)
     await commit(store, "telegram:live", user("live"), ttl_s=SESSION_TTL_S)
     await asyncio.sleep(0.1)
 
     # Reading an expired session does not delete it; the engine decides when a session is idle.
     assert await stored(store, "telegram:old") == [user("old")]
-    await store.first_seen("msg:new", 60)  # any write may sweep
+    await store.mark_once("msg:new", 60)  # any write may sweep
 
     assert await store.load_session("telegram:old", 10) is None
     assert await stored(store, "telegram:live") == [user("live")]
     assert [info.key for info in await store.list_sessions()] == ["telegram:live"]
+    # The marks of the messages that put the turns there expire with their own ttl.
     if isinstance(store, SqliteStore):
-        assert raw_count(store._path, "seen") == 1
         assert raw_count(store._path, "rate_windows") == 0
         assert raw_count(store._path, "turns") == 1
+        with sqlite3.connect(store._path) as db:
+            marks = {key for (key,) in db.execute("SELECT key FROM seen")}
     else:
-        assert list(store._seen) == ["msg:new"]
         assert store._windows == {}
+        marks = set(store._seen)
+    assert "msg:old" not in marks and "msg:old2" not in marks and "msg:new" in marks
 
 
 # --- sqlite only ------------------------------------------------------------------------------
@@ -609,8 +461,9 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
     await first.open()
     await commit(first, "telegram:1", user("q", 10.0), assistant("a", 11.0))
     await first.set_access("telegram:7", AccessDecision.DENY)
-    await first.add_usage(UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1, prompt_tokens=9))
-    await first.first_seen("msg:1", 60)
+    await store_turns(first, "telegram:1", (), usage=UsageDelta("2024-05-01", "telegram:1", "telegram:1", 1, 9))
+    assert await first.admit(admission("telegram:1", None, dedupe_key="msg:1")) is Verdict.ACCEPTED
+    assert await first.admit(admission("telegram:2", queued("unanswered"))) is Verdict.QUEUED
     await first.close()
 
     second = SqliteStore(sqlite_path)
@@ -618,9 +471,14 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
     try:
         assert await stored(second, "telegram:1") == [user("q", 10.0), assistant("a", 11.0)]
         assert await second.list_sessions() == [SessionInfo("telegram:1", 11.0, 2)]
-        assert await second.access_overrides() == {"telegram:7": AccessDecision.DENY}
+        denied = admission("telegram:7", None, allowed=lambda overrides: "telegram:7" not in overrides)
+        assert await second.admit(denied) is Verdict.DENIED
         assert await second.usage_by_day(7) == [UsageTotals("2024-05-01", 1, 9, 0, 0)]
-        assert await second.first_seen("msg:1", 60) is False
+        assert await second.admit(admission("telegram:1", None, dedupe_key="msg:1")) is Verdict.DUPLICATE
+        assert await second.orphans(0.0, 10) == ["telegram:2"]
+        left = await second.claim("telegram:2", LEASE_S, 10)
+        assert left is not None and [item.text for item in left.queued] == ["unanswered"]
+        await second.release("telegram:2", left.fence)
         await commit(second, "telegram:1", user("q2", 20.0))
         assert [turn.content for turn in await stored(second, "telegram:1")] == ["q", "a", "q2"]
     finally:
@@ -636,14 +494,16 @@ async def test_sqlite_failed_commit_leaves_the_session_as_it_was(sqlite_store: S
     await commit(sqlite_store, "telegram:1", user("q", 10.0), assistant("a", 11.0))
     broken = Turn("assistant", cast(Any, None), 1, 21.0)
 
-    async with sqlite_store.lease("telegram:1", LEASE_TTL_S) as fence:
-        with pytest.raises(StoreUnavailable):
-            await sqlite_store.commit_turns("telegram:1", [user("q2", 20.0), broken], fence, SESSION_TTL_S)
-        # The store is still usable within the same lease.
-        await sqlite_store.commit_turns("telegram:1", [user("q3", 30.0)], fence, SESSION_TTL_S)
+    claim = await claimed(sqlite_store, "telegram:1", "q2")
+    with pytest.raises(StoreUnavailable):
+        await sqlite_store.finish("telegram:1", claim.fence, TurnResult([user("q2", 20.0), broken], 1, None, 60.0))
+    # Nothing of the turn landed, the question is still queued, and the lease is still held.
+    assert await stored(sqlite_store, "telegram:1") == [user("q", 10.0), assistant("a", 11.0)]
+    await sqlite_store.finish("telegram:1", claim.fence, TurnResult([user("q3", 30.0)], 1, None, 60.0))
 
     assert await stored(sqlite_store, "telegram:1") == [user("q", 10.0), assistant("a", 11.0), user("q3", 30.0)]
     assert await sqlite_store.list_sessions() == [SessionInfo("telegram:1", 30.0, 3)]
+    assert await sqlite_store.claim("telegram:1", LEASE_S, 10) is None
 
 
 async def test_sqlite_loads_the_newest_turns_of_a_long_session_by_index(
@@ -682,17 +542,17 @@ async def test_sqlite_waits_for_another_writer_without_blocking_the_event_loop(
             await asyncio.sleep(0.01)
 
     ticker = asyncio.create_task(tick())
-    write = asyncio.create_task(sqlite_store.first_seen("msg:1", 60))
-    read = asyncio.create_task(sqlite_store.access_overrides())
+    write = asyncio.create_task(sqlite_store.mark_once("msg:1", 60))
+    read = asyncio.create_task(sqlite_store.list_sessions())
     await asyncio.sleep(0.3)
     assert not write.done() and not read.done()
     assert ticks >= 10, "the event loop was blocked while the file was locked"
     other.execute("COMMIT")
     other.close()
     assert await asyncio.wait_for(write, 5) is True
-    assert await asyncio.wait_for(read, 5) == {}
+    assert await asyncio.wait_for(read, 5) == []
     ticker.cancel()
-    assert await sqlite_store.first_seen("msg:1", 60) is False
+    assert await sqlite_store.mark_once("msg:1", 60) is False
 
 
 async def test_sqlite_checkpoints_the_wal_into_the_file(
@@ -702,7 +562,7 @@ async def test_sqlite_checkpoints_the_wal_into_the_file(
     store = SqliteStore(sqlite_path)
     await store.open()
     for n in range(12):
-        await store.first_seen(f"msg:{n}", 60)
+        await store.mark_once(f"msg:{n}", 60)
     await until(lambda: store._checkpoint is None)
     # The database file alone, without its WAL, holds what was written before the checkpoint.
     copy = tmp_path / "copy.db"
@@ -723,4 +583,4 @@ async def test_sqlite_errors_surface_as_store_unavailable(tmp_path: Path) -> Non
     with pytest.raises(StoreUnavailable):
         await store.ping()
     with pytest.raises(StoreUnavailable):
-        await store.first_seen("msg:1", 60)
+        await store.mark_once("msg:1", 60)

@@ -9,7 +9,6 @@ every key is bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -30,13 +29,23 @@ from redis.asyncio.connection import Connection
 from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Outcome
-from core.store import AccessDecision, Admission, PendingMessage, StoreUnavailable, Turn, UsageDelta, Verdict
+from core.store import (
+    AccessDecision,
+    Admission,
+    QueuedMessage,
+    SessionState,
+    StoreUnavailable,
+    Turn,
+    TurnResult,
+    Verdict,
+)
 from core.stores import redis as redis_store_module
 from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import make_engine, model_settings, private
+from tests.kit.stores import admission
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,14 +57,16 @@ class BridgeProcess:
         self.process = process
         self.results: dict[str, dict[str, Any]] = {}
         self.enqueued: set[str] = set()
+        self.reopened: dict[str, list[str]] = {}
+        """What each message answered on a reopened channel shows now, by its key (its route)."""
         self._arrived = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, redis_url: str, prefix: str, model_url: str, lease_ttl_s: float = 30.0) -> BridgeProcess:
+    async def start(cls, redis_url: str, prefix: str, model_url: str, lease_s: float = 15.0) -> BridgeProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.kit.redis_bridge",
-            "--redis-url", redis_url, "--prefix", prefix, "--model-url", model_url, "--lease-ttl", str(lease_ttl_s),
+            "--redis-url", redis_url, "--prefix", prefix, "--model-url", model_url, "--lease-s", str(lease_s),
             cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert process.stdout is not None
@@ -69,6 +80,8 @@ class BridgeProcess:
             record = json.loads(line)
             if "enqueued" in record:
                 self.enqueued.add(record["enqueued"])
+            elif "reopened" in record:
+                self.reopened[record["reopened"]] = record["replies"]
             else:
                 self.results[record["tag"]] = record
             self._arrived.set()
@@ -81,6 +94,11 @@ class BridgeProcess:
     async def result(self, tag: str, timeout_s: float = 15.0) -> dict[str, Any]:
         await self._until(lambda: tag in self.results, timeout_s)
         return self.results[tag]
+
+    async def reopened_reply(self, message_key: str, text: str, timeout_s: float = 15.0) -> list[str]:
+        """Until the answer on the channel reopened for ``message_key`` shows ``text`` in full."""
+        await self._until(lambda: text in self.reopened.get(message_key, []), timeout_s)
+        return self.reopened[message_key]
 
     async def queued(self, message_key: str, timeout_s: float = 15.0) -> None:
         """Until the message (``<chat>/<message_id>``) is in its session's queue in Redis."""
@@ -146,9 +164,10 @@ async def test_two_processes_answer_every_message_once_and_keep_every_session_co
     """200 messages for 20 sessions, spread over both processes and sent concurrently.
 
     "Answered exactly once" precisely: every message ends as ``answered`` (its handler delivered a
-    reply) or ``joined`` (its text went into a turn another handler answered); every message's text
-    is in exactly one stored user turn, in the order it was sent; every stored turn was sent to the
-    model once and its answer delivered once; and nothing else was answered.
+    reply) or ``joined`` (its text went into a turn another handler answered, on that handler's
+    channel or, for a message another process received, on a channel reopened from its route);
+    every message's text is in exactly one stored user turn, in the order it was sent; every stored
+    turn was sent to the model once and its answer delivered once; and nothing else was answered.
     """
     fake_model.default_delay_s = 0.02  # a turn takes a moment, so messages arrive while it runs
     sessions, per_session = 20, 10
@@ -179,6 +198,9 @@ async def test_two_processes_answer_every_message_once_and_keep_every_session_co
     delivered = Counter(r["replies"][0] for r in results.values() if r["outcome"] == "answered")
     assert all(len(r["replies"]) == 1 for r in results.values() if r["outcome"] == "answered")
     assert all(r["replies"] == [] for r in results.values() if r["outcome"] == "joined")
+    reopened = [replies for bridge in bridges for replies in bridge.reopened.values()]
+    assert all(len(replies) == 1 for replies in reopened)
+    delivered.update(replies[0] for replies in reopened)
 
     stored_answers: Counter[str] = Counter()
     total_turns = 0
@@ -260,12 +282,15 @@ async def test_redis_outage_is_reported_the_processes_stay_up_and_service_resume
             await bridge.kill()
 
 
-async def test_a_lease_holder_killed_mid_turn_blocks_its_session_only_until_the_lease_expires(
+async def test_a_holder_killed_mid_reply_frees_its_session_within_a_lease_and_its_question_is_answered_once(
     redis_server: RedisServer, prefix: str, fake_model: FakeModel, store: RedisStore
 ) -> None:
-    lease_ttl_s = 1.5
+    """kill -9 of the process answering: the other process takes the session once the lease lapses
+    (renewal stopped with the process), answers the cut question together with the one that came
+    meanwhile, on a reopened channel with the note, and stores it once."""
+    lease_s = 1.0
     holder, other = await asyncio.gather(
-        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_ttl_s) for _ in range(2))
+        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_s) for _ in range(2))
     )
     try:
         fake_model.script(Reply(text="never delivered", delay_s=60))
@@ -273,48 +298,64 @@ async def test_a_lease_holder_killed_mid_turn_blocks_its_session_only_until_the_
         async with asyncio.timeout(10):
             while not fake_model.requests:
                 await asyncio.sleep(0.01)
+        await asyncio.sleep(lease_s)  # renewed meanwhile: a live holder keeps its session
         await holder.kill()
-        killed_at, killed_at_wall = time.monotonic(), time.time()
+        killed_at = time.monotonic()
 
         other.send("next", "telegram:1", "second")
         other.send("elsewhere", "telegram:2", "unaffected")
         assert (await other.result("elsewhere"))["outcome"] == "answered"
-        assert time.monotonic() - killed_at < lease_ttl_s, "another session waited for the dead holder"
+        assert time.monotonic() - killed_at < lease_s, "another session waited for the dead holder"
+        assert (await other.result("next"))["outcome"] == "joined"
 
-        result = await other.result("next")
-        assert result["outcome"] == "answered"
-        assert result["replies"] == ["echo: second"]
-        assert result["done_at"] - killed_at_wall < lease_ttl_s + 1.0
-        state = await store.load_session("telegram:1", 10)
-        assert state is not None and [turn.content for turn in state.turns] == ["second", "echo: second"]
+        answer = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\necho: first\nsecond"
+        assert await other.reopened_reply("telegram:1/next", answer) == [answer]
+        assert time.monotonic() - killed_at < 3 * lease_s + 2.0
+        state = await _stored_soon(store, "telegram:1")
+        assert [turn.content for turn in state.turns] == ["first\nsecond", "echo: first\nsecond"]
+        assert [text for text in fake_model.user_texts() if text != "unaffected"] == ["first", "first\nsecond"]
         assert await other.stop() == 0
     finally:
         await holder.kill()
         await other.kill()
 
 
-async def test_a_holder_that_outlived_its_lease_cannot_overwrite_the_newer_turn(
+async def _stored_soon(store: RedisStore, session_key: str) -> SessionState:
+    """The session once a turn is stored in it: an answer shows a moment before its turn is stored."""
+    async with asyncio.timeout(5):
+        while (state := await store.load_session(session_key, 10)) is None:
+            await asyncio.sleep(0.02)
+    return state
+
+
+async def test_a_holder_paused_past_its_lease_cannot_overwrite_the_newer_turn(
     redis_server: RedisServer, prefix: str, fake_model: FakeModel, store: RedisStore
 ) -> None:
-    """Fencing across processes: the slow holder's lease expires, the other process takes the
-    session and commits; the slow one's late commit is refused and stores nothing."""
-    lease_ttl_s = 0.8
+    """Fencing across processes: the slow holder is paused (SIGSTOP) until its lease lapses, the
+    other process takes the session and finishes the turn; the paused one's late finish is refused
+    and stores nothing."""
+    lease_s = 0.6
     slow, fast = await asyncio.gather(
-        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_ttl_s) for _ in range(2))
+        *(BridgeProcess.start(redis_server.url, prefix, fake_model.base_url, lease_s) for _ in range(2))
     )
     try:
-        fake_model.script(Reply(text="late answer", delay_s=2.0))
+        fake_model.script(Reply(text="late answer", delay_s=1.0))
         slow.send("slow", "telegram:1", "first")
         async with asyncio.timeout(10):
             while not fake_model.requests:
                 await asyncio.sleep(0.01)
-        fast.send("fast", "telegram:1", "second")
-        assert (await fast.result("fast"))["outcome"] == "answered"
+        slow.process.send_signal(signal.SIGSTOP)
+        try:
+            fast.send("fast", "telegram:1", "second")
+            answer = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\necho: first\nsecond"
+            assert await fast.reopened_reply("telegram:1/fast", answer) == [answer]
+        finally:
+            slow.process.send_signal(signal.SIGCONT)
 
         late = await slow.result("slow")
         assert late["outcome"] == "failed"  # the user saw the answer; it was not stored
-        state = await store.load_session("telegram:1", 10)
-        assert state is not None and [turn.content for turn in state.turns] == ["second", "echo: second"]
+        state = await _stored_soon(store, "telegram:1")
+        assert [turn.content for turn in state.turns] == ["first\nsecond", "echo: first\nsecond"]
         for bridge in (slow, fast):
             assert await bridge.stop() == 0
     finally:
@@ -373,8 +414,9 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield counter
 
 
-ROUND_TRIPS_PER_MESSAGE = 2
-"""The figure in the README: an answered message in a session nobody else is using."""
+ROUND_TRIPS_PER_MESSAGE = 3
+"""The figure in the README: an answered message in a session nobody else is using (admit, claim,
+finish)."""
 
 
 async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
@@ -401,8 +443,9 @@ async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
     # The first prompt a process admits also learns the runtime access decisions: one more.
     assert counts == [ROUND_TRIPS_PER_MESSAGE + 1] + [ROUND_TRIPS_PER_MESSAGE] * 3, counts
     # What the server received: one command (a Lua script, mostly) per round trip, except the
-    # commit, a pipeline with the session index update (EVALSHA, ZADD, ZREMRANGEBYSCORE).
-    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2) + 1, "\n".join(commands)
+    # finish, a pipeline with the session index update (EVALSHA, ZADD, ZREMRANGEBYSCORE); and
+    # before them the ping's write and the first admission's learning of the access decisions.
+    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2) + 2, "\n".join(commands)
 
 
 async def test_every_key_carries_an_expiry_or_is_bounded(
@@ -420,8 +463,9 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     client = store._redis
     keys = sorted(await client.keys(f"{prefix}*"))
     without_expiry = {key.removeprefix(prefix) for key in keys if await client.ttl(key) == -1}
-    # The session index is trimmed of expired sessions on every commit; access holds one field per
-    # identity an admin decided about.
+    # The session index is trimmed of expired sessions on every commit, the queued index holds only
+    # sessions with a queue (none now: everything was answered); access holds one field per identity
+    # an admin decided about.
     assert without_expiry == {"sessions", "access"}
     assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {
         "session",
@@ -431,14 +475,12 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
         "access",
         "usage",
     }
+    assert await client.zcard(f"{prefix}queued") == 0
 
 
 def _admission(n: int, allowed: Callable[[Mapping[str, AccessDecision]], bool] = lambda overrides: True) -> Admission:
-    return Admission(
-        dedupe_key=f"msg:telegram:1/{n}", dedupe_ttl_s=60, allowed=allowed, rate_key="rate:telegram:1",
-        rate_window_s=60, rate_limit=0, session_key="telegram:1", lease_ttl_s=30,
-        item=PendingMessage(f"telegram:1/{n}", "telegram:1", f"part {n}", float(n)), max_turns=10,
-    )  # fmt: skip
+    item = QueuedMessage(f"telegram:1/{n}", "telegram", "telegram:1", "telegram:1", f"part {n}", float(n))
+    return admission("telegram:1", item, allowed=allowed)
 
 
 async def test_a_decision_made_by_another_process_applies_to_the_next_prompt(
@@ -453,34 +495,33 @@ async def test_a_decision_made_by_another_process_applies_to_the_next_prompt(
         return overrides.get("telegram:1") is not AccessDecision.DENY
 
     try:
-        async with store.admit(_admission(1, not_denied)) as admitted:
-            assert admitted.verdict is Verdict.HELD
+        assert await store.admit(_admission(1, not_denied)) is Verdict.QUEUED
         await other.set_access("telegram:1", AccessDecision.DENY)
-        async with store.admit(_admission(2, not_denied)) as admitted:
-            assert admitted.verdict is Verdict.DENIED
-        assert await store.take_pending("telegram:1") == []
+        assert await store.admit(_admission(2, not_denied)) is Verdict.DENIED
+        claim = await store.claim("telegram:1", 30, 10)
+        assert claim is not None and [item.text for item in claim.queued] == ["part 1"]
     finally:
         await other.close()
 
 
-async def test_a_finished_turn_lets_another_process_in_before_its_holder_leaves(
+async def test_a_finished_turn_lets_another_process_in_at_once(
     redis_server: RedisServer, store: RedisStore, prefix: str
 ) -> None:
-    """``finish_turn`` releases the lease in its own round trip; the holder's leaving afterwards must
-    then leave alone whoever took the session in between."""
+    """``finish`` releases the lease in its own round trip, and a release afterwards (a holder's
+    clean-up) leaves alone whoever took the session in between."""
     other = RedisStore(redis_server.url, prefix)
     await other.open()
-    delta = UsageDelta("2024-05-01", "telegram:1", "telegram:1", messages=1)
     try:
-        async with contextlib.AsyncExitStack() as holders:
-            fence = await holders.enter_async_context(store.lease("telegram:1", 30))
-            await store.finish_turn(
-                "telegram:1", [Turn("user", "q1", 1, 1.0), Turn("assistant", "a1", 1, 1.0)], fence, 3600, delta
-            )
-            async with asyncio.timeout(1):
-                async with other.lease("telegram:1", 30) as other_fence:
-                    await holders.aclose()  # the first holder leaves while the other holds the session
-                    await other.commit_turns("telegram:1", [Turn("user", "q2", 1, 2.0)], other_fence, 3600)
+        assert await store.admit(_admission(1)) is Verdict.QUEUED
+        claim = await store.claim("telegram:1", 30, 10)
+        assert claim is not None
+        assert await store.admit(_admission(2)) is Verdict.QUEUED
+        turns = [Turn("user", "q1", 1, 1.0), Turn("assistant", "a1", 1, 1.0)]
+        await store.finish("telegram:1", claim.fence, TurnResult(turns, 1, None, 3600))
+        taken = await other.claim("telegram:1", 30, 10)
+        assert taken is not None and [item.text for item in taken.queued] == ["part 2"]
+        await store.release("telegram:1", claim.fence)
+        await other.finish("telegram:1", taken.fence, TurnResult([Turn("user", "q2", 1, 2.0)], 1, None, 3600))
         state = await store.load_session("telegram:1", 10)
         assert state is not None and [turn.content for turn in state.turns] == ["q1", "a1", "q2"]
     finally:
@@ -489,13 +530,12 @@ async def test_a_finished_turn_lets_another_process_in_before_its_holder_leaves(
 
 async def _exchange(store: RedisStore, n: int) -> list[str]:
     """One answered prompt through ``store``: what its window held, then its two turns stored."""
-    async with store.admit(_admission(n)) as admitted:
-        held = admitted.held
-        assert held is not None and held.waiting
-        window = [] if held.state is None else [turn.content for turn in held.state.turns]
-        await store.commit_turns(
-            "telegram:1", [Turn("user", f"q{n}", 1, n), Turn("assistant", f"a{n}", 1, n)], held.fence, 3600
-        )
+    assert await store.admit(_admission(n)) is Verdict.QUEUED
+    claim = await store.claim("telegram:1", 30, 10)
+    assert claim is not None and claim.queued
+    window = [] if claim.state is None else [turn.content for turn in claim.state.turns]
+    turns = [Turn("user", f"q{n}", 1, n), Turn("assistant", f"a{n}", 1, n)]
+    await store.finish("telegram:1", claim.fence, TurnResult(turns, len(claim.queued), None, 3600))
     return window
 
 
@@ -541,35 +581,6 @@ async def test_windows_stay_exact_when_another_process_writes_clears_and_restart
     assert decoded == [0, 4, 2, 0, 0, 0, 0, 2, 0, 0, 6], decoded
 
 
-async def test_a_prompt_cancelled_while_admitted_puts_the_queue_back(
-    redis_server: RedisServer, store: RedisStore
-) -> None:
-    """Shutdown can cancel a handler while the script that admits its prompt, takes the lease and
-    takes the queue is still running in Redis: the messages it took go back to the queue, in order,
-    and the lease is freed."""
-    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 0.0))
-
-    async def hold() -> None:
-        async with store.admit(_admission(1)):
-            raise AssertionError("the cancelled holder must never run its turn")
-
-    async with store.admit(_admission(0)):  # learns the access decisions, so the next admission is one script
-        pass
-    await store.enqueue("telegram:1", PendingMessage("m0", "telegram:1", "first", 0.0))  # it took "first": again
-    assert redis_server.command("CLIENT", "PAUSE", "300", "ALL").startswith("+OK")
-    holder = asyncio.create_task(hold())
-    await asyncio.sleep(0.1)  # the script is sent, Redis holds it back
-    holder.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await holder
-    await asyncio.sleep(0.5)  # the pause ends, the script runs, the give-back follows
-
-    assert [item.text for item in await store.take_pending("telegram:1")] == ["first", "part 1"]
-    async with asyncio.timeout(1):
-        async with store.lease("telegram:1", 30):
-            pass
-
-
 async def test_an_unreachable_redis_is_store_unavailable_quickly() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -578,10 +589,9 @@ async def test_an_unreachable_redis_is_store_unavailable_quickly() -> None:
     await store.open()  # does not fail: the bridge starts and serves once Redis answers
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
-        await store.first_seen("msg:1", 60)
+        await store.admit(_admission(1))
     with pytest.raises(StoreUnavailable):
-        async with store.lease("telegram:1", 30):
-            pass
+        await store.claim("telegram:1", 30, 10)
     assert time.monotonic() - started < 2
     await store.close()
 
@@ -594,9 +604,9 @@ async def test_urls_with_username_and_password(private_redis_server: RedisServer
     await good.open()
     await bad.open()
     try:
-        assert await good.first_seen("msg:1", 60) is True
+        assert await good.mark_once("msg:1", 60) is True
         with pytest.raises(StoreUnavailable):
-            await bad.first_seen("msg:2", 60)
+            await bad.mark_once("msg:2", 60)
     finally:
         await good.close()
         await bad.close()
