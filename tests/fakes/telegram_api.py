@@ -153,7 +153,10 @@ class FakeTelegram:
 
     def user_message(self, text: str | None, **fields: Any) -> dict[str, Any]:
         """Queue an update for getUpdates and return it."""
-        update = self.update(text, **fields)
+        return self.queue_update(self.update(text, **fields))
+
+    def queue_update(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Hand an update built with ``update`` to the next getUpdates."""
         self._updates.append(update)
         asyncio.get_running_loop().create_task(self._notify())
         return update

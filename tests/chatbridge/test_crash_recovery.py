@@ -1,0 +1,143 @@
+"""kill -9 of a real ``chatbridge run`` while it streams a reply, then a restart on the same SQLite
+file: the question is answered once, in full, as a new message with a note, and stored once.
+
+The bridge runs python-telegram-bot for real against the fake Bot API (polling and webhook), and
+the fake model streams slowly enough that the user has seen half an answer when the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from core import texts
+from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.telegram_api import TOKEN, FakeTelegram
+from tests.kit.bridge_process import BridgeProcess, base_env
+
+ANSWER = " ".join(f"word{n}" for n in range(60))
+USER = 7
+WEBHOOK_SECRET = "crash-test-secret"
+
+
+@pytest.fixture
+async def telegram() -> Any:
+    fake = FakeTelegram()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def configure(tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, mode: str) -> dict[str, str]:
+    section: dict[str, Any] = {"enabled": True, "token": TOKEN, "base_url": telegram.base_url, "mode": mode}
+    if mode == "webhook":
+        section |= {"webhook_url": "https://bot.example.com/telegram/webhook", "webhook_secret": WEBHOOK_SECRET}
+    config = {"adapters": {"telegram": section}, "store": {"backend": "sqlite", "sqlite_path": "bridge.db"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return base_env(CHATBRIDGE_MODEL__BASE_URL=fake_model.base_url, CHATBRIDGE_MODEL__MAX_RETRIES="0")
+
+
+def bridge(tmp_path: Path, env: dict[str, str]) -> BridgeProcess:
+    return BridgeProcess([sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path, env)
+
+
+async def kill(process: BridgeProcess) -> None:
+    assert process.process is not None
+    process.process.send_signal(signal.SIGKILL)
+    await process.process.wait()
+
+
+def stored(tmp_path: Path) -> tuple[list[tuple[str, str]], int]:
+    """The session's turns and the queue's length, read from the file the way an operator would."""
+    with sqlite3.connect(tmp_path / "bridge.db") as db:
+        turns = db.execute(
+            "SELECT role, content FROM turns WHERE session_key = ? ORDER BY seq", (f"telegram:{USER}",)
+        ).fetchall()
+        queued = db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+    return turns, queued
+
+
+async def interrupted_then_recovered(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, env: dict[str, str], deliver: Any
+) -> list[str]:
+    """Deliver one question, kill the bridge once half an answer shows, start it again; what the
+    user's chat shows in the end."""
+    fake_model.script(Reply(text=ANSWER, chunk_delay_s=0.05, chunk_chars=6), Reply(text=ANSWER))
+    first = bridge(tmp_path, env)
+    await first.start()
+    try:
+        port = await first.port()
+        await deliver(port)
+        await telegram.wait_for(lambda: any("word" in text for text in telegram.texts(USER)), timeout=15)
+        assert ANSWER not in telegram.texts(USER), "the answer was complete before the kill: no crash mid-reply"
+    finally:
+        await kill(first)
+    assert stored(tmp_path) == ([], 1), "the question was not queued durably before the model was called"
+
+    second = bridge(tmp_path, env)
+    await second.start()
+    try:
+        port = await second.port()
+        recovered = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
+        await telegram.wait_for(lambda: recovered in telegram.texts(USER), timeout=15)
+        await deliver(port)  # a redelivery of the same update after the restart: a duplicate
+        await asyncio.sleep(0.5)
+    finally:
+        assert await second.stop() == 0, second.stderr
+    assert fake_model.user_texts() == ["hello there", "hello there"]
+    assert stored(tmp_path) == ([("user", "hello there"), ("assistant", ANSWER)], 0)
+    return telegram.texts(USER)
+
+
+async def test_polling_a_kill_mid_reply_is_answered_in_full_after_the_restart(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    env = configure(tmp_path, telegram, fake_model, "polling")
+    update = telegram.update("hello there", user=USER)
+    delivered = 0
+
+    async def deliver(port: int) -> None:
+        nonlocal delivered
+        delivered += 1
+        if delivered == 1:  # polling confirmed it: Telegram does not deliver it again
+            telegram.queue_update(update)
+
+    shown = await interrupted_then_recovered(tmp_path, telegram, fake_model, env, deliver)
+    assert len(shown) == 2
+    assert shown[0] != ANSWER and shown[0].startswith("word0")  # the half answer stays as it was cut
+    assert shown[1] == f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
+
+
+async def test_webhook_a_kill_mid_reply_is_answered_once_even_when_telegram_delivers_it_again(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    env = configure(tmp_path, telegram, fake_model, "webhook")
+    update = telegram.update("hello there", user=USER)
+    statuses: list[int] = []
+
+    async def deliver(port: int) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(100):
+                response = await http.post(
+                    f"http://127.0.0.1:{port}/telegram/webhook",
+                    content=json.dumps(update),
+                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET, "Content-Type": "application/json"},
+                )
+                if response.status_code != 503:  # 503 until start-up is complete: Telegram retries
+                    break
+                await asyncio.sleep(0.05)
+        statuses.append(response.status_code)
+
+    shown = await interrupted_then_recovered(tmp_path, telegram, fake_model, env, deliver)
+    assert statuses == [200, 200]
+    assert shown[-1] == f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
+    assert shown.count(f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}") == 1
