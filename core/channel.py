@@ -10,7 +10,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
+
+
+class LengthUnit(StrEnum):
+    """What a platform counts when it limits a message's length."""
+
+    CHARACTERS = "characters"
+    UTF16 = "utf16"
+    """UTF-16 code units (Telegram): a character outside the Basic Multilingual Plane, most emoji
+    among them, counts twice."""
+
+    def measure(self, text: str) -> int:
+        if self is LengthUnit.UTF16:
+            return len(text.encode("utf-16-le")) // 2
+        return len(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +33,8 @@ class PlatformLimits:
     """Platform limits as data, so splitting and edit throttling are written once in ``core.render``.
 
     ``max_message_chars`` is the longest text one message may carry (before the adapter's own markup
-    conversion; adapters leave themselves a margin). ``min_edit_interval_s`` is the shortest time
+    conversion; adapters leave themselves a margin), counted in ``length_unit`` as the platform
+    counts. ``min_edit_interval_s`` is the shortest time
     between two sends or edits of one streamed reply. A channel that cannot edit (``can_edit=False``)
     gets the reply only once it is complete. ``first_show_delay_s`` is how long the first message of
     a streamed reply waits for more text (unless there is already enough to be worth showing), so
@@ -30,11 +46,17 @@ class PlatformLimits:
     min_edit_interval_s: float
     can_edit: bool = True
     first_show_delay_s: float = 0.0
+    length_unit: LengthUnit = LengthUnit.CHARACTERS
 
 
 FIRST_SHOW_DELAY_S = 0.3
 """What the platforms use for ``first_show_delay_s``: a short answer from a fast model is complete
 within it, and a wait this long before the first words is not felt while "typing…" shows."""
+
+
+class PlatformTooLong(Exception):
+    """Raised by a channel when the platform refused a text as too long (its markup grew it past the
+    limit, say); the renderer cuts the reply into smaller messages and sends it again."""
 
 
 class PlatformRateLimited(Exception):

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from core import texts
-from core.channel import PlatformRateLimited, ReplyChannel
+from core.channel import PlatformLimits, PlatformRateLimited, PlatformTooLong, ReplyChannel
 from core.splitter import START, Splitter, split_message
 
 log = logging.getLogger("chatbridge.render")
@@ -29,6 +29,9 @@ _T = TypeVar("_T")
 _ATTEMPTS = 5
 WORTH_SHOWING_CHARS = 200
 """Streamed text this long is shown at once, first-show delay or not: a reader has enough to start on."""
+SHRINK_WHEN_TOO_LONG = 0.75
+"""A message the platform refused as too long is cut again to this share of the length tried."""
+SMALLEST_MESSAGE = 64
 
 # --- sending --------------------------------------------------------------------------------------
 
@@ -44,13 +47,34 @@ async def _patiently(call: Callable[[], Awaitable[_T]], sleep: Sleep) -> _T:
     return await call()
 
 
+def _shorter(max_chars: int) -> int:
+    """The next length to try after the platform refused ``max_chars`` as too long."""
+    if max_chars <= SMALLEST_MESSAGE:
+        raise PlatformTooLong(f"the platform refuses even {max_chars} characters")
+    return max(int(max_chars * SHRINK_WHEN_TOO_LONG), SMALLEST_MESSAGE)
+
+
+def _split(text: str, limits: PlatformLimits, max_chars: int) -> list[str]:
+    return split_message(text, max_chars, limits.length_unit)
+
+
 async def send_text(channel: ReplyChannel, text: str, *, sleep: Sleep = asyncio.sleep) -> None:
-    """Send a complete answer (command output, an error) as one or more messages.
+    """Send a complete answer (command output, an error) as one or more messages; what the
+    platform refuses as too long is cut smaller and sent again, from where it was refused.
 
     Raises ``PlatformRateLimited`` only if the platform still refuses after several waits.
     """
-    for chunk in split_message(text, channel.limits.max_message_chars):
-        await _patiently(functools.partial(channel.send, chunk), sleep)
+    limits = channel.limits
+    max_chars = limits.max_message_chars
+    pending = _split(text, limits, max_chars)
+    while pending:
+        try:
+            await _patiently(functools.partial(channel.send, pending[0]), sleep)
+        except PlatformTooLong:
+            max_chars = _shorter(max_chars)
+            pending[:1] = _split(pending[0], limits, max_chars)
+            continue
+        pending.pop(0)
 
 
 class StreamRenderer:
@@ -77,6 +101,7 @@ class StreamRenderer:
         self._first_show_at = clock() + self._limits.first_show_delay_s
         self._streamed_chars = 0
         self._edits = 0
+        self._max_chars = self._limits.max_message_chars
 
     @property
     def messages_sent(self) -> int:
@@ -100,6 +125,8 @@ class StreamRenderer:
             return
         try:
             await self._show(index, chunks[index])
+        except PlatformTooLong:
+            self._cut_smaller()
         except PlatformRateLimited as limited:
             self._ready_at = self._clock() + max(limited.retry_after_s, self._limits.min_edit_interval_s)
         except Exception as exc:  # noqa: BLE001 - see the docstring: finish() is the one that must land
@@ -112,10 +139,24 @@ class StreamRenderer:
         ``final_text`` may differ from what was streamed (a note appended, say). Raises
         ``PlatformRateLimited`` only if the platform still refuses one call after several waits.
         """
-        chunks = split_message(final_text, self._limits.max_message_chars)
-        chunks += [texts.SUPERSEDED_MESSAGE] * (len(self._shown) - len(chunks))
+        chunks = self._final_chunks(final_text)
         while (index := self._first_stale(chunks)) is not None:
-            await _patiently(functools.partial(self._show_in_turn, index, chunks[index]), self._sleep)
+            try:
+                await _patiently(functools.partial(self._show_in_turn, index, chunks[index]), self._sleep)
+            except PlatformTooLong:
+                self._cut_smaller()
+                chunks = self._final_chunks(final_text)
+
+    def _final_chunks(self, final_text: str) -> list[str]:
+        chunks = _split(final_text, self._limits, self._max_chars)
+        return chunks + [texts.SUPERSEDED_MESSAGE] * (len(self._shown) - len(chunks))
+
+    def _cut_smaller(self) -> None:
+        """The platform refused a message as too long: every message is cut again, smaller (those
+        already shown are edited to their new text)."""
+        self._max_chars = _shorter(self._max_chars)
+        log.info("platform refused a message as too long; cutting at %d", self._max_chars)
+        self._settled, self._resume = [], START
 
     def _holding_first_show(self) -> bool:
         """Nothing shown yet, the first-show delay not over, and too little text to be worth it."""
@@ -125,7 +166,7 @@ class StreamRenderer:
         """The split of the text so far, re-cutting only from the first chunk that may still change."""
         text = "".join(self._pending)
         self._pending = [text]
-        pieces = list(Splitter(text, self._limits.max_message_chars).chunks(self._resume))
+        pieces = list(Splitter(text, self._max_chars, self._limits.length_unit).chunks(self._resume))
         if not pieces:
             return list(self._settled)
         self._settled += [chunk for _, chunk in pieces[:-1]]

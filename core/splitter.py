@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from core.channel import LengthUnit
+
 # A line that opens or closes a fenced code block (any indentation, as models indent them in lists).
 _FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})", re.MULTILINE)
 # Matched from a start position, this finds the *last* paragraph break before the end position.
@@ -52,7 +54,7 @@ class _Region:
 START = Cursor(0, None)
 
 
-def split_message(text: str, max_chars: int) -> list[str]:
+def split_message(text: str, max_chars: int, unit: LengthUnit = LengthUnit.CHARACTERS) -> list[str]:
     """Split ``text`` into messages of at most ``max_chars`` characters, breaking where a reader would.
 
     Breaks are tried in this order, each time as late as possible: a paragraph break, a line break,
@@ -61,30 +63,49 @@ def split_message(text: str, max_chars: int) -> list[str]:
     blocks are not split when a break before or after them exists; a block that cannot fit is
     closed at the end of a chunk and reopened, with its info string, at the start of the next (the
     added fence lines count against ``max_chars``). Whitespace at a break is dropped; nothing else is.
+    Lengths are counted in ``unit``, the platform's own way.
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be positive, got {max_chars}")
-    return [chunk for _, chunk in Splitter(text, max_chars).chunks(START)]
+    return [chunk for _, chunk in Splitter(text, max_chars, unit).chunks(START)]
 
 
 class Splitter:
-    """One text and limit, cut chunk by chunk from a cursor (so a stream can resume mid-text)."""
+    """One text and limit, cut chunk by chunk from a cursor (so a stream can resume mid-text).
 
-    def __init__(self, text: str, max_chars: int) -> None:
+    Positions are characters; only the budget of each chunk is counted in ``unit``, turned into
+    the number of characters from the chunk's start that fit it, which keeps the split
+    prefix-stable whatever the unit.
+    """
+
+    def __init__(self, text: str, max_chars: int, unit: LengthUnit = LengthUnit.CHARACTERS) -> None:
         self._text = text
         self._max = max_chars
+        self._unit = unit
         self._content_end = len(text.rstrip())
 
     def chunks(self, cursor: Cursor) -> Iterator[tuple[Cursor, str]]:
         """Yield each chunk with the cursor it was cut from, so a caller can resume at any chunk."""
         while (pos := self._skip(cursor)) is not None:
             head = self._reopen_line(cursor.fence)
-            if len(head) + self._content_end - pos <= self._max:
+            budget = self._characters_within(pos, self._max - len(head))
+            if self._content_end - pos <= budget:
                 yield cursor, head + self._text[pos : self._content_end]
                 return
-            cut, fence = self._cut(pos, cursor.fence, self._max - len(head))
+            cut, fence = self._cut(pos, cursor.fence, budget)
             yield cursor, head + self._text[pos:cut].rstrip() + self._close_line(fence)
             cursor = Cursor(cut, fence)
+
+    def _characters_within(self, pos: int, units: int) -> int:
+        """How many characters from ``pos`` fit in ``units``; reads at most ``units + 1`` of them."""
+        if self._unit is LengthUnit.CHARACTERS:
+            return units
+        count = 0
+        for index in range(pos, min(pos + units + 1, len(self._text))):
+            count += self._unit.measure(self._text[index])
+            if count > units:
+                return index - pos
+        return units
 
     def _skip(self, cursor: Cursor) -> int | None:
         """Where the chunk's text starts: past boundary whitespace, but keeping a code line's indent

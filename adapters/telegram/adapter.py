@@ -46,7 +46,7 @@ from adapters.telegram.format import markdown_to_html
 from adapters.telegram.request import AiohttpPoolRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
-from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited, Receipt
+from core.channel import FIRST_SHOW_DELAY_S, LengthUnit, PlatformLimits, PlatformRateLimited, PlatformTooLong, Receipt
 from core.events import ChatKind, IncomingMessage
 from core.render import send_text
 
@@ -66,21 +66,28 @@ _CHAT_KINDS: dict[str, ChatKind] = {
 }
 _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _NOT_MODIFIED = "message is not modified"
+_TOO_LONG = "message is too long"
 _NOTED_ALBUMS = 256
 
 
 @dataclass(frozen=True, slots=True)
 class TelegramLimits:
     """Per chat kind, since Telegram allows about one message a second in a private chat but only
-    twenty a minute in a group. 4000 leaves room under the 4096 limit; the HTML conversion never
-    makes the visible text longer than the Markdown it was cut from. Telegram counts UTF-16 code
-    units, so a chunk dense with emoji could still be too long: ``PlatformLimits`` counts characters."""
+    twenty a minute in a group. 4000 leaves room under the 4096 limit, which Telegram counts in UTF-16
+    code units of the visible text; the HTML conversion never makes the visible text longer than the
+    Markdown it was cut from."""
 
     private: PlatformLimits = PlatformLimits(
-        max_message_chars=4000, min_edit_interval_s=1.0, first_show_delay_s=FIRST_SHOW_DELAY_S
+        max_message_chars=4000,
+        min_edit_interval_s=1.0,
+        first_show_delay_s=FIRST_SHOW_DELAY_S,
+        length_unit=LengthUnit.UTF16,
     )
     group: PlatformLimits = PlatformLimits(
-        max_message_chars=4000, min_edit_interval_s=3.0, first_show_delay_s=FIRST_SHOW_DELAY_S
+        max_message_chars=4000,
+        min_edit_interval_s=3.0,
+        first_show_delay_s=FIRST_SHOW_DELAY_S,
+        length_unit=LengthUnit.UTF16,
     )
 
 
@@ -151,10 +158,18 @@ async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) 
     try:
         result = await call(text=markdown_to_html(text), parse_mode=ParseMode.HTML)
     except BadRequest as error:
-        if _NOT_MODIFIED in str(error).lower():
+        reason = str(error).lower()
+        if _NOT_MODIFIED in reason:
             raise
+        if _TOO_LONG in reason:
+            raise PlatformTooLong(str(error)) from None
         log.info("Telegram rejected the formatted text (%s); sending it as plain text", error)
-        result = await call(text=text)
+        try:
+            result = await call(text=text)
+        except BadRequest as plain_error:
+            if _TOO_LONG in str(plain_error).lower():
+                raise PlatformTooLong(str(plain_error)) from None
+            raise
     assert isinstance(result, Message)
     return result
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from core.channel import LengthUnit
 from core.splitter import split_message
 from tests.kit.replies import code_block, long_reply
 
@@ -148,3 +149,11 @@ def test_splitting_a_100_kb_reply_is_fast() -> None:
 def test_rejects_a_nonsensical_limit() -> None:
     with pytest.raises(ValueError):
         split_message("text", 0)
+
+
+def test_utf16_limits_count_characters_outside_the_bmp_twice() -> None:
+    text = "ok " + "\U0001f600" * 30 + " done"
+    chunks = split_message(text, 20, LengthUnit.UTF16)
+    assert all(LengthUnit.UTF16.measure(chunk) <= 20 for chunk in chunks)
+    assert "".join(chunk.replace(" ", "") for chunk in chunks) == text.replace(" ", "")
+    assert split_message(text, 20) != chunks  # by characters the same text needs fewer messages

@@ -77,6 +77,8 @@ class FakeTelegram:
     """Methods answered with 429, in order."""
     reject_html: bool = False
     """Answer every HTML text with "can't parse entities", like a markup Telegram does not accept."""
+    max_text: int = MAX_TEXT
+    """The longest visible text accepted, in UTF-16 code units, as Telegram counts."""
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
@@ -281,7 +283,7 @@ class FakeTelegram:
             text = visible
         if not text.strip():
             return _error(400, "Bad Request: message text is empty")
-        if len(text.encode("utf-16-le")) // 2 > MAX_TEXT:
+        if len(text.encode("utf-16-le")) // 2 > self.max_text:
             return _error(400, "Bad Request: message is too long")
         return text
 

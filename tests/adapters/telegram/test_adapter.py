@@ -323,6 +323,33 @@ async def test_a_long_reply_is_split_into_several_messages(
     assert all(len(message.text) <= 4096 for message in telegram.sent)
 
 
+async def test_a_reply_of_emoji_is_split_by_telegrams_utf16_count_and_arrives_whole(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    """3,000 emoji are 3,000 characters but 6,000 UTF-16 units, over Telegram's 4,096."""
+    emoji = "\U0001f600" * 3000
+    fake_model.script(Reply(text=emoji, chunk_chars=500))
+    await bridge()
+    telegram.user_message("smile")
+    await telegram.wait_for(lambda: "".join(telegram.texts(1)) == emoji, timeout=10)
+    assert len(telegram.sent) == 2
+    assert all(len(message.text.encode("utf-16-le")) // 2 <= 4096 for message in telegram.sent)
+
+
+async def test_a_message_refused_as_too_long_is_cut_smaller_and_sent_again(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    """The platform is the judge of length: when it refuses a message the bridge thought would fit,
+    the reply is cut into smaller messages rather than lost."""
+    answer = " ".join(f"word{i}" for i in range(600))
+    fake_model.script(Reply(text=answer, chunk_chars=5000))
+    telegram.max_text = 2000
+    await bridge()
+    telegram.user_message("a long one please")
+    await telegram.wait_for(lambda: " ".join(telegram.texts(1)).split() == answer.split(), timeout=10)
+    assert all(len(message.text) <= 2000 for message in telegram.sent)
+
+
 @pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # raised inside PTB's RetryAfter()
 async def test_streamed_edits_wait_out_a_429_and_the_final_text_lands(
     bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
