@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from core import texts
 from core.access import AccessPolicy
 from core.events import IncomingMessage
+from core.identities import identity_problem
 from core.sessions import key_matches
-from core.settings import BotSettings, SessionSettings, is_identity
+from core.settings import BotSettings, SessionSettings
 from core.store import AccessDecision, Store
 from core.triggers import Command, CommandName, reset_commands
 from core.usage import RunningTotals, describe
@@ -110,6 +111,9 @@ class Commands:
             case ("clear", "all"):
                 return await self._clear_matching(lambda key: True)
             case ("clear", target):
+                problem = identity_problem(target.partition("/")[0])
+                if problem is not None:
+                    return texts.not_an_identity(problem)
                 return await self._clear_matching(lambda key: key_matches(key, target))
             case ("allow" | "deny" as verb, identity):
                 return await self._set_access(identity, AccessDecision(verb))
@@ -143,8 +147,9 @@ class Commands:
         return texts.CLEARED_SESSIONS.format(count=count, plural="" if count == 1 else "s")
 
     async def _set_access(self, identity: str, decision: AccessDecision) -> str:
-        if not is_identity(identity):
-            return texts.NOT_AN_IDENTITY.format(value=identity)
+        problem = identity_problem(identity)
+        if problem is not None:
+            return texts.not_an_identity(problem)
         if decision is AccessDecision.DENY and self._access.is_configured_admin(identity):
             return texts.CANNOT_DENY_ADMIN.format(identity=identity)
         await self._store.set_access(identity, decision)

@@ -11,19 +11,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-IDENTITY_HINT = "identities look like platform:id, e.g. telegram:123456789"
-
-
-def is_identity(value: str) -> bool:
-    """``platform:id`` with both parts present; the one check for config lists and /admin arguments."""
-    platform, sep, ident = value.partition(":")
-    return bool(platform and sep and ident)
+from core.identities import identity_problem
 
 
 def _check_identities(values: list[str]) -> list[str]:
     for value in values:
-        if not is_identity(value):
-            raise ValueError(f"{value!r} is not an identity; {IDENTITY_HINT}")
+        problem = identity_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
     return values
 
 

@@ -51,12 +51,15 @@ ADMIN_USAGE = (
     "/admin deny <identity>: deny a user or chat\n"
     "/admin stats: messages, tokens and errors"
 )
-NOT_AN_IDENTITY = "{value!r} is not an identity. Identities look like platform:id, e.g. telegram:123456789."
 CANNOT_DENY_ADMIN = "{identity} is an admin in the configuration and cannot be denied at runtime."
 ACCESS_ALLOWED = "{identity} is now allowed."
 ACCESS_DENIED = "{identity} is now denied."
 CLEARED_SESSIONS = "Cleared {count} session{plural}."
 NO_ACTIVE_SESSIONS = "No active sessions."
+
+
+def not_an_identity(problem: str) -> str:
+    return f"{problem[0].upper()}{problem[1:]}. Nothing was changed."
 
 
 def identity_card(user_id: str, chat_id: str, session_key: str) -> str:

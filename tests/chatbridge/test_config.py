@@ -73,3 +73,12 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     path.write_text("- model\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(path)
+
+
+def test_a_malformed_identity_in_the_access_lists_names_the_key_and_the_shape(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("access:\n  admins: ['telegram:1', 'Telegram:1140']\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert "access.admins" in str(raised.value)
+    assert "'Telegram:1140' is not an identity" in str(raised.value)

@@ -464,9 +464,39 @@ async def test_admin_deny_and_allow_take_effect_and_persist(
     assert (
         await say(admin_engine, private("/admin deny telegram:9", user="telegram:9"))
     ).text == texts.CANNOT_DENY_ADMIN.format(identity="telegram:9")
-    assert (
-        await say(admin_engine, private("/admin deny bob", user="telegram:9"))
-    ).text == texts.NOT_AN_IDENTITY.format(value="bob")
+    refused = await say(admin_engine, private("/admin deny bob", user="telegram:9"))
+    assert refused.text.startswith("'bob' is not an identity: identities are platform:id, platform one of telegram")
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("Telegram:1140", "is not an identity"),
+        ("telegram:01140", "expected telegram:<number>"),
+        ("telegram:11\u200b40", "expected telegram:<number>"),
+        ("a,b", "is not an identity"),
+        ("*:*", "is not an identity"),
+        ("foo:bar", "is not an identity"),
+        ("discord:12345", "expected discord:<snowflake>"),
+        ("slack:u024be7lh", "expected slack:<id>"),
+        ("console:remote", "expected console:local"),
+    ],
+)
+async def test_admin_commands_refuse_malformed_identities_and_change_nothing(
+    admin_engine: Engine, store: MemoryStore, argument: str, expected: str
+) -> None:
+    await say(admin_engine, private("hello", user="telegram:1140"))
+    for verb in ("deny", "allow", "clear"):
+        reply = (await say(admin_engine, private(f"/admin {verb} {argument}", user="telegram:9"))).text
+        assert expected in reply and reply.endswith("Nothing was changed."), reply
+    assert len(await stored(store, "telegram:1140")) == 2
+    assert (await say(admin_engine, private("still here", user="telegram:1140"))).text == "echo: still here"
+
+
+async def test_admin_commands_take_each_platforms_well_formed_identities(admin_engine: Engine) -> None:
+    for identity in ("telegram:-1001234567890", "discord:80351110224678912", "slack:U024BE7LH", "console:local"):
+        reply = (await say(admin_engine, private(f"/admin allow {identity}", user="telegram:9"))).text
+        assert reply == f"{identity} is now allowed."
 
 
 async def test_admin_stats_counts_messages_and_tokens(admin_engine: Engine, fake_model: FakeModel) -> None:
