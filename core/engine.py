@@ -559,20 +559,27 @@ class Engine:
     async def _call_model(
         self, window: Window, history: list[Turn], user_turn: Turn, budget: Budget, on_text: TextSink
     ) -> tuple[ModelReply, Window]:
-        """One call; a context-length refusal from the server halves the prompt and retries once."""
-        try:
-            return await self._model.reply(window.messages, on_text), window
-        except ContextTooLong:
-            tighter = budget.tighter_than(window)
-            smaller = build_window(self._system_prompt, self._system_tokens, history, user_turn, tighter)
-            if smaller is None:
-                raise
-            log.info(
-                "server said the context is too long; retrying with %d of %d turns",
-                smaller.history_turns,
-                window.history_turns,
-            )
-            return await self._model.reply(smaller.messages, on_text), smaller
+        """The model's reply to ``window``. A context-length refusal from the server trims the prompt,
+        first to half of it, then to the system prompt and the new message alone; a refusal even of
+        that is passed on, since then the message itself is too long."""
+        while True:
+            try:
+                return await self._model.reply(window.messages, on_text), window
+            except ContextTooLong:
+                if window.history_turns == 0:
+                    raise
+                smaller = build_window(
+                    self._system_prompt, self._system_tokens, history, user_turn, budget.tighter_than(window)
+                )
+                if smaller is None or smaller.history_turns >= window.history_turns:
+                    smaller = build_window(self._system_prompt, self._system_tokens, [], user_turn, budget)
+                assert smaller is not None  # the window it was cut from held the same system prompt and message
+                log.info(
+                    "server said the context is too long; retrying with %d of %d turns",
+                    smaller.history_turns,
+                    window.history_turns,
+                )
+                window = smaller
 
     def _usage_figures(self, reply: ModelReply, window: Window, assistant_turn: Turn) -> tuple[int, int]:
         """The server's figures when it sent them (they also calibrate our estimate), else ours."""

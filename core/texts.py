@@ -14,7 +14,10 @@ RATE_LIMITED = (
 )
 EMPTY_PROMPT = "Yes? Write your question after the mention."
 MESSAGE_TOO_LONG = "That message is too long for me ({size} characters; the limit is {limit}). Please shorten it."
-MESSAGE_OVER_CONTEXT = "That message is too long to fit the model's context window. Please shorten it or split it up."
+MESSAGE_OVER_CONTEXT = (
+    "That message is too long for the model's context window, even without the conversation before it. "
+    "Please shorten it or split it up."
+)
 SESSION_CLEARED = "Conversation cleared. Let's start fresh."
 SESSION_WAS_EMPTY = "There was nothing to clear; the conversation is already fresh."
 CUT_AT_LENGTH = "(The reply was cut off at the length limit.)"

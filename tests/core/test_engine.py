@@ -554,3 +554,31 @@ async def test_a_message_delayed_before_queueing_is_not_overtaken(model: OpenAIC
 
     user_turns = [content for role, content in await stored(store, "telegram:1") if role == "user"]
     assert "\n".join(user_turns) == "first\nsecond"
+
+
+def _context_refusal() -> Status:
+    return Status(400, {"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}})
+
+
+async def test_a_context_refusal_trims_to_the_new_message_before_giving_up(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
+    engine = make_engine(store, model)
+    for n in range(8):
+        await say(engine, private(f"q{n}"))
+    fake_model.script(_context_refusal(), _context_refusal())
+    assert (await say(engine, private("the new one"))).text == "echo: the new one"
+    windows = [len(request["messages"]) for request in fake_model.requests[-3:]]
+    assert windows[0] > windows[1] > windows[2] == 2  # everything, half, the system prompt and the message
+    assert (await stored(store, "telegram:1"))[-2:] == [("user", "the new one"), ("assistant", "echo: the new one")]
+
+
+async def test_a_message_refused_even_alone_is_too_long_and_changes_nothing(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
+    engine = make_engine(store, model)
+    await say(engine, private("q0"))
+    fake_model.script(_context_refusal(), _context_refusal(), _context_refusal())
+    assert (await say(engine, private("a huge paste"))).text == texts.MESSAGE_OVER_CONTEXT
+    assert len(fake_model.requests[-1]["messages"]) == 2  # given up only with the message alone
+    assert await stored(store, "telegram:1") == [("user", "q0"), ("assistant", "echo: q0")]
