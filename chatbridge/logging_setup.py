@@ -6,8 +6,8 @@ whichever library logged it, and again in the formatted line, JSON-escaped forms
 the belt; the braces are that httpx, which logs request URLs at INFO and Telegram's URLs contain
 the bot token, is kept at WARNING unless ``log.level`` is ``debug``.
 
-Values shorter than ``MIN_SECRET_CHARS`` are not redacted: replacing every "x" of a log because a
-local model server's key is "x" would make the logs unreadable and protect nothing.
+How a secret is found in a text is ``bots.redaction``'s, shared with the model client, which masks
+its key in a provider's error text before cutting it for a log line.
 """
 
 from __future__ import annotations
@@ -20,44 +20,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-REDACTED = "***"
-MIN_SECRET_CHARS = 4
+from bots.redaction import Redactor
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-
-
-class Redactor:
-    """Replaces each secret, and its JSON-escaped and URL-quoted forms, by ``***``."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if len(secret) < MIN_SECRET_CHARS:
-                continue
-            forms |= {
-                secret,
-                json.dumps(secret)[1:-1],
-                json.dumps(secret, ensure_ascii=False)[1:-1],
-                quote(secret, safe=""),
-            }
-        # Longest first, so a secret that contains another is replaced whole.
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, REDACTED)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._forms)
 
 
 _active = Redactor()

@@ -32,10 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.kit import MessageHandler
 from bots.openai_client import OpenAIChatModel
+from bots.redaction import REDACTED
 from chatbridge.cli import _check_port
 from chatbridge.config import Config
 from chatbridge.http_server import HttpServer, ServerStartError
-from chatbridge.logging_setup import REDACTED, configure_logging, configured_secrets
+from chatbridge.logging_setup import configure_logging, configured_secrets
 from chatbridge.metrics import BridgeMetrics
 from chatbridge.ops import Operations
 from core import texts
