@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
 from bots.http_client import is_timeout, model_http_client
 from bots.model import ChatMessage, ModelReply, TextSink, Usage
+from bots.redaction import Redactor
 from bots.settings import ModelSettings
 
 logger = logging.getLogger("chatbridge.model")
@@ -85,6 +86,7 @@ class OpenAIChatModel:
         self._on_retry = on_retry
         self._base_url = settings.base_url.rstrip("/")
         self._api_key = settings.api_key.get_secret_value()
+        self._redact = Redactor([self._api_key])
         # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
         self._own_http = http_client is None
         self._http = http_client or model_http_client(
@@ -171,7 +173,7 @@ class OpenAIChatModel:
         with _network_failures():
             response = await self._http.post(self._completions_url, json=body, headers=self._headers())
         await self._raise_for_status(response)
-        payload = _json_object(response.content, "completion")
+        payload = self._json_object(response.content, "completion")
         choice = _first_choice(payload)
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
@@ -208,7 +210,7 @@ class OpenAIChatModel:
 
     def _stream_chunk(self, data: str) -> dict[str, Any]:
         """Some servers (vLLM, llama.cpp, OpenAI itself) report a failure as an SSE ``error`` event."""
-        chunk = _json_object(data.encode(), "stream chunk")
+        chunk = self._json_object(data.encode(), "stream chunk")
         if "error" not in chunk:
             return chunk
         error = _ServerError.from_payload(chunk)
@@ -223,7 +225,7 @@ class OpenAIChatModel:
         if response.status_code in (404, 405):
             return await self._check_by_completion()
         await self._raise_for_status(response)
-        listing = _json_object(response.content, "model list").get("data")
+        listing = self._json_object(response.content, "model list").get("data")
         ids = [entry.get("id") for entry in listing if isinstance(entry, dict)] if isinstance(listing, list) else []
         name = self._settings.name
         presence = "available" if name in ids else "not listed"
@@ -258,12 +260,20 @@ class OpenAIChatModel:
             return _retry_later(ModelUnavailable, detail, headers)
         return ModelUnavailable(detail)
 
-    def _clean(self, message: str) -> str:
-        """Server text goes into logs: one line, bounded, and the key masked in case it is echoed."""
-        text = " ".join(message.split())
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:_DETAIL_CHARS]
+    def _clean(self, message: str, limit: int = _DETAIL_CHARS) -> str:
+        """Server text goes into logs: one line, the key masked in case it is echoed (in any of its
+        encoded forms), and only then cut to ``limit``, so that no part of the key survives a cut."""
+        return self._redact(" ".join(message.split()))[:limit]
+
+    def _json_object(self, raw: bytes, what: str) -> dict[str, Any]:
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            snippet = self._clean(raw.decode(errors="replace"), 60)
+            raise _Transient(ModelUnavailable(f"malformed {what}: not JSON ({snippet!r})")) from exc
+        if not isinstance(payload, dict):
+            raise _Transient(ModelUnavailable(f"malformed {what}: not a JSON object"))
+        return payload
 
     # --- retries ---------------------------------------------------------------------------------
 
@@ -437,15 +447,6 @@ def _retry_after_s(headers: httpx.Headers) -> float | None:
         when = when.replace(tzinfo=UTC)
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
-
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise _Transient(ModelUnavailable(f"malformed {what}: not JSON ({raw[:60]!r})")) from exc
-    if not isinstance(payload, dict):
-        raise _Transient(ModelUnavailable(f"malformed {what}: not a JSON object"))
-    return payload
 
 
 def _first_choice(payload: dict[str, Any]) -> dict[str, Any]:

@@ -435,6 +435,18 @@ async def test_the_api_key_never_appears_in_an_error(
     assert KEY not in error_text(caught.value)
 
 
+async def test_a_key_echoed_where_the_detail_is_cut_is_masked_before_the_cut(
+    fake_model: FakeModel, make_client: MakeClient
+) -> None:
+    """Cut first and masked after, the key's first half would survive the cut unrecognised."""
+    echoed = {"error": {"message": "x" * 290 + KEY + " y"}}
+    fake_model.script(Status(400, echoed), Malformed())
+
+    with pytest.raises(ModelError) as caught:
+        await make_client(max_retries=0).reply(MESSAGES, Pieces())
+    assert "***" in error_text(caught.value) and KEY[:8] not in error_text(caught.value)
+
+
 # --- check --------------------------------------------------------------------------------------
 
 
