@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 
-from core.channel import PlatformRateLimited, Receipt, Reopen, ReplyChannel
+from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
 from core.events import IncomingMessage
 
@@ -154,16 +154,19 @@ class UpdatesInFlight:
 # --- platform calls -------------------------------------------------------------------------------
 
 
-async def rate_limited(call: Awaitable[T], retry_after: Callable[[Exception], float | None]) -> T:
-    """``call``, with the platform's own 429 turned into ``PlatformRateLimited`` so that the shared
-    renderer waits it out. ``retry_after`` reads the wait from a platform error, None for any other."""
+async def platform_call(call: Awaitable[T], trouble: Callable[[Exception], PlatformTrouble | None]) -> T:
+    """``call``, with the platform's passing failures (a 429, a 5xx, a timeout, a cut connection)
+    turned into ``PlatformTrouble`` so that the shared renderer retries them. ``trouble`` reads one
+    from a platform error, None for any other (which is the platform's final word)."""
     try:
         return await call
+    except PlatformTrouble:
+        raise
     except Exception as error:
-        seconds = retry_after(error)
-        if seconds is None:
+        passing = trouble(error)
+        if passing is None:
             raise
-        raise PlatformRateLimited(seconds) from None
+        raise passing from error
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ def engine_settings(config: Config) -> EngineSettings:
         access=config.access,
         limits=config.limits,
         lease_s=config.store.lease_s,
-        commit_retry_s=config.server.delivery_timeout_s,
+        delivery_timeout_s=config.server.delivery_timeout_s,
         max_concurrent=config.server.max_concurrent_messages,
         extra_admins=(CONSOLE_USER,) if config.adapters.console.user_is_admin else (),
         log_content=config.log.content,

@@ -37,6 +37,10 @@ class Arrivals:
         """Sessions with a message between arrival and queue (bounded by messages in flight)."""
         return len(self._lines)
 
+    def __contains__(self, session_key: str) -> bool:
+        """Whether a message of the session is between arrival and queue right now."""
+        return session_key in self._lines
+
 
 class Ticket:
     def __init__(self, arrivals: Arrivals, session_key: str, earlier: list[asyncio.Event]) -> None:
@@ -71,6 +75,10 @@ class TurnLine:
 
     def __len__(self) -> int:
         return len(self._locks)
+
+    def __contains__(self, session_key: str) -> bool:
+        """Whether a handler of this process holds or waits for the session's turn."""
+        return session_key in self._locks
 
     def waiting(self, session_key: str) -> bool:
         """Whether another handler of this process waits for the session's next turn."""

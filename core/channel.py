@@ -59,12 +59,22 @@ class PlatformTooLong(Exception):
     limit, say); the renderer cuts the reply into smaller messages and sends it again."""
 
 
-class PlatformRateLimited(Exception):
+class PlatformTrouble(Exception):
+    """A platform call that failed for a while, not for good: the renderer tries it again, within
+    the delivery budget."""
+
+
+class PlatformRateLimited(PlatformTrouble):
     """Raised by a channel when the platform answered 429; the renderer waits ``retry_after_s``."""
 
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"platform rate limit, retry after {retry_after_s:.1f}s")
         self.retry_after_s = retry_after_s
+
+
+class PlatformUnavailable(PlatformTrouble):
+    """Raised by a channel when the platform answered 5xx, timed out or cut the connection; the
+    renderer backs off and tries again."""
 
 
 class ReplyChannel(Protocol):

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,7 +32,7 @@ from bots.model import ChatModel, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
 from core.arrivals import Arrivals, Ticket, TurnLine
-from core.channel import Receipt, Reopen, ReplyChannel
+from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import IncomingMessage
 from core.observe import NULL_OBSERVER, MessageRecord, Observer
@@ -67,8 +67,12 @@ DENIED_NOTICE_TTL_S = 24 * 3600.0
 RATE_WINDOW_S = 60.0
 RECOVERED_PER_SWEEP = 100
 """Orphaned sessions answered per sweep; the next sweep, one lease later, takes the rest."""
+UNDELIVERED_KEPT = 10_000
+"""Answers kept for a platform that was down when they were complete; the oldest go first."""
 UNSTORED_REMEMBERED = 1024
 """Turns shown but not stored (the store was down) whose queue entries are only to be removed."""
+KEPT_DELIVERY_BUDGET_S = 10.0
+"""A kept answer is tried briefly each time: the platform has been failing, and a chat waits behind it."""
 COMMIT_RETRY_FIRST_S = 0.25
 COMMIT_RETRY_MAX_S = 5.0
 
@@ -100,8 +104,8 @@ class EngineSettings:
     limits: LimitsSettings
     lease_s: float = 15.0
     """How long a session stays held after its holder stopped renewing (``store.lease_s``)."""
-    commit_retry_s: float = 120.0
-    """How long storing a finished turn is retried while the store is down (``server.delivery_timeout_s``)."""
+    delivery_timeout_s: float = 120.0
+    """How long delivering an answer, and storing its turn, is retried (``server.delivery_timeout_s``)."""
     max_concurrent: int = 256
     """Turns answered at once by this process (``server.max_concurrent_messages``); more wait in order."""
     extra_admins: tuple[str, ...] = ()
@@ -159,6 +163,7 @@ class Engine:
         self._turns = asyncio.Semaphore(max(settings.max_concurrent, 1))
         self._reopeners: dict[str, Reopen] = {}
         self._unstored: _Recent = _Recent(UNSTORED_REMEMBERED)
+        self._undelivered = _Outbox(UNDELIVERED_KEPT)
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -229,8 +234,14 @@ class Engine:
         once: what the process that ran before left behind."""
         older_than_s = 0.0
         while not self._closing:
+            for key, kept in self._undelivered.items():
+                reopen = self._reopeners.get(kept.platform)
+                if reopen is not None:
+                    await self._deliver_kept(key, reopen(kept.route))
             try:
                 for key in await self._store.orphans(older_than_s, RECOVERED_PER_SWEEP):
+                    if key in self._arrivals or key in self._line:
+                        continue  # a handler of this process is on its way to it
                     log.info("answering the messages left queued in session %s", key)
                     await self._drain(key, None)
             except StoreUnavailable as exc:
@@ -447,8 +458,8 @@ class Engine:
 
     async def _finish(self, key: str, claim: Claim, result: TurnResult, channel: ReplyChannel) -> _Finished:
         """Store the turn; a store that is briefly down is retried (holding the session) for up to
-        ``commit_retry_s``, after which the user is told that this exchange will not be remembered."""
-        deadline = time.monotonic() + self._settings.commit_retry_s
+        ``delivery_timeout_s``, after which the user is told that this exchange will not be remembered."""
+        deadline = time.monotonic() + self._settings.delivery_timeout_s
         delay = COMMIT_RETRY_FIRST_S
         while True:
             try:
@@ -470,6 +481,32 @@ class Engine:
                 self.totals.add(result.usage)
             return _Finished(_Stored.STORED, still_queued)
 
+    @staticmethod
+    async def _delivered(key: str, delivery: Awaitable[None]) -> bool:
+        """Whether the platform took what a turn shows: False when it kept failing for the whole
+        delivery budget. Its final word (the bot blocked, the chat gone) is logged and counts as
+        taken, since trying again cannot change it; either way the turn is finished."""
+        try:
+            await delivery
+        except PlatformTrouble as trouble:
+            log.warning("could not deliver to %s within the delivery budget: %s", key, trouble)
+            return False
+        except Exception as refusal:  # noqa: BLE001 - any platform error; the turn must still end
+            log.warning("the platform refused the answer in %s: %s", key, type(refusal).__name__)
+        return True
+
+    async def _deliver_kept(self, key: str, channel: ReplyChannel) -> None:
+        """An answer the platform could not take earlier goes out before anything else in its chat."""
+        kept = self._undelivered.take(key)
+        if kept is None:
+            return
+        try:
+            await send_text(channel, f"{texts.DELIVERED_LATE}\n\n{kept.text}", budget_s=KEPT_DELIVERY_BUDGET_S)
+        except PlatformTrouble:
+            self._undelivered.keep(key, kept)
+        except Exception as exc:  # noqa: BLE001 - the platform's final word (the bot was blocked, say)
+            log.warning("gave up delivering a kept answer in %s: %s", key, type(exc).__name__)
+
     async def _answer(
         self, key: str, claim: Claim, channel: ReplyChannel, *, recovered: bool
     ) -> tuple[TurnResult, _Handled]:
@@ -483,17 +520,18 @@ class Engine:
             # Shown before, but the store was down when it was to be stored: only take it off the queue.
             self._unstored.discard(tuple(item.message_key for item in claim.queued))
             return TurnResult((), answered, None, ttl_s), _Handled(Outcome.ANSWERED, key)
+        await self._deliver_kept(key, channel)
         history = await self._history(key, now, claim.state)
         text = "\n".join(item.text for item in claim.queued)
         user_turn = Turn("user", text, self._tokens.count(text), now)
         budget = self._budget()
         window = build_window(self._system_prompt, self._system_tokens, history, user_turn, budget)
         if window is None:
-            await send_text(channel, texts.MESSAGE_OVER_CONTEXT)
+            await self._delivered(key, send_text(channel, texts.MESSAGE_OVER_CONTEXT))
             return TurnResult((), answered, None, ttl_s), _Handled(Outcome.REFUSED, key)
 
         streamed: list[str] = []
-        renderer = StreamRenderer(channel)
+        renderer = StreamRenderer(channel, budget_s=self._settings.delivery_timeout_s)
         timing = _ModelTiming()
         note = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n" if recovered else ""
 
@@ -512,7 +550,9 @@ class Engine:
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
             notice = texts.MODEL_ERRORS[error.kind]
             partial = "".join(streamed)
-            await renderer.finish(f"{note}{partial}\n\n{notice}" if partial else f"{note}{notice}")
+            await self._delivered(
+                key, renderer.finish(f"{note}{partial}\n\n{notice}" if partial else f"{note}{notice}")
+            )
             usage = UsageDelta(day, newest.user_id, newest.chat_id, errors=1)
             failed = _Handled(
                 Outcome.FAILED, key, error=error.kind, model_s=timing.model_s, first_token_s=timing.first_token_s
@@ -521,13 +561,15 @@ class Engine:
         timing.done()
 
         if not reply.text.strip():
-            await renderer.finish(f"{note}{texts.EMPTY_REPLY}")
+            await self._delivered(key, renderer.finish(f"{note}{texts.EMPTY_REPLY}"))
             failed = _Handled(
                 Outcome.FAILED, key, error="empty_reply", model_s=timing.model_s, first_token_s=timing.first_token_s
             )
             return TurnResult((), answered, None, ttl_s), failed
         shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
-        await renderer.finish(f"{note}{shown}")
+        if not await self._delivered(key, renderer.finish(f"{note}{shown}")):
+            # Paid for and complete: stored like any answer, and shown once the platform is back.
+            self._undelivered.keep(key, _Undelivered(newest.platform, newest.route, shown))
 
         assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
@@ -664,6 +706,33 @@ class _Asker:
 
     message_key: str
     channel: ReplyChannel
+
+
+@dataclass(frozen=True, slots=True)
+class _Undelivered:
+    platform: str
+    route: str
+    text: str
+
+
+class _Outbox:
+    """Answers that were complete when their platform failed, one per session, bounded. Kept in
+    this process only: a restart loses them (their turns are stored)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._kept: dict[str, _Undelivered] = {}
+
+    def keep(self, key: str, answer: _Undelivered) -> None:
+        self._kept[key] = answer
+        while len(self._kept) > self._size:
+            del self._kept[next(iter(self._kept))]
+
+    def take(self, key: str) -> _Undelivered | None:
+        return self._kept.pop(key, None)
+
+    def items(self) -> list[tuple[str, _Undelivered]]:
+        return list(self._kept.items())
 
 
 class _Recent:

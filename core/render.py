@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from core import texts
-from core.channel import PlatformLimits, PlatformRateLimited, PlatformTooLong, ReplyChannel
+from core.channel import PlatformLimits, PlatformRateLimited, PlatformTooLong, PlatformTrouble, ReplyChannel
 from core.splitter import START, Splitter, split_message
 
 log = logging.getLogger("chatbridge.render")
@@ -25,8 +25,11 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 _T = TypeVar("_T")
 
-# How often one platform call is tried when the platform keeps answering 429.
-_ATTEMPTS = 5
+DELIVERY_TIMEOUT_S = 120.0
+"""How long one reply keeps trying a platform that answers 429, 5xx or nothing
+(``server.delivery_timeout_s``)."""
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
 WORTH_SHOWING_CHARS = 200
 """Streamed text this long is shown at once, first-show delay or not: a reader has enough to start on."""
 SHRINK_WHEN_TOO_LONG = 0.75
@@ -36,15 +39,22 @@ SMALLEST_MESSAGE = 64
 # --- sending --------------------------------------------------------------------------------------
 
 
-async def _patiently(call: Callable[[], Awaitable[_T]], sleep: Sleep) -> _T:
-    """Make one platform call, waiting out 429s as the platform asks, a bounded number of times."""
-    for _ in range(_ATTEMPTS - 1):
+async def _patiently(call: Callable[[], Awaitable[_T]], sleep: Sleep, clock: Clock, deadline: float) -> _T:
+    """Make one platform call, through 429s (as long as the platform asks) and 5xx, timeouts and
+    cut connections (backing off), until ``deadline``: a wait that would end past it is not begun,
+    so a Retry-After of ten minutes gives up at once instead of holding the session."""
+    backoff = BACKOFF_FIRST_S
+    while True:
         try:
             return await call()
-        except PlatformRateLimited as limited:
-            log.info("platform rate limit; retrying in %.1fs", limited.retry_after_s)
-            await sleep(limited.retry_after_s)
-    return await call()
+        except PlatformTrouble as trouble:
+            wait = trouble.retry_after_s if isinstance(trouble, PlatformRateLimited) else backoff
+            if clock() + wait > deadline:
+                raise
+            log.info("platform call failed (%s); retrying in %.1fs", trouble, wait)
+            await sleep(wait)
+            if not isinstance(trouble, PlatformRateLimited):
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
 def _shorter(max_chars: int) -> int:
@@ -58,18 +68,26 @@ def _split(text: str, limits: PlatformLimits, max_chars: int) -> list[str]:
     return split_message(text, max_chars, limits.length_unit)
 
 
-async def send_text(channel: ReplyChannel, text: str, *, sleep: Sleep = asyncio.sleep) -> None:
+async def send_text(
+    channel: ReplyChannel,
+    text: str,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+    budget_s: float = DELIVERY_TIMEOUT_S,
+) -> None:
     """Send a complete answer (command output, an error) as one or more messages; what the
     platform refuses as too long is cut smaller and sent again, from where it was refused.
 
-    Raises ``PlatformRateLimited`` only if the platform still refuses after several waits.
+    Raises ``PlatformTrouble`` only if the platform still fails when ``budget_s`` runs out.
     """
+    deadline = clock() + budget_s
     limits = channel.limits
     max_chars = limits.max_message_chars
     pending = _split(text, limits, max_chars)
     while pending:
         try:
-            await _patiently(functools.partial(channel.send, pending[0]), sleep)
+            await _patiently(functools.partial(channel.send, pending[0]), sleep, clock, deadline)
         except PlatformTooLong:
             max_chars = _shorter(max_chars)
             pending[:1] = _split(pending[0], limits, max_chars)
@@ -87,8 +105,17 @@ class StreamRenderer:
     Both keep message *i* showing chunk *i* of the split text and skip edits that change nothing.
     """
 
-    def __init__(self, channel: ReplyChannel, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        channel: ReplyChannel,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        budget_s: float = DELIVERY_TIMEOUT_S,
+    ) -> None:
+        """``budget_s`` is how long ``finish`` keeps trying a failing platform, from its start."""
         self._channel = channel
+        self._budget_s = budget_s
         self._limits = channel.limits
         self._clock = clock
         self._sleep = sleep
@@ -129,6 +156,9 @@ class StreamRenderer:
             self._cut_smaller()
         except PlatformRateLimited as limited:
             self._ready_at = self._clock() + max(limited.retry_after_s, self._limits.min_edit_interval_s)
+        except PlatformTrouble as trouble:
+            log.info("streamed update failed, will catch up: %s", trouble)
+            self._ready_at = self._clock() + self._limits.min_edit_interval_s
         except Exception as exc:  # noqa: BLE001 - see the docstring: finish() is the one that must land
             log.warning("streamed update failed, will catch up: %s", type(exc).__name__)
             self._ready_at = self._clock() + self._limits.min_edit_interval_s
@@ -137,12 +167,14 @@ class StreamRenderer:
         """Make the messages show exactly ``split_message(final_text)``.
 
         ``final_text`` may differ from what was streamed (a note appended, say). Raises
-        ``PlatformRateLimited`` only if the platform still refuses one call after several waits.
+        ``PlatformTrouble`` only if the platform still fails when the delivery budget runs out.
         """
+        deadline = self._clock() + self._budget_s
         chunks = self._final_chunks(final_text)
         while (index := self._first_stale(chunks)) is not None:
             try:
-                await _patiently(functools.partial(self._show_in_turn, index, chunks[index]), self._sleep)
+                show = functools.partial(self._show_in_turn, index, chunks[index])
+                await _patiently(show, self._sleep, self._clock, deadline)
             except PlatformTooLong:
                 self._cut_smaller()
                 chunks = self._final_chunks(final_text)

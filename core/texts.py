@@ -29,6 +29,7 @@ STORE_FAILED_WHILE_ANSWERING = (
     "The bridge's storage stopped answering. Your message is kept and will be answered when it is back."
 )
 NOT_REMEMBERED = "(The bridge could not save this exchange, so I will not remember it later in this conversation.)"
+DELIVERED_LATE = "(This answer could not be delivered earlier: the chat platform was not taking messages.)"
 ANSWERED_AFTER_INTERRUPTION = "(I was interrupted while answering your message; here is the full answer.)"
 INTERNAL_ERROR = "Something went wrong on our side. Please try again."
 

@@ -36,8 +36,8 @@ from discord.http import Route
 
 from adapters.discord.format import to_discord
 from adapters.discord.settings import DiscordSettings
-from adapters.kit import MessageHandler, UpdatesInFlight, menu, rate_limited, startup_error, startup_errors
-from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
+from adapters.kit import MessageHandler, UpdatesInFlight, menu, platform_call, startup_error, startup_errors
+from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited, PlatformTrouble, PlatformUnavailable
 from core.commands import CommandSpec
 from core.events import ChatKind, IncomingMessage
 
@@ -251,9 +251,14 @@ def translate_command(interaction: discord.Interaction, text: str) -> IncomingMe
 # --- replies ----------------------------------------------------------------------------------
 
 
-def _retry_after(error: Exception) -> float | None:
-    """A long 429 is the renderer's to wait out (see ``MAX_RATE_LIMIT_WAIT_S``)."""
-    return error.retry_after if isinstance(error, discord.RateLimited) else None
+def _trouble(error: Exception) -> PlatformTrouble | None:
+    """A long 429 is the renderer's to wait out (see ``MAX_RATE_LIMIT_WAIT_S``); a 5xx or a lost
+    connection it retries."""
+    if isinstance(error, discord.RateLimited):
+        return PlatformRateLimited(error.retry_after)
+    if isinstance(error, discord.DiscordServerError | aiohttp.ClientError | TimeoutError | OSError):
+        return PlatformUnavailable(f"{type(error).__name__}: {error}")
+    return None
 
 
 def _thread_name(message: discord.Message) -> str:
@@ -285,15 +290,15 @@ class MessageReplies:
         reference, self._reference = self._reference, None
         content = to_discord(text)
         sending = target.send(content) if reference is None else target.send(content, reference=reference)
-        return await rate_limited(sending, _retry_after)
+        return await platform_call(sending, _trouble)
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
-        await rate_limited(handle.edit(content=to_discord(text)), _retry_after)
+        await platform_call(handle.edit(content=to_discord(text)), _trouble)
 
     async def typing(self) -> None:
         target = await self._destination()
-        await rate_limited(target.typing(), _retry_after)
+        await platform_call(target.typing(), _trouble)
 
     async def _destination(self) -> discord.abc.Messageable:
         """Decided once, under a lock: the typing signal and the first message race for it."""
@@ -333,14 +338,14 @@ class ReopenedReplies:
         reference, self._reference = self._reference, None
         content = to_discord(text)
         sending = self._target.send(content) if reference is None else self._target.send(content, reference=reference)
-        return await rate_limited(sending, _retry_after)
+        return await platform_call(sending, _trouble)
 
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
-        await rate_limited(handle.edit(content=to_discord(text)), _retry_after)
+        await platform_call(handle.edit(content=to_discord(text)), _trouble)
 
     async def typing(self) -> None:
-        await rate_limited(self._target.typing(), _retry_after)
+        await platform_call(self._target.typing(), _trouble)
 
 
 class InteractionReplies:

@@ -51,7 +51,7 @@ from adapters.kit import (
     MessageHandler,
     Routes,
     UpdatesInFlight,
-    rate_limited,
+    platform_call,
     setting,
     startup_error,
     startup_errors,
@@ -59,7 +59,14 @@ from adapters.kit import (
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.settings import SlackSettings
 from core import texts
-from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, Receipt
+from core.channel import (
+    FIRST_SHOW_DELAY_S,
+    PlatformLimits,
+    PlatformRateLimited,
+    PlatformTrouble,
+    PlatformUnavailable,
+    Receipt,
+)
 from core.events import ChatKind, IncomingMessage
 
 log = logging.getLogger("chatbridge.slack")
@@ -168,10 +175,16 @@ class EventNotTaken(Exception):
     """Raised from a listener so that Bolt answers with an error and Slack delivers the event again."""
 
 
-def _retry_after(error: Exception) -> float | None:
-    """Slack's 429 carries the wait in its ``Retry-After`` header."""
-    if isinstance(error, SlackApiError) and error.response.status_code == 429:
-        return float(error.response.headers.get("Retry-After", "1"))
+def _trouble(error: Exception) -> PlatformTrouble | None:
+    """Slack's 429 carries the wait in its ``Retry-After`` header; a 5xx or a lost connection is
+    retried."""
+    if isinstance(error, SlackApiError):
+        status = error.response.status_code
+        if status == 429:
+            return PlatformRateLimited(float(error.response.headers.get("Retry-After", "1")))
+        return PlatformUnavailable(f"HTTP {status}") if status >= 500 else None
+    if isinstance(error, aiohttp.ClientError | TimeoutError | OSError):
+        return PlatformUnavailable(type(error).__name__)
     return None
 
 
@@ -209,8 +222,8 @@ class ThreadChannel:
         return await self._post(to_mrkdwn(text))
 
     async def edit(self, handle: object, text: str) -> None:
-        await rate_limited(
-            self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)), _retry_after
+        await platform_call(
+            self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)), _trouble
         )
 
     async def discard_placeholder(self) -> None:
@@ -243,8 +256,8 @@ class ThreadChannel:
             return None
 
     async def _post(self, mrkdwn: str) -> str:
-        response = await rate_limited(
-            self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread_ts, text=mrkdwn), _retry_after
+        response = await platform_call(
+            self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread_ts, text=mrkdwn), _trouble
         )
         if self._thread_ts is not None:
             self._on_posted((self._channel, self._thread_ts))

@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import re
+import time
 import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,16 +38,35 @@ from dataclasses import dataclass
 from aiohttp import web
 from telegram import Bot, BotCommand, Message, MessageEntity, ReplyParameters, Update, User
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Updater
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.kit import MessageHandler, Routes, UpdatesInFlight, menu, rate_limited, setting, startup_errors
+from adapters.kit import (
+    AdapterStartupError,
+    MessageHandler,
+    Routes,
+    UpdatesInFlight,
+    menu,
+    platform_call,
+    setting,
+    startup_error,
+    startup_errors,
+)
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.request import AiohttpPoolRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
-from core.channel import FIRST_SHOW_DELAY_S, LengthUnit, PlatformLimits, PlatformRateLimited, PlatformTooLong, Receipt
+from core.channel import (
+    FIRST_SHOW_DELAY_S,
+    LengthUnit,
+    PlatformLimits,
+    PlatformRateLimited,
+    PlatformTooLong,
+    PlatformTrouble,
+    PlatformUnavailable,
+    Receipt,
+)
 from core.events import ChatKind, IncomingMessage
 from core.render import send_text
 
@@ -68,6 +88,9 @@ _COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _NOT_MODIFIED = "message is not modified"
 _TOO_LONG = "message is too long"
 _NOTED_ALBUMS = 256
+CONFLICT_REPORTED_S = 35.0
+"""How long a 409 Conflict keeps the adapter not ready: PTB retries polling at most 30 s apart, so a
+conflict that lasts is seen again within this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,14 +142,14 @@ class TelegramChannel:
     async def send(self, text: str) -> object:
         """Only the first message of an answer replies to the question; the rest follow it."""
         reply = ReplyParameters(self._reply_to, allow_sending_without_reply=True) if self._reply_to else None
-        sent = await rate_limited(
+        sent = await platform_call(
             _formatted(
                 lambda **body: self._bot.send_message(
                     self._chat_id, message_thread_id=self._thread_id, reply_parameters=reply, **body
                 ),
                 text,
             ),
-            _retry_after,
+            _trouble,
         )
         self._reply_to = None
         return sent.message_id
@@ -134,21 +157,21 @@ class TelegramChannel:
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, int)
         try:
-            await rate_limited(
+            await platform_call(
                 _formatted(
                     lambda **body: self._bot.edit_message_text(chat_id=self._chat_id, message_id=handle, **body),
                     text,
                 ),
-                _retry_after,
+                _trouble,
             )
         except BadRequest as error:
             if _NOT_MODIFIED not in str(error).lower():
                 raise
 
     async def typing(self) -> None:
-        await rate_limited(
+        await platform_call(
             self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id),
-            _retry_after,
+            _trouble,
         )
 
 
@@ -174,17 +197,18 @@ async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) 
     return result
 
 
-def _retry_after(error: Exception) -> float | None:
-    """The wait a 429 asks for, from python-telegram-bot's ``RetryAfter``.
-
-    PTB 22 returns an int with a deprecation warning, and a timedelta once it switches over.
-    """
-    if not isinstance(error, RetryAfter):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PTBDeprecationWarning)
-        value = error.retry_after
-    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+def _trouble(error: Exception) -> PlatformTrouble | None:
+    """A 429 with the wait it asks for (PTB 22 returns an int with a deprecation warning, and a
+    timedelta once it switches over); a 5xx, a timeout or a lost connection, which PTB all raise as
+    ``NetworkError``. A ``BadRequest`` is one too in PTB's hierarchy, but it is Telegram's answer."""
+    if isinstance(error, RetryAfter):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PTBDeprecationWarning)
+            value = error.retry_after
+        return PlatformRateLimited(value.total_seconds() if isinstance(value, dt.timedelta) else float(value))
+    if isinstance(error, NetworkError) and not isinstance(error, BadRequest):
+        return PlatformUnavailable(str(error))
+    return None
 
 
 # --- updates in -----------------------------------------------------------------------------------
@@ -286,9 +310,11 @@ class TelegramAdapter:
         self._bot = Bot(
             self._token,
             base_url=settings.base_url or DEFAULT_BASE_URL,
-            request=AiohttpPoolRequest(),
-            get_updates_request=AiohttpPoolRequest(),
+            request=AiohttpPoolRequest(on_unauthorized=self._token_refused),
+            get_updates_request=AiohttpPoolRequest(on_unauthorized=self._token_refused),
         )
+        self._failure: AdapterStartupError | None = None
+        self._conflict_at = float("-inf")
         self._updater: Updater | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._handler: MessageHandler | None = None
@@ -301,16 +327,22 @@ class TelegramAdapter:
 
     @property
     def ready(self) -> bool:
-        """Connected and taking updates (for the readiness endpoint)."""
-        return self._listening and not self._stopped.is_set()
+        """Connected and taking updates (for the readiness endpoint): not while another poller of
+        the same token is answered 409 Conflict, which PTB retries forever."""
+        conflicted = time.monotonic() - self._conflict_at < CONFLICT_REPORTED_S
+        return self._listening and not self._stopped.is_set() and not conflicted
 
     async def run(self, handler: MessageHandler) -> None:
+        """Raises ``AdapterStartupError`` when the token stops being accepted while running, so that
+        the process ends (exit status 1) and a supervisor restarts it or alerts."""
         try:
             with startup_errors(PLATFORM, self._startup_problem):
                 await self._start(handler)
             await self._stopped.wait()
         finally:
             await self._close()
+        if self._failure is not None:
+            raise self._failure
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -414,7 +446,7 @@ class TelegramAdapter:
                     receipt.settle(True)
                 if self._wants_text_note(message):
                     await send_text(channel, texts.ONLY_TEXT_SUPPORTED)
-        except (TelegramError, PlatformRateLimited) as error:
+        except (TelegramError, PlatformTrouble) as error:
             log.warning("could not answer Telegram message %s: %s", message.message_id, error)
         except Exception:
             log.exception("unexpected error handling Telegram update %s", update.update_id)
@@ -459,7 +491,19 @@ class TelegramAdapter:
     # --- errors ---------------------------------------------------------------------------------
 
     def _polling_failed(self, error: TelegramError) -> None:
+        if isinstance(error, Conflict):
+            self._conflict_at = time.monotonic()
+            log.error("another process polls with this bot token (409 Conflict); not ready until it stops")
+            return
         log.warning("polling Telegram failed, retrying: %s", self._redact(str(error)))
+
+    def _token_refused(self) -> None:
+        """Any 401 from the Bot API: the token was revoked or replaced. Nothing can work any more."""
+        if self._failure is None and self._listening:
+            self._failure = startup_error(
+                PLATFORM, f"the Bot API no longer accepts the token; set a valid {setting(PLATFORM, 'token')}"
+            )
+            self._stopped.set()
 
     def _startup_problem(self, error: Exception) -> str | None:
         """What went wrong at start-up, in the bridge's terms; never the token, which some PTB

@@ -8,9 +8,15 @@ The same ``httpx-aiohttp`` client the model uses keeps PTB's request code, and s
 unchanged, with one correction: that transport reports every aiohttp connection error as a
 ``ConnectTimeout``, which PTB would turn into ``TimedOut``; a refused or cut connection is a
 ``NetworkError`` here, as it is on the stock client.
+
+It also reports a 401 to its owner: the Bot API answers 401 only when the token is not (or no
+longer) valid, which PTB's polling loop treats as the end of polling without telling anyone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -20,8 +26,15 @@ from telegram.request import BaseRequest, HTTPXRequest, RequestData
 
 from bots.http_client import is_timeout
 
+UNAUTHORIZED = 401
+
 
 class AiohttpPoolRequest(HTTPXRequest):
+    def __init__(self, *args: Any, on_unauthorized: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        """HTTPXRequest's own arguments, and who to tell about a 401."""
+        super().__init__(*args, **kwargs)
+        self._on_unauthorized = on_unauthorized
+
     def _build_client(self) -> httpx.AsyncClient:
         return HttpxAiohttpClient(**self._client_kwargs)
 
@@ -36,7 +49,7 @@ class AiohttpPoolRequest(HTTPXRequest):
         pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         try:
-            return await super().do_request(
+            status, body = await super().do_request(
                 url, method, request_data, read_timeout, write_timeout, connect_timeout, pool_timeout
             )
         except TimedOut as error:
@@ -44,3 +57,6 @@ class AiohttpPoolRequest(HTTPXRequest):
             if isinstance(cause, httpx.TimeoutException) and not is_timeout(cause):
                 raise NetworkError(f"connection error: {type(cause.__cause__).__name__}") from cause
             raise
+        if status == UNAUTHORIZED and self._on_unauthorized is not None:
+            self._on_unauthorized()
+        return status, body

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from adapters.kit import AdapterStartupError, UpdatesInFlight, menu, rate_limited, startup_errors
-from core.channel import PlatformRateLimited
+from adapters.kit import AdapterStartupError, UpdatesInFlight, menu, platform_call, startup_errors
+from core.channel import PlatformRateLimited, PlatformTrouble, PlatformUnavailable
 from core.commands import command_list
 from core.settings import BotSettings
 
@@ -56,21 +56,22 @@ async def test_a_cancelled_wait_cancels_the_updates_it_waits_for() -> None:
     assert tracked.cancelled()
 
 
-async def test_a_platform_429_becomes_the_renderers_signal_and_other_errors_pass() -> None:
-    def retry_after(error: Exception) -> float | None:
-        return 7.0 if isinstance(error, LookupError) else None
+async def test_a_platforms_passing_failures_become_the_renderers_signals_and_other_errors_pass() -> None:
+    def trouble(error: Exception) -> PlatformTrouble | None:
+        if isinstance(error, LookupError):
+            return PlatformRateLimited(7.0)
+        return PlatformUnavailable("502") if isinstance(error, ConnectionError) else None
 
-    async def limited() -> None:
-        raise LookupError("429")
-
-    async def broken() -> None:
-        raise ValueError("500")
+    async def failing(error: Exception) -> None:
+        raise error
 
     with pytest.raises(PlatformRateLimited) as raised:
-        await rate_limited(limited(), retry_after)
+        await platform_call(failing(LookupError("429")), trouble)
     assert raised.value.retry_after_s == 7.0
+    with pytest.raises(PlatformUnavailable):
+        await platform_call(failing(ConnectionError("502")), trouble)
     with pytest.raises(ValueError):
-        await rate_limited(broken(), retry_after)
+        await platform_call(failing(ValueError("400")), trouble)
 
 
 def test_start_up_errors_become_one_line_naming_the_platform() -> None:

@@ -141,3 +141,19 @@ async def test_webhook_a_kill_mid_reply_is_answered_once_even_when_telegram_deli
     assert statuses == [200, 200]
     assert shown[-1] == f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
     assert shown.count(f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}") == 1
+
+
+async def test_a_token_revoked_at_run_time_ends_the_process_with_status_1_and_the_key_to_fix(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    env = configure(tmp_path, telegram, fake_model, "polling")
+    process = bridge(tmp_path, env)
+    await process.start()
+    await process.port()
+    await telegram.wait_for(lambda: bool(telegram.calls_of("getUpdates")), timeout=15)
+    telegram.token = "123456:REVOKED"
+    telegram.user_message("hello?", user=USER)  # ends the long poll in progress
+    assert process.process is not None
+    assert await asyncio.wait_for(process.process.wait(), 20) == 1
+    assert "adapters.telegram.token" in process.stderr
+    assert TOKEN not in process.stderr

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from core.channel import PlatformLimits, PlatformRateLimited
+from core.channel import PlatformLimits, PlatformRateLimited, PlatformUnavailable
 from core.render import WORTH_SHOWING_CHARS, StreamRenderer, send_text, typing_indicator
 from core.splitter import split_message
 from tests.kit.replies import long_reply
@@ -51,6 +51,8 @@ class FakeChannel:
     limits: PlatformLimits
     clock: FakeClock = field(default_factory=FakeClock)
     rate_limit_calls: dict[int, float] = field(default_factory=dict)
+    unavailable_calls: set[int] = field(default_factory=set)
+    """Call numbers the platform answers with a 5xx (or a cut connection) instead."""
     messages: list[str] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     attempts: int = 0
@@ -77,6 +79,8 @@ class FakeChannel:
         self.attempts += 1
         if self.attempts in self.rate_limit_calls:
             raise PlatformRateLimited(self.rate_limit_calls[self.attempts])
+        if self.attempts in self.unavailable_calls:
+            raise PlatformUnavailable("502 Bad Gateway")
 
 
 def channel(max_chars: int = 4096, interval: float = 1.0, can_edit: bool = True, **kwargs: object) -> FakeChannel:
@@ -224,12 +228,28 @@ async def test_a_429_during_push_postpones_updates_without_sleeping() -> None:
     assert [call.at - 1000.0 for call in chan.calls] == [0.0, 6.0]
 
 
-async def test_finish_gives_up_after_a_bounded_number_of_429s() -> None:
+async def test_finish_gives_up_when_the_delivery_budget_runs_out() -> None:
     chan = channel(rate_limit_calls=dict.fromkeys(range(1, 50), 1.0))
-    renderer = renderer_for(chan)
+    renderer = StreamRenderer(chan, clock=chan.clock, sleep=chan.clock.sleep, budget_s=3.5)
     with pytest.raises(PlatformRateLimited):
         await renderer.finish("never lands")
-    assert chan.attempts == 5
+    assert chan.attempts == 4 and chan.clock.sleeps == [1.0, 1.0, 1.0]
+
+
+async def test_a_retry_after_longer_than_the_budget_gives_up_at_once() -> None:
+    chan = channel(rate_limit_calls={1: 600.0})
+    renderer = StreamRenderer(chan, clock=chan.clock, sleep=chan.clock.sleep, budget_s=120)
+    with pytest.raises(PlatformRateLimited):
+        await renderer.finish("not worth ten minutes of the session")
+    assert chan.attempts == 1 and chan.clock.sleeps == []
+
+
+async def test_5xx_and_cut_connections_are_retried_with_backoff_until_the_text_lands() -> None:
+    chan = channel(unavailable_calls={1, 2, 3, 4})
+    renderer = renderer_for(chan)
+    await renderer.finish("lands after the storm")
+    assert chan.messages == ["lands after the storm"]
+    assert chan.clock.sleeps == [0.5, 1.0, 2.0, 4.0]
 
 
 async def test_identical_text_is_not_edited_again() -> None:

@@ -115,6 +115,10 @@ class FakeTelegram:
         """The next call of ``method`` gets this error instead of its answer."""
         self._failures[method].append(Failure(status, description, retry_after))
 
+    def stop_failing(self, method: str) -> None:
+        """Forget the failures still queued for ``method``: the platform is back."""
+        self._failures[method].clear()
+
     def update(
         self,
         text: str | None,

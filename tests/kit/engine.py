@@ -35,7 +35,7 @@ def model_settings(base_url: str, **overrides: Any) -> ModelSettings:
     return ModelSettings(**values)
 
 
-def engine_settings(lease_s: float = 15.0, commit_retry_s: float = 0.5, **sections: Any) -> EngineSettings:
+def engine_settings(lease_s: float = 15.0, delivery_timeout_s: float = 10.0, **sections: Any) -> EngineSettings:
     """Keyword arguments are section overrides, e.g. ``access={"admins": ["telegram:1"]}``."""
     return EngineSettings(
         bot=BotSettings(**sections.get("bot", {})),
@@ -44,7 +44,7 @@ def engine_settings(lease_s: float = 15.0, commit_retry_s: float = 0.5, **sectio
         access=AccessSettings(**sections.get("access", {})),
         limits=LimitsSettings(**sections.get("limits", {})),
         lease_s=lease_s,
-        commit_retry_s=commit_retry_s,
+        delivery_timeout_s=delivery_timeout_s,
         extra_admins=tuple(sections.get("extra_admins", ())),
     )
 

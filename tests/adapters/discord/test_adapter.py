@@ -17,9 +17,9 @@ import discord
 import pytest
 import pytest_asyncio
 
-from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _retry_after
+from adapters.discord.adapter import INTENT_MISSING, TOKEN_REFUSED, DiscordAdapter, _trouble
 from adapters.discord.settings import DiscordSettings
-from adapters.kit import AdapterStartupError, rate_limited
+from adapters.kit import AdapterStartupError, platform_call
 from bots.openai_client import OpenAIChatModel
 from chatbridge.config import Config
 from chatbridge.http_server import HttpServer
@@ -485,7 +485,7 @@ async def test_a_long_discord_rate_limit_goes_back_to_the_renderer() -> None:
         raise discord.RateLimited(42.0)
 
     with pytest.raises(PlatformRateLimited) as raised:
-        await rate_limited(refused(), _retry_after)
+        await platform_call(refused(), _trouble)
     assert raised.value.retry_after_s == 42.0
 
 

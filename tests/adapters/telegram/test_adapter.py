@@ -367,6 +367,36 @@ async def test_streamed_edits_wait_out_a_429_and_the_final_text_lands(
     assert time.monotonic() - started >= 0.2
 
 
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # raised inside PTB's RetryAfter()
+async def test_a_storm_of_5xx_and_429_on_the_last_edits_still_lands_the_whole_answer_and_stores_it(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel, store: MemoryStore
+) -> None:
+    answer = " ".join(f"token{i}" for i in range(120))
+    fake_model.script(Reply(text=answer, chunk_chars=40, chunk_delay_s=0.01))
+    await bridge()
+    for status, description in [(502, "Bad Gateway"), (500, "Internal Server Error"), (500, "Internal Server Error")]:
+        telegram.fail("editMessageText", status, description)
+    telegram.fail("editMessageText", 429, "Too Many Requests: retry after 1", retry_after=1)
+    telegram.fail("editMessageText", 502, "Bad Gateway")
+    telegram.user_message("a long one")
+    await telegram.wait_for(lambda: telegram.texts(1) == [answer], timeout=15)
+    await eventually_stored(store, "telegram:1", "a long one", answer)
+
+
+async def test_an_answer_the_platform_cannot_take_is_stored_and_delivered_before_the_next_one(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel, store: MemoryStore
+) -> None:
+    await bridge(delivery_timeout_s=1.0)
+    for _ in range(20):
+        telegram.fail("sendMessage", 500, "Internal Server Error")
+    telegram.user_message("first question")
+    await eventually_stored(store, "telegram:1", "first question", "echo: first question", timeout=5)
+    assert telegram.texts(1) == []
+    telegram.stop_failing("sendMessage")
+    telegram.user_message("second question")
+    await expect(telegram, 1, f"{texts.DELIVERED_LATE}\n\necho: first question", "echo: second question")
+
+
 async def test_two_chats_are_served_concurrently_while_one_is_slow(
     bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
 ) -> None:
@@ -445,6 +475,33 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
         AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"
     ):
         await adapter.run(make_engine(store, model))
+
+
+async def test_a_token_revoked_while_running_ends_run_with_one_line_naming_the_key(
+    telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel
+) -> None:
+    """PTB's polling gives up on a 401 without telling anyone; the adapter must not sit there
+    looking alive."""
+    adapter = TelegramAdapter(settings(telegram), HttpServer("127.0.0.1", 0), poll_timeout_s=0.2)
+    running = asyncio.create_task(adapter.run(make_engine(store, model)))
+    await telegram.wait_for(lambda: bool(telegram.calls_of("getUpdates")))
+    assert adapter.ready
+    telegram.token = "123456:REVOKED"
+    with pytest.raises(AdapterStartupError) as error:
+        await asyncio.wait_for(running, 5)
+    assert str(error.value) == "telegram: the Bot API no longer accepts the token; set a valid adapters.telegram.token"
+    assert not adapter.ready
+
+
+async def test_a_second_poller_makes_the_adapter_not_ready_while_the_conflict_lasts(
+    bridge: Start, telegram: FakeTelegram
+) -> None:
+    started = await bridge()
+    assert started.adapter.ready
+    telegram.fail("getUpdates", 409, "Conflict: terminated by other getUpdates request")
+    await until(lambda: not started.adapter.ready, timeout=4)
+    telegram.user_message("after the other poller stopped")
+    await expect(telegram, 1, "echo: after the other poller stopped", timeout=6)
 
 
 async def test_check_names_the_bot(telegram: FakeTelegram) -> None:
