@@ -152,13 +152,22 @@ async def _check(config: Config) -> int:
 
 
 async def _check_store(config: Config) -> str:
+    """A sqlite file a running bridge owns is checked without taking it over (as the port is)."""
+    from core.stores.sqlite import SqliteStore, StoreInUse  # as create_store does: only when chosen
+
     store = build_store(config)
-    await store.open()
+    in_use = ""
+    try:
+        await store.open()
+    except StoreInUse as exc:
+        in_use = f" ({str(exc).partition(': ')[2].partition(';')[0]})"
+        store = SqliteStore(config.store.sqlite_path, exclusive=False)
+        await store.open()
     try:
         await store.ping()
     finally:
         await store.close()
-    return f"{config.store.backend} store reachable"
+    return f"{config.store.backend} store reachable{in_use}"
 
 
 async def _check_port(host: str, port: int) -> str:

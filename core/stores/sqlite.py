@@ -12,27 +12,32 @@ the writer, and the only writer is this process, so that is nearly always the ca
 is locked all the same (another process writing to it, a backup tool), the call moves to a worker
 thread with a connection of its own that waits up to ``BUSY_TIMEOUT_MS``, and calls after it queue
 behind it there, in order. The work that may take long runs on that thread too: the sweep of expired
-rows (at most once a minute, with the write that finds it due) and WAL checkpoints, the only step
-that syncs the file to disk, started in the background every ``CHECKPOINT_EVERY_WRITES`` writes.
+rows (at most once a minute, with the write that finds it due, and once a minute on a timer, which
+also truncates the WAL and gives freed pages back) and WAL checkpoints, the only step that syncs the
+file to disk, started in the background every ``CHECKPOINT_EVERY_WRITES`` writes.
 
 The durable queue is the ``queue`` table: a prompt's row is written in the transaction that sets its
 dedupe mark, and deleted in the transaction that stores the turn answering it. Leases stay in this
-process (``InProcessLeases``), since the file has one process. Everything else in the file is what
-must outlive the process. Expired dedupe marks, rate windows and sessions are deleted on open and then at most once
-a minute, so the file stays bounded. Reading a session never deletes it: the engine decides when a
-session is idle and clears it.
+process (``InProcessLeases``), since the file has one process (``open`` makes sure of it).
+Everything else in the file is what must outlive the process. Expired dedupe marks, rate windows and
+sessions are deleted on open and then once a minute, so the file stays bounded after a burst even
+when no message follows. Reading a session never deletes it: the engine decides when a session is
+idle and clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar, cast
+from typing import IO, TypeVar, cast
 
 from core.store import (
     ALL_SUBJECTS,
@@ -164,11 +169,33 @@ _PRUNE = (
 )
 
 
-class SqliteStore:
-    """A ``Store`` in one sqlite file; sqlite errors surface as ``StoreUnavailable``."""
+class StoreInUse(StoreUnavailable):
+    """Another process has the sqlite file open as its store."""
 
-    def __init__(self, path: str, prune_interval_s: float = PRUNE_INTERVAL_S) -> None:
+
+class SqliteStore:
+    """A ``Store`` in one sqlite file; sqlite errors surface as ``StoreUnavailable``.
+
+    The file belongs to one process: leases live in that process, so a second bridge on the same
+    file would answer the same sessions at once. ``open`` takes an exclusive lock on
+    ``<file>.lock`` (released by the system when the process ends, however it ends) and refuses with
+    ``StoreInUse`` when another process holds it; ``exclusive=False`` is for ``chatbridge check``,
+    which only pings a file a running bridge may own.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+        *,
+        exclusive: bool = True,
+        housekeeping_interval_s: float = PRUNE_INTERVAL_S,
+    ) -> None:
         self._path = path
+        self._housekeeping_interval_s = housekeeping_interval_s
+        self._exclusive = exclusive
+        self._lock_file: IO[str] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self._db: sqlite3.Connection | None = None
         """Used on the event loop's thread only; never waits for a lock."""
         self._worker_db: sqlite3.Connection | None = None
@@ -188,6 +215,8 @@ class SqliteStore:
             )
         if self._worker is not None:
             return
+        if self._exclusive:
+            self._lock_file = _lock(self._path)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatbridge-sqlite")
         try:
             loop = asyncio.get_running_loop()
@@ -195,6 +224,8 @@ class SqliteStore:
             self._db = _connect(self._path, busy_timeout_ms=0)
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             await self._write(lambda db: None)
+            if self._exclusive:
+                self._housekeeping = asyncio.create_task(self._keep_house())
         except sqlite3.Error as exc:
             await self.close()
             raise StoreUnavailable(f"cannot open sqlite store {self._path}: {exc}") from exc
@@ -204,8 +235,13 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Waits for the calls in flight on the worker, then closes; closing twice is fine."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.wait({self._housekeeping})
+            self._housekeeping = None
         worker, self._worker = self._worker, None
         if worker is None:
+            self._unlock()
             return
         if self._checkpoint is not None:
             await asyncio.wait({self._checkpoint})
@@ -216,6 +252,23 @@ class SqliteStore:
         if worker_db is not None:
             await asyncio.get_running_loop().run_in_executor(worker, worker_db.close)
         worker.shutdown(wait=False)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            lock_file.close()  # closing releases the lock
+
+    async def _keep_house(self) -> None:
+        """Every ``housekeeping_interval_s``, whether messages come or not: expired rows are deleted, the
+        WAL is copied into the file and truncated, and freed pages go back to the file system, so
+        that the file shrinks back after a burst."""
+        while True:
+            await asyncio.sleep(self._housekeeping_interval_s)
+            try:
+                await self._in_worker(functools.partial(_sweep_and_shrink, now=time.time()))
+            except StoreUnavailable as exc:
+                log.warning("sqlite housekeeping failed: %s", exc)
 
     async def ping(self) -> None:
         """A write, not a read: a file that turned read-only or a full disk must fail readiness."""
@@ -346,9 +399,7 @@ class SqliteStore:
             return await self._run(work)
 
         def sweep_then_work(db: sqlite3.Connection) -> _T:
-            with _immediate(db):
-                for statement in _PRUNE:
-                    db.execute(statement, {"now": now})
+            _sweep(db, now)
             return work(db)
 
         return await self._in_worker(sweep_then_work)
@@ -381,6 +432,9 @@ class SqliteStore:
         """Runs on the worker thread: the first connection turns WAL on and creates the schema."""
         db = _connect(self._path, busy_timeout_ms=BUSY_TIMEOUT_MS)
         try:
+            # Only takes effect on a new file, before its first table: freed pages can then be
+            # given back (``_sweep_and_shrink``); an older file keeps reusing them instead.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
         except BaseException:
@@ -407,6 +461,42 @@ def _locked(error: sqlite3.Error) -> bool:
 
 def _checkpoint(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _sweep(db: sqlite3.Connection, now: float) -> None:
+    with _immediate(db):
+        for statement in _PRUNE:
+            db.execute(statement, {"now": now})
+
+
+def _sweep_and_shrink(db: sqlite3.Connection, now: float) -> None:
+    _sweep(db, now)
+    db.execute("PRAGMA incremental_vacuum").fetchall()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _lock(path: str) -> IO[str]:
+    """Hold ``<path>.lock`` exclusively for as long as the returned file is open."""
+    lock_path = f"{path}.lock"
+    try:
+        lock_file = open(lock_path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open sqlite store {path}: {exc}") from exc
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "another process"
+        lock_file.close()
+        raise StoreInUse(
+            f"store.sqlite_path: {path} is in use by chatbridge process {holder}; the sqlite store serves one"
+            " process, so run one, or use store.backend: redis to run several"
+        ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(str(os.getpid()))
+    lock_file.flush()
+    return lock_file
 
 
 @contextmanager

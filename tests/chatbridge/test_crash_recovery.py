@@ -157,3 +157,33 @@ async def test_a_token_revoked_at_run_time_ends_the_process_with_status_1_and_th
     assert await asyncio.wait_for(process.process.wait(), 20) == 1
     assert "adapters.telegram.token" in process.stderr
     assert TOKEN not in process.stderr
+
+
+async def test_a_second_bridge_on_the_same_sqlite_file_refuses_to_start_and_check_still_looks(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    env = configure(tmp_path, telegram, fake_model, "polling")
+    first = bridge(tmp_path, env)
+    await first.start()
+    try:
+        await first.port()
+        second = BridgeProcess(
+            [sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path / "second", env
+        )
+        (tmp_path / "second").mkdir()
+        (tmp_path / "second" / "config.yaml").write_text(
+            (tmp_path / "config.yaml").read_text().replace("bridge.db", str(tmp_path / "bridge.db"))
+        )
+        await second.start()
+        assert second.process is not None
+        assert await asyncio.wait_for(second.process.wait(), 20) == 1
+        refusal = [line for line in second.stderr.splitlines() if "in use" in line]
+        assert len(refusal) == 1 and "store.backend: redis" in refusal[0], second.stderr
+        check = BridgeProcess(
+            [sys.executable, "-m", "chatbridge.cli", "check", "--config", "config.yaml"], tmp_path / "second", env
+        )
+        await check.start()
+        await check.finish()
+        assert "sqlite store reachable (" in check.stdout and "in use by chatbridge process" in check.stdout
+    finally:
+        assert await first.stop() == 0, first.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 import uuid
@@ -35,7 +36,7 @@ from core.stores import create_store
 from core.stores import sqlite as sqlite_module
 from core.stores.local_leases import InProcessLeases
 from core.stores.memory import MemoryStore
-from core.stores.sqlite import SqliteStore
+from core.stores.sqlite import SqliteStore, StoreInUse
 from tests.kit.stores import admission, claimed, queued, store_turns
 
 BACKENDS = ["memory", "sqlite", "redis", "redis-sentinel", "redis-cluster"]
@@ -584,3 +585,36 @@ async def test_sqlite_errors_surface_as_store_unavailable(tmp_path: Path) -> Non
         await store.ping()
     with pytest.raises(StoreUnavailable):
         await store.mark_once("msg:1", 60)
+
+
+async def test_sqlite_serves_one_process_and_check_may_look_alongside(
+    sqlite_store: SqliteStore, sqlite_path: str
+) -> None:
+    second = SqliteStore(sqlite_path)
+    with pytest.raises(StoreInUse) as refused:
+        await second.open()
+    message = str(refused.value)
+    assert message.startswith(f"store.sqlite_path: {sqlite_path} is in use by chatbridge process {os.getpid()};")
+    assert "store.backend: redis" in message
+    looking = SqliteStore(sqlite_path, exclusive=False)
+    await looking.open()
+    await looking.ping()
+    await looking.close()
+    await sqlite_store.close()
+    await second.open()  # free once the first one is gone
+    await second.close()
+
+
+async def test_sqlite_sweeps_and_shrinks_on_a_timer_without_any_write(tmp_path: Path) -> None:
+    path = str(tmp_path / "chatbridge.db")
+    store = SqliteStore(path, housekeeping_interval_s=0.2)
+    await store.open()
+    try:
+        for n in range(300):
+            await store.mark_once(f"msg:{n}:" + "x" * 200, 0.05)
+        assert Path(f"{path}-wal").stat().st_size > 0
+        await asyncio.sleep(0.6)  # no write meanwhile: only the timer can sweep
+        assert raw_count(path, "seen") <= 1  # the ping's mark may be the one left
+        assert Path(f"{path}-wal").stat().st_size == 0
+    finally:
+        await store.close()
