@@ -27,6 +27,7 @@ from typing import Any, Self
 import httpx
 from redis.asyncio.connection import Connection
 
+from bench.burst import burst
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -643,6 +644,35 @@ async def overhead_section(folder: Path) -> list[Row]:
         return await per_message_overhead(_store_factories(folder, server.url))
 
 
+# --- 9. a burst through the Telegram adapter ------------------------------------------------------
+
+
+async def burst_section(folder: Path, chats: int = 5_000, latency_s: float = 0.1) -> list[Row]:
+    async with fake_model_process(latency_s) as model_url:
+        f = await burst(folder, model_url, chats)
+    mib = 2**20
+    return [
+        Row(
+            "9 burst",
+            f"floor: {chats:,} chats' completion + sendMessage, {latency_s:g} s model, as many at once as the bridge",
+            f"{f.floor_wall_s:.2f} s, {f.floor_cpu_s:.2f} CPU s",
+        ),
+        Row(
+            "9 burst",
+            f"{chats:,} private chats at once through the Telegram adapter, SQLite, defaults: wall / CPU",
+            f"{f.wall_s:.2f} s ({f.wall_s / f.floor_wall_s:.2f}x), {f.cpu_s:.2f} CPU s ({f.cpu_s / f.floor_cpu_s:.2f}x)",
+        ),
+        Row("9 burst", "answered", f"{f.answered:,} of {f.chats:,}", f"all {chats:,}", f.answered == f.chats),
+        Row(
+            "9 burst",
+            "RSS at start-up / peak / after the burst / after every session expired",
+            f"{f.rss_start / mib:.0f} / {f.rss_peak / mib:.0f} / {f.rss_after / mib:.0f} / {f.rss_expired / mib:.0f} MiB",
+            "after expiry <= 1.5x start-up",
+            f.rss_expired <= 1.5 * f.rss_start,
+        ),
+    ]
+
+
 SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "overhead": overhead_section,
     "window": window_section,
@@ -652,8 +682,9 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "streaming": lambda folder: streaming(),
     "short": lambda folder: short_answers(),
     "telegram": lambda folder: telegram_pool(),
+    "burst": burst_section,
 }
-ISOLATED = {"concurrency", "memory"}
+ISOLATED = {"concurrency", "memory", "burst"}
 
 
 def _in_subprocess(name: str) -> list[Row]:

@@ -177,6 +177,10 @@ class FakeTelegram:
             "text": sent.text,
         }
 
+    def forget_calls(self) -> None:
+        """Drop the call log (a long benchmark would otherwise keep every request)."""
+        self.calls.clear()
+
     def calls_of(self, method: str) -> list[dict[str, Any]]:
         return [params for name, params in self.calls if name == method]
 
@@ -236,13 +240,15 @@ class FakeTelegram:
         return True
 
     async def _getUpdates(self, params: dict[str, Any]) -> Any:
+        """At most ``limit`` updates (Telegram's default and maximum is 100) from ``offset`` on."""
         offset = int(params.get("offset") or 0)
+        limit = min(int(params.get("limit") or 100), 100)
         self._updates = [update for update in self._updates if update["update_id"] >= offset]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(float(params.get("timeout") or 0)):
                 async with self._changed:
                     await self._changed.wait_for(lambda: bool(self._updates) or self._stopping.is_set())
-        return list(self._updates)
+        return self._updates[:limit]
 
     async def _sendMessage(self, params: dict[str, Any]) -> Any:
         chat_id = int(params["chat_id"])
@@ -401,3 +407,46 @@ def entity(text: str, part: str, kind: str = "mention", **extra: Any) -> dict[st
         "length": len(part.encode("utf-16-le")) // 2,
         **extra,
     }
+
+
+# --- as a process of its own, for benchmarks ------------------------------------------------------
+
+
+async def _serve_until_stdin_closes() -> None:
+    """Serves the Bot API and, for the benchmark driving it, ``POST /control/burst?chats=N`` (one
+    message from each of N new private chats, queued for getUpdates) and ``GET /control/answered``
+    (how many chats got a message since the last burst)."""
+    import sys
+
+    api = FakeTelegram()
+    await api.start()
+    users = itertools.count(1_000_000)
+
+    async def burst(request: web.Request) -> web.Response:
+        api.sent.clear()
+        api.forget_calls()
+        for n in range(int(request.query["chats"])):
+            api._updates.append(api.update(f"question {n}", user=next(users)))
+        await api._notify()
+        return web.json_response({"queued": int(request.query["chats"])})
+
+    async def answered(request: web.Request) -> web.Response:
+        api.forget_calls()
+        return web.json_response({"answered": len({sent.chat_id for sent in api.sent})})
+
+    control = web.Application()
+    control.router.add_post("/control/burst", burst)
+    control.router.add_get("/control/answered", answered)
+    control_runner = web.AppRunner(control, access_log=None)
+    await control_runner.setup()
+    site = web.TCPSite(control_runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = control_runner.addresses[0][:2]
+    print(json.dumps({"base_url": api.base_url, "control": f"http://{host}:{port}/control"}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await control_runner.cleanup()
+    await api.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve_until_stdin_closes())
