@@ -397,6 +397,21 @@ async def test_an_answer_the_platform_cannot_take_is_stored_and_delivered_before
     await expect(telegram, 1, f"{texts.DELIVERED_LATE}\n\necho: first question", "echo: second question")
 
 
+async def test_500_private_chats_at_once_are_all_answered_and_stored(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel, store: MemoryStore
+) -> None:
+    fake_model.default_delay_s = 0.1
+    await bridge()
+    for n in range(500):
+        telegram.user_message(f"hello from {n}", user=10_000 + n)
+    expected = {10_000 + n: f"echo: hello from {n}" for n in range(500)}
+    await telegram.wait_for(lambda: {sent.chat_id: sent.text for sent in telegram.sent} == expected, timeout=60)
+    assert len(telegram.sent) == 500
+    async with asyncio.timeout(5):  # each turn is stored a moment after its answer shows
+        while len(await store.list_sessions()) < 500:
+            await asyncio.sleep(0.05)
+
+
 async def test_two_chats_are_served_concurrently_while_one_is_slow(
     bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
 ) -> None:
