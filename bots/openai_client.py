@@ -147,7 +147,8 @@ class OpenAIChatModel:
         """Once text has reached ``on_text`` a failure is final, whatever its kind."""
         sink = _Sink(on_text)
         try:
-            async with self._deadline():
+            async with self._deadline() as deadline:
+                sink.deadline = deadline
                 if body["stream"]:
                     return await self._stream(body, sink)
                 return await self._complete(body, sink)
@@ -157,13 +158,14 @@ class OpenAIChatModel:
             raise
 
     @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
+    async def _deadline(self) -> AsyncIterator[asyncio.Timeout]:
         """httpx's read timeout restarts with every chunk, so a server trickling tokens could hold
-        an attempt open forever; this bounds the attempt as a whole, streaming included."""
+        an attempt open forever; this bounds the attempt as a whole, streaming included (but not
+        the time the caller's ``on_text`` takes, see ``_Sink``)."""
         deadline = asyncio.timeout(self._settings.timeout_s)
         try:
             async with deadline:
-                yield
+                yield deadline
         except TimeoutError as exc:
             if not deadline.expired():
                 raise
@@ -324,16 +326,26 @@ class OpenAIChatModel:
 
 
 class _Sink:
-    """Passes text to the caller's callback and remembers whether the user has seen any."""
+    """Passes text to the caller's callback and remembers whether the user has seen any.
+
+    The time the callback takes (a chat platform being slow to take an edit) is added to the
+    attempt's ``deadline``: it is not the model's time, and must not make the model look slow.
+    """
 
     def __init__(self, on_text: TextSink | None) -> None:
         self._on_text = on_text
         self.shown = False
+        self.deadline: asyncio.Timeout | None = None
 
     async def __call__(self, text: str) -> None:
         if text and self._on_text is not None:
             self.shown = True
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             await self._on_text(text)
+            when = self.deadline.when() if self.deadline is not None else None
+            if self.deadline is not None and when is not None:
+                self.deadline.reschedule(when + loop.time() - started)
 
 
 @dataclass(slots=True)

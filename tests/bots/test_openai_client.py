@@ -408,6 +408,22 @@ async def test_the_deadline_covers_a_trickling_stream(fake_model: FakeModel, mak
     assert len(fake_model.requests) == 1  # text was shown, so no retry
 
 
+async def test_time_spent_showing_the_text_is_not_charged_to_the_model(
+    fake_model: FakeModel, make_client: MakeClient
+) -> None:
+    """A platform slow to take each edit must not turn a quick model into a model timeout."""
+    fake_model.script(Reply(text="quick " * 10, chunk_chars=6))
+
+    class SlowPlatform(Pieces):
+        async def __call__(self, text: str) -> None:
+            await asyncio.sleep(0.1)
+            await super().__call__(text)
+
+    pieces = SlowPlatform()
+    reply = await make_client(timeout_s=0.5).reply(MESSAGES, pieces)
+    assert reply.text == "quick " * 10 and len(pieces) == 10  # a second of showing, in a 0.5 s deadline
+
+
 # --- secrets ------------------------------------------------------------------------------------
 
 
