@@ -70,7 +70,7 @@ RECOVERED_PER_SWEEP = 100
 UNDELIVERED_KEPT = 10_000
 """Answers kept for a platform that was down when they were complete; the oldest go first."""
 UNSTORED_REMEMBERED = 1024
-"""Turns shown but not stored (the store was down) whose queue entries are only to be removed."""
+"""Messages answered but not stored (the store was down) whose queue entries are only to be removed."""
 KEPT_DELIVERY_BUDGET_S = 10.0
 """A kept answer is tried briefly each time: the platform has been failing, and a chat waits behind it."""
 COMMIT_RETRY_FIRST_S = 0.25
@@ -402,6 +402,8 @@ class Engine:
                     if claim is None:
                         return handled
                     try:
+                        if await self._drop_shown_before(key, claim):
+                            continue
                         channel, recovered = self._channel_for(claim.queued, asker)
                         if channel is None:
                             await self._store.release(key, claim.fence)
@@ -470,7 +472,8 @@ class Engine:
             except StoreUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     log.warning("could not store the turn of %s: %s", key, exc)
-                    self._unstored.add(tuple(item.message_key for item in claim.queued))
+                    for item in claim.queued:
+                        self._unstored.add(item.message_key)
                     if result.turns:
                         await self._reply_quietly(channel, texts.NOT_REMEMBERED)
                     return _Finished(_Stored.NOT_STORED)
@@ -480,6 +483,20 @@ class Engine:
             if result.usage is not None:
                 self.totals.add(result.usage)
             return _Finished(_Stored.STORED, still_queued)
+
+    async def _drop_shown_before(self, key: str, claim: Claim) -> bool:
+        """Messages at the head of the queue that were answered while the store could not take the
+        turn (the user was told it will not be remembered) are only taken off the queue, never
+        answered again. True when that was done and the session is to be claimed again."""
+        shown = 0
+        while shown < len(claim.queued) and claim.queued[shown].message_key in self._unstored:
+            shown += 1
+        if shown == 0:
+            return False
+        await self._store.finish(key, claim.fence, TurnResult((), shown, None, self._settings.session.timeout_s))
+        for item in claim.queued[:shown]:
+            self._unstored.discard(item.message_key)
+        return True
 
     @staticmethod
     async def _delivered(key: str, delivery: Awaitable[None]) -> bool:
@@ -516,10 +533,6 @@ class Engine:
         ttl_s = self._settings.session.timeout_s
         now = self._clock()
         day = day_of(now)
-        if tuple(item.message_key for item in claim.queued) in self._unstored:
-            # Shown before, but the store was down when it was to be stored: only take it off the queue.
-            self._unstored.discard(tuple(item.message_key for item in claim.queued))
-            return TurnResult((), answered, None, ttl_s), _Handled(Outcome.ANSWERED, key)
         await self._deliver_kept(key, channel)
         history = await self._history(key, now, claim.state)
         text = "\n".join(item.text for item in claim.queued)
@@ -740,17 +753,17 @@ class _Recent:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: dict[tuple[str, ...], None] = {}
+        self._entries: dict[str, None] = {}
 
-    def __contains__(self, entry: tuple[str, ...]) -> bool:
+    def __contains__(self, entry: str) -> bool:
         return entry in self._entries
 
-    def add(self, entry: tuple[str, ...]) -> None:
+    def add(self, entry: str) -> None:
         self._entries[entry] = None
         while len(self._entries) > self._size:
             del self._entries[next(iter(self._entries))]
 
-    def discard(self, entry: tuple[str, ...]) -> None:
+    def discard(self, entry: str) -> None:
         self._entries.pop(entry, None)
 
 

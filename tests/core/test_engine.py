@@ -15,7 +15,7 @@ from bots.openai_client import OpenAIChatModel
 from core import texts
 from core.engine import Engine, Outcome
 from core.events import IncomingMessage
-from core.store import Admission, Verdict
+from core.store import Admission, StoreUnavailable, TurnResult, Verdict
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import CutStream, FakeModel, Reply, Status
 from tests.kit.channel import RecordingChannel
@@ -582,3 +582,29 @@ async def test_a_message_refused_even_alone_is_too_long_and_changes_nothing(
     assert (await say(engine, private("a huge paste"))).text == texts.MESSAGE_OVER_CONTEXT
     assert len(fake_model.requests[-1]["messages"]) == 2  # given up only with the message alone
     assert await stored(store, "telegram:1") == [("user", "q0"), ("assistant", "echo: q0")]
+
+
+class _StoreDownAtFinish(MemoryStore):
+    """Takes messages, then cannot store turns: a read-only file, a full disk, Redis out of memory."""
+
+    down = True
+
+    async def finish(self, session_key: str, fence: int, result: TurnResult) -> int:
+        if self.down:
+            raise StoreUnavailable("attempt to write a readonly database")
+        return await super().finish(session_key, fence, result)
+
+
+async def test_a_turn_that_cannot_be_stored_is_told_and_not_answered_twice(
+    model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
+    store = _StoreDownAtFinish()
+    engine = make_engine(store, model, delivery_timeout_s=0.3)
+    channel = await say(engine, private("remember this"))
+    assert channel.messages == ["echo: remember this", texts.NOT_REMEMBERED]
+    assert await stored(store, "telegram:1") == []
+
+    store.down = False  # the store is back: the message still queued is taken off, not answered again
+    assert (await say(engine, private("and now?"))).text == "echo: and now?"
+    assert fake_model.user_texts() == ["remember this", "and now?"]
+    assert await stored(store, "telegram:1") == [("user", "and now?"), ("assistant", "echo: and now?")]

@@ -610,3 +610,21 @@ async def test_urls_with_username_and_password(private_redis_server: RedisServer
     finally:
         await good.close()
         await bad.close()
+
+
+async def test_a_redis_out_of_memory_fails_the_ping_that_readiness_uses(private_redis_server: RedisServer) -> None:
+    """A Redis at maxmemory with noeviction still answers PING but refuses every write; readiness
+    must see the refusal, not the PING."""
+    server = private_redis_server
+    store = RedisStore(server.url, "test:oom:")
+    await store.open()
+    try:
+        await store.ping()
+        assert server.command("CONFIG", "SET", "maxmemory", "1").startswith("+OK")
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.admit(_admission(1))
+    finally:
+        server.command("CONFIG", "SET", "maxmemory", "0")
+        await store.close()
