@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bots.errors import (
     ContextTooLong,
@@ -286,14 +287,7 @@ class Engine:
     ) -> _Handled:
         """A command or a refused prompt: answered without the model, after the checks every message
         gets, in the session's arrival order."""
-        verdict = await self._store.admit(
-            Admission(
-                dedupe_key=f"msg:{message.dedupe_key}",
-                dedupe_ttl_s=DEDUPE_TTL_S,
-                allowed=lambda overrides: self._allowed(message, overrides),
-                session_key=key,
-            )
-        )
+        verdict = await self._store.admit(self._admission(message, key))
         receipt.settle(True)
         if verdict is Verdict.DUPLICATE:
             return _Handled(Outcome.DUPLICATE)
@@ -309,6 +303,17 @@ class Engine:
         assert refusal is not None  # only commands and refused prompts come this way
         await send_text(channel, refusal)
         return _Handled(Outcome.REFUSED, key)
+
+    def _admission(self, message: IncomingMessage, key: str, **queueing: Any) -> Admission:
+        """The checks every message gets (dedupe, access); ``queueing`` adds a prompt's item and rate
+        limit."""
+        return Admission(
+            dedupe_key=f"msg:{message.dedupe_key}",
+            dedupe_ttl_s=DEDUPE_TTL_S,
+            allowed=lambda overrides: self._allowed(message, overrides),
+            session_key=key,
+            **queueing,
+        )
 
     def _allowed(self, message: IncomingMessage, overrides: Mapping[str, AccessDecision]) -> bool:
         return self._access.allows(message.user_id, message.chat_id, private=message.is_private, overrides=overrides)
@@ -360,11 +365,9 @@ class Engine:
             channel.route,
         )
         verdict = await self._store.admit(
-            Admission(
-                dedupe_key=f"msg:{message.dedupe_key}",
-                dedupe_ttl_s=DEDUPE_TTL_S,
-                allowed=lambda overrides: self._allowed(message, overrides),
-                session_key=key,
+            self._admission(
+                message,
+                key,
                 item=item,
                 rate_key=f"rate:{message.user_id}",
                 rate_window_s=RATE_WINDOW_S,

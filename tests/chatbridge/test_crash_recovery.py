@@ -46,8 +46,8 @@ def configure(tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, mod
     return base_env(CHATBRIDGE_MODEL__BASE_URL=fake_model.base_url, CHATBRIDGE_MODEL__MAX_RETRIES="0")
 
 
-def bridge(tmp_path: Path, env: dict[str, str]) -> BridgeProcess:
-    return BridgeProcess([sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path, env)
+def bridge(folder: Path, env: dict[str, str], command: str = "run") -> BridgeProcess:
+    return BridgeProcess([sys.executable, "-m", "chatbridge.cli", command, "--config", "config.yaml"], folder, env)
 
 
 async def kill(process: BridgeProcess) -> None:
@@ -167,9 +167,7 @@ async def test_a_second_bridge_on_the_same_sqlite_file_refuses_to_start_and_chec
     await first.start()
     try:
         await first.port()
-        second = BridgeProcess(
-            [sys.executable, "-m", "chatbridge.cli", "run", "--config", "config.yaml"], tmp_path / "second", env
-        )
+        second = bridge(tmp_path / "second", env)
         (tmp_path / "second").mkdir()
         (tmp_path / "second" / "config.yaml").write_text(
             (tmp_path / "config.yaml").read_text().replace("bridge.db", str(tmp_path / "bridge.db"))
@@ -179,9 +177,7 @@ async def test_a_second_bridge_on_the_same_sqlite_file_refuses_to_start_and_chec
         assert await asyncio.wait_for(second.process.wait(), 20) == 1
         refusal = [line for line in second.stderr.splitlines() if "in use" in line]
         assert len(refusal) == 1 and "store.backend: redis" in refusal[0], second.stderr
-        check = BridgeProcess(
-            [sys.executable, "-m", "chatbridge.cli", "check", "--config", "config.yaml"], tmp_path / "second", env
-        )
+        check = bridge(tmp_path / "second", env, "check")
         await check.start()
         await check.finish()
         assert "sqlite store reachable (" in check.stdout and "in use by chatbridge process" in check.stdout
