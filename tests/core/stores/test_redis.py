@@ -435,7 +435,7 @@ async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
             assert channel.messages == [f"echo: question {n}"]
             counts.append(round_trips[0] - before)
         await asyncio.sleep(0.2)  # let MONITOR catch up
-        commands = monitor.client_commands(prefix)
+        commands = [line for line in monitor.client_commands(prefix) if f"{prefix}ping" not in line]
     finally:
         monitor.close()
         await model_client.aclose()
@@ -443,9 +443,10 @@ async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
     # The first prompt a process admits also learns the runtime access decisions: one more.
     assert counts == [ROUND_TRIPS_PER_MESSAGE + 1] + [ROUND_TRIPS_PER_MESSAGE] * 3, counts
     # What the server received: one command (a Lua script, mostly) per round trip, except the
-    # finish, a pipeline with the session index update (EVALSHA, ZADD, ZREMRANGEBYSCORE); and
-    # before them the ping's write and the first admission's learning of the access decisions.
-    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2) + 2, "\n".join(commands)
+    # finish, a pipeline with the session index update (EVALSHA, ZADD, ZREMRANGEBYSCORE); and the
+    # first admission's learning of the access decisions (the ping before them is left out: MONITOR
+    # may not be listening yet when it is sent).
+    assert len(commands) == 4 * (ROUND_TRIPS_PER_MESSAGE + 2) + 1, "\n".join(commands)
 
 
 async def test_every_key_carries_an_expiry_or_is_bounded(
