@@ -12,6 +12,7 @@ import json
 import signal
 import sqlite3
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import pytest
 import yaml
 
 from core import texts
+from core.stores.redis import RedisStore
 from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.redis_server import RedisServer
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.kit.bridge_process import BridgeProcess, base_env
 
@@ -37,11 +40,13 @@ async def telegram() -> Any:
     await fake.stop()
 
 
-def configure(tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, mode: str) -> dict[str, str]:
+def configure(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, mode: str, store: dict[str, Any] | None = None
+) -> dict[str, str]:
     section: dict[str, Any] = {"enabled": True, "token": TOKEN, "base_url": telegram.base_url, "mode": mode}
     if mode == "webhook":
         section |= {"webhook_url": "https://bot.example.com/telegram/webhook", "webhook_secret": WEBHOOK_SECRET}
-    config = {"adapters": {"telegram": section}, "store": {"backend": "sqlite", "sqlite_path": "bridge.db"}}
+    config = {"adapters": {"telegram": section}, "store": store or {"backend": "sqlite", "sqlite_path": "bridge.db"}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return base_env(CHATBRIDGE_MODEL__BASE_URL=fake_model.base_url, CHATBRIDGE_MODEL__MAX_RETRIES="0")
 
@@ -117,6 +122,21 @@ async def test_polling_a_kill_mid_reply_is_answered_in_full_after_the_restart(
     assert shown[1] == f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
 
 
+async def post_update(port: int, update: dict[str, Any]) -> int:
+    """What Telegram does with an update in webhook mode; retried while the bridge is starting (503)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(100):
+            response = await http.post(
+                f"http://127.0.0.1:{port}/telegram/webhook",
+                content=json.dumps(update),
+                headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET, "Content-Type": "application/json"},
+            )
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(0.05)
+    return response.status_code
+
+
 async def test_webhook_a_kill_mid_reply_is_answered_once_even_when_telegram_delivers_it_again(
     tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel
 ) -> None:
@@ -125,17 +145,7 @@ async def test_webhook_a_kill_mid_reply_is_answered_once_even_when_telegram_deli
     statuses: list[int] = []
 
     async def deliver(port: int) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
-            for _ in range(100):
-                response = await http.post(
-                    f"http://127.0.0.1:{port}/telegram/webhook",
-                    content=json.dumps(update),
-                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET, "Content-Type": "application/json"},
-                )
-                if response.status_code != 503:  # 503 until start-up is complete: Telegram retries
-                    break
-                await asyncio.sleep(0.05)
-        statuses.append(response.status_code)
+        statuses.append(await post_update(port, update))
 
     shown = await interrupted_then_recovered(tmp_path, telegram, fake_model, env, deliver)
     assert statuses == [200, 200]
@@ -183,3 +193,45 @@ async def test_a_second_bridge_on_the_same_sqlite_file_refuses_to_start_and_chec
         assert "sqlite store reachable (" in check.stdout and "in use by chatbridge process" in check.stdout
     finally:
         assert await first.stop() == 0, first.stderr
+
+
+async def test_redis_two_webhook_processes_the_one_answering_is_killed_and_the_other_answers_once(
+    tmp_path: Path, telegram: FakeTelegram, fake_model: FakeModel, redis_server: RedisServer
+) -> None:
+    """Two chatbridge run processes behind one webhook URL, sharing Redis; the one streaming the
+    reply is killed. The other frees the session within a lease, answers the question in full on
+    its own Bot API connection, and the turn is stored once."""
+    prefix = f"crash:{uuid.uuid4().hex}:"
+    store = {"backend": "redis", "redis_url": redis_server.url, "redis_key_prefix": prefix, "lease_s": 1}
+    processes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        env = configure(tmp_path / name, telegram, fake_model, "webhook", store)
+        processes.append(bridge(tmp_path / name, env))
+    fake_model.script(Reply(text=ANSWER, chunk_delay_s=0.05, chunk_chars=6), Reply(text=ANSWER))
+    update = telegram.update("hello there", user=USER)
+    for process in processes:
+        await process.start()
+    try:
+        ports = [await process.port() for process in processes]
+        assert await post_update(ports[0], update) == 200
+        await telegram.wait_for(lambda: any("word" in text for text in telegram.texts(USER)), timeout=15)
+        await kill(processes[0])
+        assert await post_update(ports[1], update) == 200  # Telegram's retry lands on the other: a duplicate
+        recovered = f"{texts.ANSWERED_AFTER_INTERRUPTION}\n\n{ANSWER}"
+        await telegram.wait_for(lambda: recovered in telegram.texts(USER), timeout=15)
+        await asyncio.sleep(0.5)
+    finally:
+        for process in processes:
+            if process.process is not None and process.process.returncode is None:
+                assert await process.stop() == 0, process.stderr
+    assert fake_model.user_texts() == ["hello there", "hello there"]
+    assert telegram.texts(USER).count(recovered) == 1
+    redis = RedisStore(redis_server.url, prefix)
+    await redis.open()
+    try:
+        state = await redis.load_session(f"telegram:{USER}", 10)
+        assert state is not None and [turn.content for turn in state.turns] == ["hello there", ANSWER]
+        assert await redis.orphans(0.0, 10) == []
+    finally:
+        await redis.close()
