@@ -281,9 +281,8 @@ class MessageReplies:
         self.route = json.dumps([trigger.channel.id, trigger.id])
         self._trigger = trigger
         self._open_thread = open_thread
-        self._target: discord.abc.Messageable | None = None
         self._reference: discord.MessageReference | None = None
-        self._choosing = asyncio.Lock()
+        self._choosing: asyncio.Future[discord.abc.Messageable] | None = None
 
     async def send(self, text: str) -> object:
         target = await self._destination()
@@ -301,14 +300,18 @@ class MessageReplies:
         await platform_call(target.typing(), _trouble)
 
     async def _destination(self) -> discord.abc.Messageable:
-        """Decided once, under a lock: the typing signal and the first message race for it."""
-        async with self._choosing:
-            if self._target is None:
-                thread = await self._new_thread() if self._open_thread else None
-                self._target = thread or self._trigger.channel
-                if thread is None:
-                    self._reference = self._trigger.to_reference(fail_if_not_exists=False)
-            return self._target
+        """Decided once, by a task of its own that both the typing signal and the first message
+        wait for: the typing signal is cancelled when the answer is complete, and cancelling a
+        thread's creation halfway would leave discord.py's request (and the answer) hanging."""
+        if self._choosing is None:
+            self._choosing = asyncio.ensure_future(self._choose())
+        return await asyncio.shield(self._choosing)
+
+    async def _choose(self) -> discord.abc.Messageable:
+        thread = await self._new_thread() if self._open_thread else None
+        if thread is None:
+            self._reference = self._trigger.to_reference(fail_if_not_exists=False)
+        return thread or self._trigger.channel
 
     async def _new_thread(self) -> discord.Thread | None:
         try:

@@ -30,7 +30,6 @@ import json
 import logging
 import re
 import time
-import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,9 +37,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from telegram import Bot, BotCommand, Message, MessageEntity, ReplyParameters, Update, User
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Updater
-from telegram.warnings import PTBDeprecationWarning
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from adapters.kit import (
     AdapterStartupError,
@@ -54,6 +51,7 @@ from adapters.kit import (
     startup_errors,
 )
 from adapters.telegram.format import markdown_to_html
+from adapters.telegram.polling import Poller, retry_after_s
 from adapters.telegram.request import AiohttpPoolRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
@@ -89,7 +87,7 @@ _NOT_MODIFIED = "message is not modified"
 _TOO_LONG = "message is too long"
 _NOTED_ALBUMS = 256
 CONFLICT_REPORTED_S = 35.0
-"""How long a 409 Conflict keeps the adapter not ready: PTB retries polling at most 30 s apart, so a
+"""How long a 409 Conflict keeps the adapter not ready: polling is retried at most 30 s apart, so a
 conflict that lasts is seen again within this."""
 
 
@@ -202,10 +200,7 @@ def _trouble(error: Exception) -> PlatformTrouble | None:
     timedelta once it switches over); a 5xx, a timeout or a lost connection, which PTB all raise as
     ``NetworkError``. A ``BadRequest`` is one too in PTB's hierarchy, but it is Telegram's answer."""
     if isinstance(error, RetryAfter):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PTBDeprecationWarning)
-            value = error.retry_after
-        return PlatformRateLimited(value.total_seconds() if isinstance(value, dt.timedelta) else float(value))
+        return PlatformRateLimited(retry_after_s(error))
     if isinstance(error, NetworkError) and not isinstance(error, BadRequest):
         return PlatformUnavailable(str(error))
     return None
@@ -315,8 +310,8 @@ class TelegramAdapter:
         )
         self._failure: AdapterStartupError | None = None
         self._conflict_at = float("-inf")
-        self._updater: Updater | None = None
-        self._pump_task: asyncio.Task[None] | None = None
+        self._poller: Poller | None = None
+        self._poll_task: asyncio.Task[None] | None = None
         self._handler: MessageHandler | None = None
         self._listening = False
         self._stopped = asyncio.Event()
@@ -328,7 +323,7 @@ class TelegramAdapter:
     @property
     def ready(self) -> bool:
         """Connected and taking updates (for the readiness endpoint): not while another poller of
-        the same token is answered 409 Conflict, which PTB retries forever."""
+        the same token is answered 409 Conflict, which polling retries for as long as it lasts."""
         conflicted = time.monotonic() - self._conflict_at < CONFLICT_REPORTED_S
         return self._listening and not self._stopped.is_set() and not conflicted
 
@@ -375,38 +370,44 @@ class TelegramAdapter:
         log.info("connected as @%s (%s)", self._bot.username, self._settings.mode)
 
     async def _start_polling(self) -> None:
-        """PTB's updater deletes any webhook first, then long-polls forever: network errors are
-        retried with a backoff growing to 30 s, timeouts at once, 429s after the time asked."""
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        self._updater = Updater(self._bot, queue)
-        await self._updater.initialize()
-        await self._updater.start_polling(
-            timeout=self._poll_timeout, allowed_updates=UPDATE_TYPES, error_callback=self._polling_failed
+        """``polling.Poller``: an update is confirmed to Telegram only once it is in the store."""
+        self._poller = Poller(
+            self._bot,
+            timeout=self._poll_timeout,
+            allowed_updates=UPDATE_TYPES,
+            on_conflict=self._conflicted,
+            on_error=self._polling_failed,
         )
-        self._pump_task = asyncio.create_task(self._pump(queue))
+        await self._poller.start()
+        self._poll_task = asyncio.create_task(self._poll(self._poller))
 
-    async def _pump(self, queue: asyncio.Queue[object]) -> None:
-        while True:
-            update = await queue.get()
-            if isinstance(update, Update):
-                self._updates.spawn(self._process(update))
+    async def _poll(self, poller: Poller) -> None:
+        try:
+            await poller.run(self._deliver)
+        except InvalidToken:
+            self._token_refused()
+
+    def _deliver(self, update: Update) -> Receipt:
+        receipt = Receipt(redelivers=True)
+        self._updates.spawn(self._process(update, receipt))
+        return receipt
 
     async def _close(self) -> None:
         """Stop receiving, let replies in flight end (cancelling ``run`` bounds them), then close.
 
-        Polling ends with one last getUpdates that confirms what was fetched, so nothing is fetched
+        Polling ends with one last getUpdates that confirms what was taken, so nothing is fetched
         twice after a restart. A webhook stays set: Telegram keeps updates while we are down.
         """
         self._stopped.set()
-        if self._updater is not None and self._updater.running:
-            await self._updater.stop()
-        if self._pump_task is not None:
-            self._pump_task.cancel()
-            await asyncio.wait({self._pump_task})
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            await asyncio.wait({self._poll_task})
         try:
             await self._updates.wait()
         finally:
-            await (self._updater.shutdown() if self._updater is not None else self._bot.shutdown())
+            if self._poller is not None:
+                await self._poller.confirm()
+            await self._bot.shutdown()
 
     # --- updates --------------------------------------------------------------------------------
 
@@ -491,11 +492,11 @@ class TelegramAdapter:
     # --- errors ---------------------------------------------------------------------------------
 
     def _polling_failed(self, error: TelegramError) -> None:
-        if isinstance(error, Conflict):
-            self._conflict_at = time.monotonic()
-            log.error("another process polls with this bot token (409 Conflict); not ready until it stops")
-            return
         log.warning("polling Telegram failed, retrying: %s", self._redact(str(error)))
+
+    def _conflicted(self) -> None:
+        self._conflict_at = time.monotonic()
+        log.error("another process polls with this bot token (409 Conflict); not ready until it stops")
 
     def _token_refused(self) -> None:
         """Any 401 from the Bot API: the token was revoked or replaced. Nothing can work any more."""

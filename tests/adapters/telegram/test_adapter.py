@@ -35,6 +35,7 @@ from core import texts
 from core.channel import PlatformLimits
 from core.engine import Engine
 from core.splitter import split_message
+from core.store import Admission, StoreUnavailable, Verdict
 from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.telegram_api import (
@@ -506,6 +507,40 @@ async def test_a_token_revoked_while_running_ends_run_with_one_line_naming_the_k
         await asyncio.wait_for(running, 5)
     assert str(error.value) == "telegram: the Bot API no longer accepts the token; set a valid adapters.telegram.token"
     assert not adapter.ready
+
+
+class _StoreDown(MemoryStore):
+    """Cannot take messages until ``down`` is cleared."""
+
+    down = True
+
+    async def admit(self, admission: Admission) -> Verdict:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return await super().admit(admission)
+
+
+async def test_polled_updates_are_confirmed_only_once_the_store_has_them(
+    telegram: FakeTelegram, model: OpenAIChatModel, fake_model: FakeModel
+) -> None:
+    """While the store is down nothing is confirmed to Telegram and nobody is told to send again;
+    when it is back, the same updates are fetched and answered, once."""
+    store = _StoreDown()
+    engine = make_engine(store, model)
+    adapter = TelegramAdapter(settings(telegram), HttpServer("127.0.0.1", 0), limits=FAST, poll_timeout_s=0.2)
+    running = asyncio.create_task(adapter.run(engine))
+    try:
+        await telegram.wait_for(lambda: bool(telegram.calls_of("getUpdates")))
+        telegram.user_message("are you there?")
+        await telegram.wait_for(lambda: len(telegram.calls_of("getUpdates")) >= 3, timeout=5)
+        offsets = {call.get("offset") for call in telegram.calls_of("getUpdates")}
+        assert offsets <= {None, 0, 1, "1"}, offsets  # never past the update the store did not take
+        assert telegram.sent == []
+        store.down = False
+        await expect(telegram, 1, "echo: are you there?", timeout=5)
+        assert fake_model.user_texts() == ["are you there?"]
+    finally:
+        await stop_adapters({running: adapter}, engine, 2)
 
 
 async def test_a_second_poller_makes_the_adapter_not_ready_while_the_conflict_lasts(
