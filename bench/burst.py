@@ -102,7 +102,8 @@ async def _answered(http: httpx.AsyncClient, control: str) -> int:
     return int((await http.get(f"{control}/answered")).json()["answered"])
 
 
-async def burst(folder: Path, model_url: str, chats: int) -> BurstFigures:
+async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool = True) -> BurstFigures:
+    """``until_expired`` waits for every session to expire and be swept before the last RSS reading."""
     async with fake_telegram_process() as (telegram_url, control):
         config = Config.model_validate(
             {
@@ -114,7 +115,7 @@ async def burst(folder: Path, model_url: str, chats: int) -> BurstFigures:
         )
         floor_wall, floor_cpu = await _floor(model_url, telegram_url, chats, config.server.max_concurrent_messages)
         store = SqliteStore(
-            str(folder / "burst.db"), prune_interval_s=SWEEP_EVERY_S, housekeeping_interval_s=SWEEP_EVERY_S
+            str(folder / f"burst-{chats}.db"), prune_interval_s=SWEEP_EVERY_S, housekeeping_interval_s=SWEEP_EVERY_S
         )
         await store.open()
         model = OpenAIChatModel(config.model)
@@ -139,8 +140,9 @@ async def burst(folder: Path, model_url: str, chats: int) -> BurstFigures:
             await asyncio.sleep(1.0)  # the last turns are stored
             gc.collect()
             rss_after = _rss_bytes()
-            await asyncio.sleep(SESSION_TIMEOUT_S + 3 * SWEEP_EVERY_S)
-            gc.collect()
+            if until_expired:
+                await asyncio.sleep(SESSION_TIMEOUT_S + 3 * SWEEP_EVERY_S)
+                gc.collect()
             rss_expired = _rss_bytes()
         finally:
             await adapter.stop()
@@ -149,3 +151,49 @@ async def burst(folder: Path, model_url: str, chats: int) -> BurstFigures:
             await model.aclose()
             await store.close()
     return BurstFigures(chats, answered, floor_wall, floor_cpu, wall_s, cpu_s, rss_start, peak, rss_after, rss_expired)
+
+
+async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list[float], list[float]]:
+    """One private chat asking ``questions`` short questions one after the other: the time from
+    each message to its complete answer on the fake Bot API, through the bridge (measured by the
+    fake, from the moment it queues the update), and for the floor (measured here: the same fake
+    model's completion, then one sendMessage with its text)."""
+    async with fake_telegram_process() as (telegram_url, control):
+        config = Config.model_validate(
+            {
+                "model": {"base_url": model_url, "name": "fake-model"},
+                "context": {"tokenizer": "estimate"},
+                "adapters": {"telegram": {"enabled": True, "token": TOKEN, "base_url": telegram_url}},
+            }
+        )
+        floors = []
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": "question"}], "stream": False}
+        async with model_http_client(timeout_s=60, max_connections=4) as http:
+            for _ in range(questions):
+                started = time.perf_counter()
+                reply = await http.post(f"{model_url}/chat/completions", json=body)
+                text = reply.json()["choices"][0]["message"]["content"]
+                await http.post(f"{telegram_url}{TOKEN}/sendMessage", data={"chat_id": 42, "text": text})
+                floors.append(time.perf_counter() - started)
+        store = SqliteStore(str(folder / "sequential.db"))
+        await store.open()
+        model = OpenAIChatModel(config.model)
+        engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(config))
+        adapter = TelegramAdapter(config.adapters.telegram, HttpServer("127.0.0.1", 0))
+        running = asyncio.create_task(adapter.run(engine))
+        bridged = []
+        try:
+            while not adapter.ready:
+                await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(timeout=60) as client:
+                for n in range(questions):
+                    asked: dict[str, str | int] = {"chat": 7, "text": f"question {n}", "expect": f"echo: question {n}"}
+                    answer = await client.post(f"{control}/ask", params=asked)
+                    bridged.append(float(answer.json()["elapsed_s"]))
+        finally:
+            await adapter.stop()
+            await running
+            engine.close()
+            await model.aclose()
+            await store.close()
+    return floors, bridged

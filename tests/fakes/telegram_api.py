@@ -414,8 +414,9 @@ def entity(text: str, part: str, kind: str = "mention", **extra: Any) -> dict[st
 
 async def _serve_until_stdin_closes() -> None:
     """Serves the Bot API and, for the benchmark driving it, ``POST /control/burst?chats=N`` (one
-    message from each of N new private chats, queued for getUpdates) and ``GET /control/answered``
-    (how many chats got a message since the last burst)."""
+    message from each of N new private chats, queued for getUpdates), ``GET /control/answered``
+    (how many chats got a message since the last burst) and ``POST /control/ask`` (one message,
+    answered once the reply shows)."""
     import sys
 
     api = FakeTelegram()
@@ -430,6 +431,18 @@ async def _serve_until_stdin_closes() -> None:
         await api._notify()
         return web.json_response({"queued": int(request.query["chats"])})
 
+    async def ask(request: web.Request) -> web.Response:
+        """One message in chat ``chat``; answers once the bot shows ``expect`` there, with the time
+        that took as this process measured it."""
+        chat, expect = int(request.query["chat"]), request.query["expect"]
+        started = time.perf_counter()
+        api.queue_update(api.update(request.query["text"], user=chat))
+        await api.wait_for(lambda: any(m.chat_id == chat and m.text == expect for m in api.sent), timeout=30)
+        elapsed = time.perf_counter() - started
+        api.sent.clear()
+        api.forget_calls()
+        return web.json_response({"elapsed_s": elapsed})
+
     async def answered(request: web.Request) -> web.Response:
         api.forget_calls()
         return web.json_response({"answered": len({sent.chat_id for sent in api.sent})})
@@ -437,6 +450,7 @@ async def _serve_until_stdin_closes() -> None:
     control = web.Application()
     control.router.add_post("/control/burst", burst)
     control.router.add_get("/control/answered", answered)
+    control.router.add_post("/control/ask", ask)
     control_runner = web.AppRunner(control, access_log=None)
     await control_runner.setup()
     site = web.TCPSite(control_runner, "127.0.0.1", 0)
