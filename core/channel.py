@@ -50,8 +50,8 @@ class PlatformLimits:
 
 
 FIRST_SHOW_DELAY_S = 0.3
-"""What the platforms use for ``first_show_delay_s``: a short answer from a fast model is complete
-within it, and a wait this long before the first words is not felt while "typing…" shows."""
+"""What the platforms use for ``first_show_delay_s``, counted from the first streamed words: a short
+answer is complete within it, and a wait this long is not felt while "typing…" shows."""
 
 
 class PlatformTooLong(Exception):

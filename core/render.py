@@ -125,7 +125,9 @@ class StreamRenderer:
         self._handles: list[object] = []
         self._shown: list[str] = []
         self._ready_at = float("-inf")
-        self._first_show_at = clock() + self._limits.first_show_delay_s
+        self._first_show_at: float | None = None
+        """When the first-show delay ends: counted from the first text, not from the question, so
+        that a model slow to start (or a busy bridge) does not use it up before there is anything."""
         self._streamed_chars = 0
         self._edits = 0
         self._max_chars = self._limits.max_message_chars
@@ -144,6 +146,8 @@ class StreamRenderer:
         ``finish`` brings the platform up to date anyway and is the call that must succeed."""
         self._pending.append(delta)
         self._streamed_chars += len(delta)
+        if self._first_show_at is None:
+            self._first_show_at = self._clock() + self._limits.first_show_delay_s
         if not self._limits.can_edit or self._clock() < self._ready_at or self._holding_first_show():
             return
         chunks = self._streamed_chunks()
@@ -192,7 +196,12 @@ class StreamRenderer:
 
     def _holding_first_show(self) -> bool:
         """Nothing shown yet, the first-show delay not over, and too little text to be worth it."""
-        return not self._handles and self._streamed_chars < WORTH_SHOWING_CHARS and self._clock() < self._first_show_at
+        return (
+            not self._handles
+            and self._streamed_chars < WORTH_SHOWING_CHARS
+            and self._first_show_at is not None
+            and self._clock() < self._first_show_at
+        )
 
     def _streamed_chunks(self) -> list[str]:
         """The split of the text so far, re-cutting only from the first chunk that may still change."""

@@ -47,8 +47,10 @@ PLATFORM = "discord"
 LIMITS = PlatformLimits(max_message_chars=1900, min_edit_interval_s=1.0, first_show_delay_s=FIRST_SHOW_DELAY_S)
 """Discord allows 2000 characters a message, counted in code points as Python's ``len`` does
 (discord/discord-api-docs#1315); the margin is for the zero-width space ``to_discord`` puts into
-each mention the model wrote. Discord publishes no edit rate, and one edit a second per reply stays
-clear of the per-channel limits."""
+each mention the model wrote. Discord publishes no fixed edit rate: each route's bucket comes in the
+``X-RateLimit-*`` headers of every answer, and discord.py waits those buckets out itself (a long
+wait comes back here, see ``MAX_RATE_LIMIT_WAIT_S``). Message sends and edits in one channel share a
+bucket of 5 per 5 seconds in practice, so one call a second per reply stays clear of it."""
 MAX_RATE_LIMIT_WAIT_S = 30.0
 """Shorter 429 waits discord.py sits out itself; longer ones (its minimum cut-off) come back to the
 renderer as ``PlatformRateLimited`` instead of silently stalling a reply."""
