@@ -41,7 +41,7 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_concurrent_messages: int = Field(
-        256, gt=0, description="turns answered at once by one process; more wait in arrival order"
+        1000, gt=0, description="turns answered at once by one process; more wait in arrival order"
     )
     delivery_timeout_s: float = Field(
         120.0, gt=0, description="how long delivering an answer, and storing its turn, is retried"

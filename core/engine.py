@@ -107,7 +107,7 @@ class EngineSettings:
     """How long a session stays held after its holder stopped renewing (``store.lease_s``)."""
     delivery_timeout_s: float = 120.0
     """How long delivering an answer, and storing its turn, is retried (``server.delivery_timeout_s``)."""
-    max_concurrent: int = 256
+    max_concurrent: int = 1000
     """Turns answered at once by this process (``server.max_concurrent_messages``); more wait in order."""
     extra_admins: tuple[str, ...] = ()
     log_content: bool = False
