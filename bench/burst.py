@@ -98,6 +98,38 @@ async def _floor(model_url: str, telegram_url: str, chats: int, at_once: int) ->
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def _config(model_url: str, telegram_url: str, **sections: object) -> Config:
+    """The defaults, pointed at the fakes."""
+    return Config.model_validate(
+        {
+            "model": {"base_url": model_url, "name": "fake-model"},
+            "context": {"tokenizer": "estimate"},
+            "adapters": {"telegram": {"enabled": True, "token": TOKEN, "base_url": telegram_url}},
+            **sections,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running_bridge(config: Config, store: SqliteStore) -> AsyncIterator[None]:
+    """The Telegram adapter and the engine on ``store``, running and taking updates until the end."""
+    await store.open()
+    model = OpenAIChatModel(config.model)
+    engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(config))
+    adapter = TelegramAdapter(config.adapters.telegram, HttpServer("127.0.0.1", 0))
+    running = asyncio.create_task(adapter.run(engine))
+    try:
+        while not adapter.ready:
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        await adapter.stop()
+        await running
+        engine.close()
+        await model.aclose()
+        await store.close()
+
+
 async def _answered(http: httpx.AsyncClient, control: str) -> int:
     return int((await http.get(f"{control}/answered")).json()["answered"])
 
@@ -105,26 +137,12 @@ async def _answered(http: httpx.AsyncClient, control: str) -> int:
 async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool = True) -> BurstFigures:
     """``until_expired`` waits for every session to expire and be swept before the last RSS reading."""
     async with fake_telegram_process() as (telegram_url, control):
-        config = Config.model_validate(
-            {
-                "model": {"base_url": model_url, "name": "fake-model"},
-                "session": {"timeout_s": SESSION_TIMEOUT_S},
-                "context": {"tokenizer": "estimate"},
-                "adapters": {"telegram": {"enabled": True, "token": TOKEN, "base_url": telegram_url}},
-            }
-        )
+        config = _config(model_url, telegram_url, session={"timeout_s": SESSION_TIMEOUT_S})
         floor_wall, floor_cpu = await _floor(model_url, telegram_url, chats, config.server.max_concurrent_messages)
         store = SqliteStore(
             str(folder / f"burst-{chats}.db"), prune_interval_s=SWEEP_EVERY_S, housekeeping_interval_s=SWEEP_EVERY_S
         )
-        await store.open()
-        model = OpenAIChatModel(config.model)
-        engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(config))
-        adapter = TelegramAdapter(config.adapters.telegram, HttpServer("127.0.0.1", 0))
-        running = asyncio.create_task(adapter.run(engine))
-        try:
-            while not adapter.ready:
-                await asyncio.sleep(0.05)
+        async with _running_bridge(config, store):
             gc.collect()
             rss_start = peak = _rss_bytes()
             async with httpx.AsyncClient(timeout=30) as http:
@@ -144,12 +162,6 @@ async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool
                 await asyncio.sleep(SESSION_TIMEOUT_S + 3 * SWEEP_EVERY_S)
                 gc.collect()
             rss_expired = _rss_bytes()
-        finally:
-            await adapter.stop()
-            await running
-            engine.close()
-            await model.aclose()
-            await store.close()
     return BurstFigures(chats, answered, floor_wall, floor_cpu, wall_s, cpu_s, rss_start, peak, rss_after, rss_expired)
 
 
@@ -159,13 +171,7 @@ async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list
     fake, from the moment it queues the update), and for the floor (measured here: the same fake
     model's completion, then one sendMessage with its text)."""
     async with fake_telegram_process() as (telegram_url, control):
-        config = Config.model_validate(
-            {
-                "model": {"base_url": model_url, "name": "fake-model"},
-                "context": {"tokenizer": "estimate"},
-                "adapters": {"telegram": {"enabled": True, "token": TOKEN, "base_url": telegram_url}},
-            }
-        )
+        config = _config(model_url, telegram_url)
         floors = []
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "question"}], "stream": False}
         async with model_http_client(timeout_s=60, max_connections=4) as http:
@@ -175,25 +181,11 @@ async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list
                 text = reply.json()["choices"][0]["message"]["content"]
                 await http.post(f"{telegram_url}{TOKEN}/sendMessage", data={"chat_id": 42, "text": text})
                 floors.append(time.perf_counter() - started)
-        store = SqliteStore(str(folder / "sequential.db"))
-        await store.open()
-        model = OpenAIChatModel(config.model)
-        engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(config))
-        adapter = TelegramAdapter(config.adapters.telegram, HttpServer("127.0.0.1", 0))
-        running = asyncio.create_task(adapter.run(engine))
         bridged = []
-        try:
-            while not adapter.ready:
-                await asyncio.sleep(0.05)
+        async with _running_bridge(config, SqliteStore(str(folder / "sequential.db"))):
             async with httpx.AsyncClient(timeout=60) as client:
                 for n in range(questions):
                     asked: dict[str, str | int] = {"chat": 7, "text": f"question {n}", "expect": f"echo: question {n}"}
                     answer = await client.post(f"{control}/ask", params=asked)
                     bridged.append(float(answer.json()["elapsed_s"]))
-        finally:
-            await adapter.stop()
-            await running
-            engine.close()
-            await model.aclose()
-            await store.close()
     return floors, bridged
