@@ -96,7 +96,7 @@ class FakeTelegram:
         app.router.add_route("*", "/bot{token}/{method}", self._endpoint)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)  # bursts of new connections, as the model fake
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}/bot"
