@@ -599,15 +599,15 @@ async def short_answers(questions: int = 5) -> list[Row]:
 
 async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
     """``chats`` sendMessage calls at once to a fake Bot API, on python-telegram-bot's stock httpx
-    client and on ``AiohttpPoolRequest``, alternating: a first batch on new connections, then one
+    client and on ``AiohttpRequest``, alternating: a first batch on new connections, then one
     on the connections kept alive (what a running bridge has). The fake runs in this process, so the
     CPU seconds include its work, the same for both. New connections all at once overflow the fake
     server's listen backlog (128), and a refused SYN is retried after a second: aiohttp connects
     them all at once and pays that, httpx's pool opens them more slowly and mostly does not."""
     from telegram import Bot
-    from telegram.request import HTTPXRequest
+    from telegram.request import BaseRequest, HTTPXRequest
 
-    from adapters.telegram.request import AiohttpPoolRequest
+    from adapters.telegram.request import AiohttpRequest
     from tests.fakes.telegram_api import TOKEN, FakeTelegram
 
     fake = FakeTelegram()
@@ -615,8 +615,12 @@ async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
     figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for _ in range(rounds):
-            for label, request in (("stock httpx client", HTTPXRequest), ("aiohttp's pool", AiohttpPoolRequest)):
-                async with Bot(TOKEN, base_url=fake.base_url, request=request(chats, 30.0, 30.0, 30.0, 30.0)) as bot:
+            requests: tuple[tuple[str, Callable[[], BaseRequest]], ...] = (
+                ("stock httpx client", lambda: HTTPXRequest(chats, 30.0, 30.0, 30.0, 30.0)),
+                ("aiohttp", lambda: AiohttpRequest(read_timeout=30.0, connect_timeout=30.0, connections=chats)),
+            )
+            for label, request in requests:
+                async with Bot(TOKEN, base_url=fake.base_url, request=request()) as bot:
                     for phase in ("new connections", "connections kept alive"):
                         cpu, wall = time.process_time(), time.perf_counter()
                         await asyncio.gather(*(bot.send_message(1000 + n, "an answer") for n in range(chats)))

@@ -52,7 +52,7 @@ from adapters.kit import (
 )
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.polling import Poller, retry_after_s
-from adapters.telegram.request import AiohttpPoolRequest
+from adapters.telegram.request import AiohttpRequest
 from adapters.telegram.settings import TelegramSettings
 from core import texts
 from core.channel import (
@@ -305,8 +305,8 @@ class TelegramAdapter:
         self._bot = Bot(
             self._token,
             base_url=settings.base_url or DEFAULT_BASE_URL,
-            request=AiohttpPoolRequest(on_unauthorized=self._token_refused),
-            get_updates_request=AiohttpPoolRequest(on_unauthorized=self._token_refused),
+            request=AiohttpRequest(on_unauthorized=self._token_refused),
+            get_updates_request=AiohttpRequest(on_unauthorized=self._token_refused),
         )
         self._failure: AdapterStartupError | None = None
         self._conflict_at = float("-inf")

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 from telegram.error import NetworkError, TimedOut
 
-from adapters.telegram.request import AiohttpPoolRequest
+from adapters.telegram.request import AiohttpRequest
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -37,7 +37,7 @@ async def getme_url(serve: Serve | None) -> AsyncIterator[str]:
 
 
 async def call(url: str, read_timeout: float = 5.0) -> None:
-    request = AiohttpPoolRequest(read_timeout=read_timeout)
+    request = AiohttpRequest(read_timeout=read_timeout)
     await request.initialize()
     try:
         await request.do_request(url, "POST")
