@@ -577,8 +577,8 @@ async def test_no_secret_in_failed_starts_or_in_check(tmp_path: Path, fake_model
 
 
 async def test_no_secret_in_the_debug_logs_of_a_real_telegram_bridge(tmp_path: Path, fake_model: FakeModel) -> None:
-    """python-telegram-bot and httpx for real, against the local fake Bot API: the token is in every
-    request URL, and at debug level httpx logs each of them."""
+    """python-telegram-bot for real, against the local fake Bot API: the token is in every request
+    URL, and nothing logged at debug level (by the bridge or any library) may show it."""
     pytest.importorskip("adapters.telegram")
     from tests.fakes.telegram_api import FakeTelegram
 
@@ -624,7 +624,7 @@ async def test_no_secret_in_the_debug_logs_of_a_real_telegram_bridge(tmp_path: P
     assert metrics[("chatbridge_messages_answered_total", frozenset({("platform", "telegram")}))] == 1
     assert telegram.texts(7)[0] == "echo: hello"
     stderr = bridge.stderr
-    assert f"/bot{REDACTED}/getUpdates" in stderr  # httpx's request lines were logged, redacted
+    assert '"level": "debug"' in stderr  # debug logging was on
     assert_no_secret(bridge.stdout, stderr)
 
 
