@@ -8,6 +8,10 @@ start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import difflib
+import os
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,9 +62,12 @@ class LogSettings(BaseModel):
     content: bool = Field(False, description="put message and reply texts into the per-message log line")
 
 
+ENV_PREFIX = "CHATBRIDGE_"
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CHATBRIDGE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
     model: ModelSettings = ModelSettings()
@@ -96,11 +103,51 @@ def load_config(path: Path | None = None) -> Config:
     """
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
+    unknown = unknown_environment(os.environ)
+    if unknown:
+        raise ConfigError("; ".join(unknown))
     document = _read_yaml(path, required=explicit)
     try:
         return Config(**document)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """Every ``CHATBRIDGE_*`` variable that names no setting, with the nearest one that does.
+
+    pydantic-settings ignores them, so a typo (``CHATBRIDGE_MODEL_API_KEY``, one underscore) would
+    leave the setting at its default without a word; design section 5 makes it an error instead.
+    """
+    known = _environment_names(Config, ENV_PREFIX)
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or _under_a_mapping(upper, known):
+            continue
+        nearest = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {nearest[0]}?" if nearest else "; settings are CHATBRIDGE_<SECTION>__<KEY>"
+        problems.append(f"{name}: no such setting{hint}")
+    return problems
+
+
+def _environment_names(model: type[BaseModel], prefix: str) -> dict[str, bool]:
+    """The variable of every section and key of ``model``; True for a free-form mapping, under which
+    any name is a key."""
+    names: dict[str, bool] = {}
+    for field_name, field in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names[name] = False
+            names.update(_environment_names(annotation, f"{name}__"))
+        else:
+            names[name] = typing.get_origin(annotation) is dict
+    return names
+
+
+def _under_a_mapping(name: str, known: Mapping[str, bool]) -> bool:
+    return any(is_mapping and name.startswith(f"{key}__") for key, is_mapping in known.items())
 
 
 def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from chatbridge.config import Config, ConfigError, load_config
+from chatbridge.config import Config, ConfigError, load_config, unknown_environment
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
@@ -82,3 +83,25 @@ def test_a_malformed_identity_in_the_access_lists_names_the_key_and_the_shape(tm
         load_config(path)
     assert "access.admins" in str(raised.value)
     assert "'Telegram:1140' is not an identity" in str(raised.value)
+
+
+def test_an_environment_variable_that_names_no_setting_is_an_error_naming_the_nearest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHATBRIDGE_MODEL_API_KEY", "sk-typo")  # one underscore
+    monkeypatch.setenv("CHATBRIDGE_MODL__NAME", "gpt")
+    with pytest.raises(ConfigError) as raised:
+        load_config()
+    message = str(raised.value)
+    assert "CHATBRIDGE_MODEL_API_KEY: no such setting; did you mean CHATBRIDGE_MODEL__API_KEY?" in message
+    assert "CHATBRIDGE_MODL__NAME: no such setting; did you mean CHATBRIDGE_MODEL__NAME?" in message
+    assert "sk-typo" not in message
+
+
+def test_every_environment_variable_the_docs_mention_names_a_setting() -> None:
+    root = Path(__file__).resolve().parents[2]
+    texts = [root.joinpath(name).read_text() for name in ("README.md", "config.example.yaml", "docker-compose.yml")]
+    mentioned = {name for text in texts for name in re.findall(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", text)}
+    mentioned.discard("CHATBRIDGE_MODEL_API_KEY")  # the README's example of a typo
+    assert len(mentioned) > 10
+    assert unknown_environment(dict.fromkeys(mentioned, "x")) == []
