@@ -171,13 +171,32 @@ def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError, path: Path) -> str:
-    """Name the first bad key in dotted form; the offending value is left out since it may be a secret."""
-    first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    message = message.removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{key}: {message} (in {path} or CHATBRIDGE_* environment){suffix}"
+    """Every bad key in dotted form, with what is wrong; the offending values are left out since they
+    may be secrets. One problem is one line; several are listed under a count."""
+    where = f"in {path} or the CHATBRIDGE_* environment" if path.exists() else "in the CHATBRIDGE_* environment"
+    problems = [_problem(error) for error in exc.errors()]
+    if len(problems) == 1:
+        return f"{problems[0]} ({where})"
+    return f"{len(problems)} problems ({where}):\n" + "\n".join(f"  {problem}" for problem in problems)
+
+
+def _problem(error: Any) -> str:
+    location = tuple(str(part) for part in error["loc"])
+    key = ".".join(location) or "(top level)"
+    if error["type"] != "extra_forbidden":
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
+    siblings = _keys_at(location[:-1])
+    nearest = difflib.get_close_matches(location[-1], siblings, n=1, cutoff=0.6) if location else []
+    return f"{key}: unknown key" + (f"; did you mean {'.'.join((*location[:-1], nearest[0]))}?" if nearest else "")
+
+
+def _keys_at(location: tuple[str, ...]) -> list[str]:
+    """The keys the section at ``location`` has (none when it is not a section)."""
+    model: type[BaseModel] = Config
+    for part in location:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

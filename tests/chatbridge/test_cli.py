@@ -87,8 +87,9 @@ async def test_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
     code, out, err = await _run(["run", "--config", str(bad)], tmp_path, _env(None))
     assert code == 2
     assert err.strip().splitlines() == [
-        "chatbridge: configuration error: model.temperature: Input should be a valid number, unable to parse string"
-        " as a number (in " + str(bad) + " or CHATBRIDGE_* environment) (and 1 more problem)"
+        f"chatbridge: configuration error: 2 problems (in {bad} or the CHATBRIDGE_* environment):",
+        "  model.temperature: Input should be a valid number, unable to parse string as a number",
+        "  session.scope: Input should be 'user', 'chat' or 'thread'",
     ]
     assert "Traceback" not in err
 
@@ -96,7 +97,8 @@ async def test_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("document", "key"),
     [
-        ("modle:\n  name: x\n", "modle: unknown key"),
+        ("modle:\n  name: x\n", "modle: unknown key; did you mean model?"),
+        ("model:\n  temprature: 1\n", "model.temprature: unknown key; did you mean model.temperature?"),
         ("access:\n  admins: [alice]\n", "access.admins: 'alice' is not an identity"),
         (
             "adapters:\n  telegram:\n    enabled: true\n",
