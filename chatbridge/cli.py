@@ -32,6 +32,7 @@ from core.engine import Engine
 from core.store import StoreUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+NO_ADAPTER = "no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)"
 
 log = logging.getLogger("chatbridge")
 
@@ -78,7 +79,7 @@ async def _run(config: Config) -> int:
     server = HttpServer(config.server.host, config.server.port)
     adapters = enabled_adapters(config.adapters, server)
     if not adapters:
-        raise ConfigError("adapters: no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)")
+        raise ConfigError(f"adapters: {NO_ADAPTER}")
     metrics = BridgeMetrics(
         session_timeout_s=config.session.timeout_s, platforms=[adapter.name for adapter in adapters]
     )
@@ -142,7 +143,10 @@ async def _check(config: Config) -> int:
         rows.append(await _probe(f"model {config.model.name}", model.check()))
     finally:
         await model.aclose()
-    for adapter in enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port)):
+    adapters = enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port))
+    if not adapters:
+        rows.append(("adapters", False, f"{NO_ADAPTER}; `chatbridge run` would refuse to start"))
+    for adapter in adapters:
         rows.append(await _probe(f"adapter {adapter.name}", adapter.check()))
     rows.append(await _probe("server", _check_port(config.server.host, config.server.port)))
     width = max(len(name) for name, _, _ in rows)

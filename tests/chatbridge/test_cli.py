@@ -130,13 +130,23 @@ async def test_run_without_an_enabled_adapter_says_so(tmp_path: Path) -> None:
 
 
 async def test_check_reports_each_part(tmp_path: Path, fake_model: FakeModel) -> None:
-    code, out, err = await _run(["check"], tmp_path, _env(fake_model))
+    env = _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
+    code, out, err = await _run(["check"], tmp_path, env)
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0].split() == ["config", "ok", "valid"]
     assert lines[1].split()[:2] == ["store", "ok"]
     assert lines[2].split()[:3] == ["model", "gpt-4o-mini", "ok"]
+    assert lines[3].split()[:3] == ["adapter", "console", "ok"]
     assert "sk-cli-secret" not in out + err
+
+
+async def test_check_fails_where_run_would_refuse_for_want_of_an_adapter(tmp_path: Path, fake_model: FakeModel) -> None:
+    code, out, _ = await _run(["check"], tmp_path, _env(fake_model))
+    assert code == 1
+    adapters = [line for line in out.splitlines() if line.startswith("adapters")]
+    assert len(adapters) == 1 and adapters[0].split()[1] == "FAIL"
+    assert "no adapter is enabled" in adapters[0]
 
 
 async def test_check_fails_when_the_model_is_unreachable(tmp_path: Path) -> None:
