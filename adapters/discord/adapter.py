@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -268,23 +269,15 @@ def _thread_name(message: discord.Message) -> str:
     return first_line[:THREAD_NAME_CHARS] or "chat"
 
 
-class MessageReplies:
-    """The reply side of one gateway message: the first message answers (references) the trigger,
-    the rest follow in the same channel or thread.
-
-    With ``auto_thread`` the thread is opened on the trigger the first time the engine shows
-    anything (typing or a message), so messages the bot does not answer open nothing. A thread that
-    cannot be opened (no permission) is logged and the reply goes to the channel instead.
-    """
+class _ChannelReplies(ABC):
+    """What both kinds of reply to a channel message share: the first message answers (references)
+    the question, the rest follow it; where they go is the subclass's ``_destination``."""
 
     limits = LIMITS
 
-    def __init__(self, trigger: discord.Message, *, open_thread: bool) -> None:
-        self.route = json.dumps([trigger.channel.id, trigger.id])
-        self._trigger = trigger
-        self._open_thread = open_thread
+    def __init__(self, route: str) -> None:
+        self.route = route
         self._reference: discord.MessageReference | None = None
-        self._choosing: asyncio.Future[discord.abc.Messageable] | None = None
 
     async def send(self, text: str) -> object:
         target = await self._destination()
@@ -300,6 +293,24 @@ class MessageReplies:
     async def typing(self) -> None:
         target = await self._destination()
         await platform_call(target.typing(), _trouble)
+
+    @abstractmethod
+    async def _destination(self) -> discord.abc.Messageable: ...
+
+
+class MessageReplies(_ChannelReplies):
+    """The reply side of one gateway message: in its channel, or in a thread opened on it.
+
+    With ``auto_thread`` the thread is opened on the trigger the first time the engine shows
+    anything (typing or a message), so messages the bot does not answer open nothing. A thread that
+    cannot be opened (no permission) is logged and the reply goes to the channel instead.
+    """
+
+    def __init__(self, trigger: discord.Message, *, open_thread: bool) -> None:
+        super().__init__(json.dumps([trigger.channel.id, trigger.id]))
+        self._trigger = trigger
+        self._open_thread = open_thread
+        self._choosing: asyncio.Future[discord.abc.Messageable] | None = None
 
     async def _destination(self) -> discord.abc.Messageable:
         """Decided once, by a task of its own that both the typing signal and the first message
@@ -325,32 +336,20 @@ class MessageReplies:
             return None
 
 
-class ReopenedReplies:
+class ReopenedReplies(_ChannelReplies):
     """Answers to a message received before a restart (or by another process): in its channel,
     replying to it, with no thread opened, since the question may already have one."""
 
-    limits = LIMITS
-
     def __init__(self, client: discord.Client, route: str) -> None:
+        super().__init__(route)
         channel_id, message_id = json.loads(route)
-        self.route = route
         self._target = client.get_partial_messageable(channel_id)
-        self._reference: discord.MessageReference | None = discord.MessageReference(
+        self._reference = discord.MessageReference(
             message_id=message_id, channel_id=channel_id, fail_if_not_exists=False
         )
 
-    async def send(self, text: str) -> object:
-        reference, self._reference = self._reference, None
-        content = to_discord(text)
-        sending = self._target.send(content) if reference is None else self._target.send(content, reference=reference)
-        return await platform_call(sending, _trouble)
-
-    async def edit(self, handle: object, text: str) -> None:
-        assert isinstance(handle, discord.Message)
-        await platform_call(handle.edit(content=to_discord(text)), _trouble)
-
-    async def typing(self) -> None:
-        await platform_call(self._target.typing(), _trouble)
+    async def _destination(self) -> discord.abc.Messageable:
+        return self._target
 
 
 class InteractionReplies:
