@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bots.errors import (
     ContextTooLong,
@@ -60,6 +60,7 @@ from core.usage import RunningTotals, day_of
 from core.window import Budget, Window, build_window
 
 log = logging.getLogger("chatbridge.engine")
+_V = TypeVar("_V")
 
 DEDUPE_TTL_S = 6 * 3600.0
 """Platform redeliveries (Slack retries, webhook retries, gateway replays) come within minutes."""
@@ -163,8 +164,11 @@ class Engine:
         self._line = TurnLine()
         self._turns = asyncio.Semaphore(max(settings.max_concurrent, 1))
         self._reopeners: dict[str, Reopen] = {}
-        self._unstored: _Recent = _Recent(UNSTORED_REMEMBERED)
-        self._undelivered = _Outbox(UNDELIVERED_KEPT)
+        self._unstored: _Bounded[None] = _Bounded(UNSTORED_REMEMBERED)
+        """Messages answered while the store could not take the turn: only to be taken off the queue."""
+        self._undelivered: _Bounded[_Undelivered] = _Bounded(UNDELIVERED_KEPT)
+        """Answers complete when their platform failed, one per session. Kept in this process only:
+        a restart loses them (their turns are stored)."""
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -421,7 +425,7 @@ class Engine:
                     except BaseException:
                         await self._store.release(key, claim.fence)
                         raise
-                if asker is not None and any(item.message_key == asker.message_key for item in claim.queued):
+                if asker is not None and asker.asked_in(claim.queued):
                     handled = turn
                 if stored.still_queued == 0 or self._line.waiting(key):
                     break
@@ -432,7 +436,7 @@ class Engine:
         channel when its message is in the turn; otherwise the newest message's channel, reopened
         by its adapter (or the asker's, for a platform that cannot reopen one)."""
         newest = queued[-1]
-        if asker is not None and any(item.message_key == asker.message_key for item in queued):
+        if asker is not None and asker.asked_in(queued):
             return asker.channel, False
         reopen = self._reopeners.get(newest.platform)
         if reopen is not None:
@@ -476,7 +480,7 @@ class Engine:
                 if time.monotonic() + delay > deadline:
                     log.warning("could not store the turn of %s: %s", key, exc)
                     for item in claim.queued:
-                        self._unstored.add(item.message_key)
+                        self._unstored.keep(item.message_key, None)
                     if result.turns:
                         await self._reply_quietly(channel, texts.NOT_REMEMBERED)
                     return _Finished(_Stored.NOT_STORED)
@@ -498,7 +502,7 @@ class Engine:
             return False
         await self._store.finish(key, claim.fence, TurnResult((), shown, None, self._settings.session.timeout_s))
         for item in claim.queued[:shown]:
-            self._unstored.discard(item.message_key)
+            self._unstored.take(item.message_key)
         return True
 
     @staticmethod
@@ -723,6 +727,9 @@ class _Asker:
     message_key: str
     channel: ReplyChannel
 
+    def asked_in(self, queued: list[QueuedMessage]) -> bool:
+        return any(item.message_key == self.message_key for item in queued)
+
 
 @dataclass(frozen=True, slots=True)
 class _Undelivered:
@@ -731,43 +738,27 @@ class _Undelivered:
     text: str
 
 
-class _Outbox:
-    """Answers that were complete when their platform failed, one per session, bounded. Kept in
-    this process only: a restart loses them (their turns are stored)."""
+class _Bounded(Generic[_V]):
+    """A dict by session or message key that keeps at most ``size`` entries, dropping the oldest
+    first, so that nothing kept in the process grows with traffic."""
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._kept: dict[str, _Undelivered] = {}
+        self._entries: dict[str, _V] = {}
 
-    def keep(self, key: str, answer: _Undelivered) -> None:
-        self._kept[key] = answer
-        while len(self._kept) > self._size:
-            del self._kept[next(iter(self._kept))]
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
 
-    def take(self, key: str) -> _Undelivered | None:
-        return self._kept.pop(key, None)
-
-    def items(self) -> list[tuple[str, _Undelivered]]:
-        return list(self._kept.items())
-
-
-class _Recent:
-    """A bounded set: the oldest entries go first, so it cannot grow with traffic."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._entries: dict[str, None] = {}
-
-    def __contains__(self, entry: str) -> bool:
-        return entry in self._entries
-
-    def add(self, entry: str) -> None:
-        self._entries[entry] = None
+    def keep(self, key: str, value: _V) -> None:
+        self._entries[key] = value
         while len(self._entries) > self._size:
             del self._entries[next(iter(self._entries))]
 
-    def discard(self, entry: str) -> None:
-        self._entries.pop(entry, None)
+    def take(self, key: str) -> _V | None:
+        return self._entries.pop(key, None)
+
+    def items(self) -> list[tuple[str, _V]]:
+        return list(self._entries.items())
 
 
 class _ModelTiming:
