@@ -44,6 +44,7 @@ from core.store import (
     AccessDecision,
     Admission,
     Claim,
+    QueuedMessage,
     Role,
     SessionInfo,
     SessionState,
@@ -281,24 +282,17 @@ class SqliteStore:
         return await self._write(lambda db: _admit(db, admission, window))
 
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
+        """The queue and the session in one read; the lease is taken only once there is something."""
         if self._leases.held(session_key):
             return None
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT message FROM queue WHERE session_key = ? ORDER BY seq", (session_key,)
-            ).fetchall()
-        )
-        if not rows:
+        read = await self._run(lambda db: _queued_and_session(db, session_key, max_turns))
+        if read is None:
             return None
         fence = self._leases.take(session_key)
         if fence is None:  # another task took it while this one read
             return None
-        try:
-            state = await self.load_session(session_key, max_turns)
-        except BaseException:
-            self._leases.release(session_key, fence)
-            raise
-        return Claim(fence, [queued_from_json(message) for (message,) in rows], state)
+        queued, state = read
+        return Claim(fence, queued, state)
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return self._leases.holds(session_key, fence)
@@ -554,6 +548,17 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
     turns = [Turn(cast(Role, role), content, tokens, created_at) for role, content, tokens, created_at in rows]
     turns.reverse()
     return SessionState(session_key, turns, head[0])
+
+
+def _queued_and_session(
+    db: sqlite3.Connection, session_key: str, max_turns: int
+) -> tuple[list[QueuedMessage], SessionState | None] | None:
+    """None when nothing is queued; reads are consistent without a transaction, since this
+    process is the file's only writer and every call runs whole."""
+    rows = db.execute("SELECT message FROM queue WHERE session_key = ? ORDER BY seq", (session_key,)).fetchall()
+    if not rows:
+        return None
+    return [queued_from_json(message) for (message,) in rows], _load_session(db, session_key, max_turns)
 
 
 def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expires_at: float) -> int:
