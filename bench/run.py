@@ -568,33 +568,29 @@ async def short_answers(questions: int = 5) -> list[Row]:
     rows = []
     for label, delay_s in (("no first-show delay (before)", 0.0), ("first-show delay 0.3 s", FIRST_SHOW_DELAY_S)):
         results = [await short_answer(delay_s) for _ in range(questions)]
-        added_ms = statistics.median(added for added, _ in results) * 1e3
-        calls = max(count for _, count in results)
+        target_ms = 50.0 if delay_s else None
         rows.append(
-            Row(
-                "7 short",
-                f"10-word answer, model done to complete text, 1 s edit interval, {label}",
-                f"{added_ms:.1f} ms, {calls} call{'s' if calls != 1 else ''}",
-                "<= 50 ms" if delay_s else "",
-                added_ms <= 50 if delay_s else None,
-            )
+            _answer_row(f"10-word answer, model done to complete text, 1 s edit interval, {label}", results, target_ms)
         )
     for words in (10, 200, 2_000):
         for chat, interval_s in (("private", 1.0), ("group", 3.0)):
             results = [await short_answer(FIRST_SHOW_DELAY_S, words, interval_s) for _ in range(3)]
-            added_ms = statistics.median(added for added, _ in results) * 1e3
-            calls = max(count for _, count in results)
-            target_ms = 50.0 if words == 10 else interval_s * 1e3
-            rows.append(
-                Row(
-                    "7 short",
-                    f"{words:,}-word answer, {chat} pace ({interval_s:g} s): model done to complete text",
-                    f"{added_ms:.1f} ms, {calls} call{'s' if calls != 1 else ''}",
-                    f"<= {target_ms:.0f} ms",
-                    added_ms <= target_ms,
-                )
-            )
+            label = f"{words:,}-word answer, {chat} pace ({interval_s:g} s): model done to complete text"
+            rows.append(_answer_row(label, results, 50.0 if words == 10 else interval_s * 1e3))
     return rows
+
+
+def _answer_row(metric: str, results: list[tuple[float, int]], target_ms: float | None) -> Row:
+    """The median wait and the most platform calls of ``short_answer`` results, against a target."""
+    added_ms = statistics.median(added for added, _ in results) * 1e3
+    calls = max(count for _, count in results)
+    return Row(
+        "7 short",
+        metric,
+        f"{added_ms:.1f} ms, {calls} call{'s' if calls != 1 else ''}",
+        f"<= {target_ms:.0f} ms" if target_ms is not None else "",
+        added_ms <= target_ms if target_ms is not None else None,
+    )
 
 
 async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
