@@ -178,6 +178,8 @@ class Engine:
         """Process one incoming message to the end; never raises for a problem of this one message.
 
         ``receipt`` is settled as soon as the platform may be told that the message was taken.
+        Cancelling this call withdraws the message when the engine is open (see ``_give_up_turn``)
+        and leaves it queued for the next process after ``close``.
         """
         receipt = receipt if receipt is not None else Receipt()
         if self._closing:
@@ -422,6 +424,9 @@ class Engine:
                             await self._store.release(key, claim.fence)
                         elif stored.outcome is _Stored.TAKEN_OVER:
                             turn = dataclasses.replace(turn, outcome=Outcome.FAILED, error="stale_lease")
+                    except asyncio.CancelledError:
+                        await self._give_up_turn(key, claim, asker)
+                        raise
                     except BaseException:
                         await self._store.release(key, claim.fence)
                         raise
@@ -430,6 +435,23 @@ class Engine:
                 if stored.still_queued == 0 or self._line.waiting(key):
                     break
         return handled
+
+    async def _give_up_turn(self, key: str, claim: Claim, asker: _Asker | None) -> None:
+        """A turn cancelled while the engine is open was withdrawn by its asker (the terminal's
+        Ctrl-C): nobody waits for that answer any more, so the message leaves the queue unanswered
+        and nothing is stored. Cancelled at shutdown, or holding other people's messages too, the
+        turn stays queued for whoever answers next."""
+        withdrawn = (
+            not self._closing
+            and asker is not None
+            and all(item.message_key == asker.message_key for item in claim.queued)
+        )
+        if withdrawn:
+            await self._store.finish(
+                key, claim.fence, TurnResult((), len(claim.queued), None, self._settings.session.timeout_s)
+            )
+        else:
+            await self._store.release(key, claim.fence)
 
     def _channel_for(self, queued: list[QueuedMessage], asker: _Asker | None) -> tuple[ReplyChannel | None, bool]:
         """Where a turn's answer goes, and whether it answers after an interruption: the asker's own

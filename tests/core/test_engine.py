@@ -531,6 +531,40 @@ async def test_a_closed_engine_finishes_replies_in_flight_and_refuses_new_work(
     assert await engine.handle(private("too late"), RecordingChannel()) == Outcome.SHUTTING_DOWN
 
 
+async def test_a_cancelled_answer_is_withdrawn_and_a_cancelled_shutdown_keeps_it_queued(
+    engine: Engine, store: MemoryStore, fake_model: FakeModel
+) -> None:
+    """The terminal's Ctrl-C cancels one answer: that question is neither stored nor answered later.
+    A shutdown's cancellation is the other case: the message waits for the next process."""
+    fake_model.script(Reply(text="a long answer that never ends", chunk_chars=2, chunk_delay_s=0.2))
+    channel = RecordingChannel()
+    withdrawn = asyncio.create_task(engine.handle(private("stop me"), channel))
+    while not channel.messages:
+        await asyncio.sleep(0.01)
+    withdrawn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await withdrawn
+    assert await store.orphans(0.0, 10) == []
+    assert await stored(store, "telegram:1") == []
+
+    assert (await say(engine, private("next question"))).text == "echo: next question"
+    assert [m["content"] for m in fake_model.requests[-1]["messages"]] == [
+        "You are a helpful assistant.",
+        "next question",
+    ]
+
+    fake_model.script(Reply(text="cut by shutdown", chunk_chars=2, chunk_delay_s=0.2))
+    channel = RecordingChannel()
+    kept = asyncio.create_task(engine.handle(private("keep me"), channel))
+    while not channel.messages:
+        await asyncio.sleep(0.01)
+    engine.close()
+    kept.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await kept
+    assert await store.orphans(0.0, 10) == ["telegram:1"]
+
+
 class _SlowChecks(MemoryStore):
     """Delays the admission of chosen messages, as a busy store connection would."""
 
