@@ -12,8 +12,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from adapters.console.adapter import ConsoleAdapter
+from adapters.console.settings import state_dir
 from adapters.kit import Adapter, AdapterStartupError
 from chatbridge.check import NO_ADAPTER, check
 from chatbridge.config import Config, ConfigError, load_config
@@ -30,12 +32,15 @@ from core.store import StoreUnavailable
 
 log = logging.getLogger("chatbridge")
 
+CHAT_LOG = "chat.log"
+"""The terminal chat's log file, in the state directory (by default ~/.local/state/chatbridge)."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        _setup_logging(config, args.command)
+        _setup_logging(config, args.command, verbose=getattr(args, "verbose", False))
         tune_garbage_collector()
         return run(_COMMANDS[args.command](config))
     except ConfigError as exc:
@@ -58,15 +63,37 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", type=Path, default=None, help="YAML file (default: config.yaml if present)")
+        if name == "chat":
+            sub.add_argument(
+                "--verbose",
+                action="store_true",
+                help=f"log to stderr at debug level instead of to {CHAT_LOG} in ~/.local/state/chatbridge",
+            )
     return parser
 
 
-def _setup_logging(config: Config, command: str) -> None:
-    """``log.*`` from the configuration; the terminal chat stays quiet unless asked for debug."""
-    level = config.log.level
-    if command == "chat" and level == "info":
+def _setup_logging(config: Config, command: str, verbose: bool = False) -> None:
+    """``log.*`` from the configuration. The terminal chat keeps log lines out of the conversation:
+    on a terminal they go to a file (its answers show retries as a status line), on pipes only
+    warnings reach stderr; ``--verbose`` shows everything on stderr."""
+    level, stream = config.log.level, None
+    if command == "chat" and verbose:
+        level = "debug"
+    elif command == "chat" and sys.stdin.isatty() and sys.stdout.isatty():
+        stream = _chat_log()
+    elif command == "chat" and level == "info":
         level = "warning"
-    configure_logging(level=level, fmt=config.log.format, secrets=configured_secrets(config))
+    configure_logging(level=level, fmt=config.log.format, secrets=configured_secrets(config), stream=stream)
+
+
+def _chat_log() -> TextIO | None:
+    """The terminal chat's log file, or None (stderr) where it cannot be written."""
+    path = state_dir() / CHAT_LOG
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a", encoding="utf-8", buffering=1)
+    except OSError:
+        return None
 
 
 async def _run(config: Config) -> int:
@@ -89,13 +116,19 @@ async def _run(config: Config) -> int:
 
 
 async def _chat(config: Config) -> int:
+    console = ConsoleAdapter(config.adapters.console)
+    # At a terminal Ctrl-C is the console's (it stops an answer); on pipes it ends the chat at once.
+    signals = (signal.SIGTERM,) if console.interactive else (signal.SIGINT, signal.SIGTERM)
     async with open_runtime(config) as runtime:
-        # A person pressing Ctrl-C wants out now; the unfinished turn is simply not stored.
-        return await _serve([ConsoleAdapter()], runtime.engine, grace_s=0.0)
+        return await _serve([console], runtime.engine, grace_s=0.0, signals=signals)
 
 
 async def _serve(
-    adapters: Sequence[Adapter], engine: Engine, grace_s: float = SHUTDOWN_GRACE_S, ops: Operations | None = None
+    adapters: Sequence[Adapter],
+    engine: Engine,
+    grace_s: float = SHUTDOWN_GRACE_S,
+    ops: Operations | None = None,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
 ) -> int:
     """Run the adapters until a signal or until one of them ends (the console at end of input).
 
@@ -106,7 +139,7 @@ async def _serve(
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     running = {asyncio.create_task(adapter.run(engine), name=adapter.name): adapter for adapter in adapters}
     if ops is not None:
@@ -115,7 +148,7 @@ async def _serve(
     try:
         done, _ = await asyncio.wait({stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in signals:
             loop.remove_signal_handler(signum)
     stopper.cancel()
     if ops is not None:

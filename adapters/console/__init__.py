@@ -9,4 +9,4 @@ from adapters.kit import Adapter, Routes
 def build(settings: ConsoleSettings, routes: Routes) -> Adapter:
     from adapters.console.adapter import ConsoleAdapter
 
-    return ConsoleAdapter()
+    return ConsoleAdapter(settings)

@@ -1,68 +1,41 @@
 """The terminal as a chat platform: one private chat with the local user ``console:local``.
 
 It uses the same engine, commands and store as every other adapter, so ``chatbridge chat`` is a
-faithful way to try a configuration before connecting a real platform.
+faithful way to try a configuration before connecting a real platform. On a terminal it is an
+interactive chat (``terminal.py``); on pipes it reads lines and prints only the answers
+(``plain.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import sys
-import threading
 import uuid
+from collections.abc import Awaitable
 from itertools import count
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from adapters.console.plain import LineReader, PlainChannel
+from adapters.console.settings import ConsoleSettings
 from adapters.kit import MessageHandler
-from core.channel import PlatformLimits
+from core.channel import ReplyChannel
 from core.events import ChatKind, IncomingMessage
 
+if TYPE_CHECKING:
+    from adapters.console.terminal import TerminalPrompt
+
 CONSOLE_USER = "console:local"
-_PROMPT = "you> "
-_BOT = "bot> "
-
-
-class ConsoleChannel:
-    """Streams by printing only what each edit appends, since a terminal cannot rewrite past lines."""
-
-    limits = PlatformLimits(max_message_chars=1_000_000, min_edit_interval_s=0.0)
-    route = ""
-    """There is one terminal: every answer goes to it."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._shown: list[str] = []
-
-    async def send(self, text: str) -> object:
-        self._write(("\n" if self._shown else "") + _BOT + text)
-        self._shown.append(text)
-        return len(self._shown) - 1
-
-    async def edit(self, handle: object, text: str) -> None:
-        assert isinstance(handle, int)
-        before = self._shown[handle]
-        if text.startswith(before):
-            self._write(text[len(before) :])
-        else:
-            self._write("\n" + _BOT + text)
-        self._shown[handle] = text
-
-    async def typing(self) -> None:
-        """The prompt stays away until the answer is complete; that is signal enough here."""
-
-    def end(self) -> None:
-        if self._shown:
-            self._write("\n")
-
-    def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
 
 
 class ConsoleAdapter:
     name = "console"
 
-    def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+    def __init__(
+        self, settings: ConsoleSettings | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None
+    ) -> None:
+        self._settings = settings or ConsoleSettings()
         self._stdin = stdin or sys.stdin
         self._stdout = stdout or sys.stdout
         # Dedupe marks outlive the process in a persistent store, so ids must differ between runs.
@@ -70,6 +43,12 @@ class ConsoleAdapter:
         self._ids = count(1)
         self._stopped = asyncio.Event()
         self._reading = False
+        self._answer: asyncio.Task[object] | None = None
+
+    @property
+    def interactive(self) -> bool:
+        """A person at a terminal, rather than pipes: this console then owns Ctrl-C (SIGINT)."""
+        return self._stdin.isatty() and self._stdout.isatty()
 
     @property
     def ready(self) -> bool:
@@ -77,27 +56,14 @@ class ConsoleAdapter:
         return self._reading and not self._stopped.is_set()
 
     async def run(self, handler: MessageHandler) -> None:
-        interactive = self._stdin.isatty()
-        lines = _LineReader(self._stdin)
         self._reading = True
-        handler.attach("console", lambda route: ConsoleChannel(self._stdout))
-        if interactive:
-            self._stdout.write("chatbridge console. /help lists the commands; Ctrl-D or Ctrl-C quits.\n")
         try:
-            while not self._stopped.is_set():
-                if interactive:
-                    self._stdout.write(_PROMPT)
-                    self._stdout.flush()
-                line = await self._next_line(lines)
-                if line is None:
-                    break
-                if line.strip():
-                    await self._ask(handler, line.strip())
+            if self.interactive:
+                await self._converse(handler)
+            else:
+                await self._answer_lines(handler)
         finally:
             self._reading = False
-            if interactive:
-                self._stdout.write("\n")
-                self._stdout.flush()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -105,17 +71,72 @@ class ConsoleAdapter:
     async def check(self) -> str:
         return "terminal input and output"
 
-    async def _next_line(self, lines: _LineReader) -> str | None:
-        """The next line, or None at end of input or when stopped."""
-        read = asyncio.ensure_future(lines.next())
+    async def _answer_lines(self, handler: MessageHandler) -> None:
+        handler.attach("console", lambda route: PlainChannel(self._stdout))
+        lines = LineReader(self._stdin)
+        while (line := await self._unless_stopped(lines.next())) is not None:
+            if line.strip():
+                channel = PlainChannel(self._stdout)
+                await self._ask(handler, line.strip(), channel)
+                channel.end()
+
+    async def _converse(self, handler: MessageHandler) -> None:
+        from rich.console import Console
+
+        # Loaded only for a person at a terminal: pipes and ``run`` need neither library.
+        from adapters.console.terminal import WELCOME, Quit, StatusLine, TerminalChannel, TerminalPrompt
+
+        console = Console(file=self._stdout)
+        prompt = TerminalPrompt(self._settings.history_path, console)
+        status = StatusLine()
+        handler.attach("console", lambda route: TerminalChannel(console))
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, lambda: self._interrupt(prompt))
+        logging.getLogger().addHandler(status)
+        console.print(WELCOME, style="dim", highlight=False)
+        try:
+            while not self._stopped.is_set():
+                try:
+                    question = await self._unless_stopped(prompt.ask())
+                except Quit:
+                    return
+                if question is None:
+                    return
+                channel = TerminalChannel(console)
+                status.channel = channel
+                stopped = False
+                try:
+                    stopped = not await self._ask(handler, question, channel)
+                finally:
+                    status.channel = None
+                    channel.close(stopped=stopped)
+                if stopped:
+                    prompt.interrupted()
+        finally:
+            logging.getLogger().removeHandler(status)
+            loop.remove_signal_handler(signal.SIGINT)
+
+    def _interrupt(self, prompt: TerminalPrompt) -> None:
+        """Ctrl-C while an answer streams (the prompt takes it as a key): stop that answer. Between
+        an answer and the next prompt it counts as pressed at the prompt."""
+        if self._answer is not None:
+            self._answer.cancel()
+        elif prompt.interrupted():
+            self._stopped.set()
+
+    async def _unless_stopped(self, reading: Awaitable[str | None]) -> str | None:
+        """What ``reading`` gives, or None once ``stop`` is called first."""
+        read = asyncio.ensure_future(reading)
         stopped = asyncio.ensure_future(self._stopped.wait())
-        done, _ = await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (read, stopped):
-            if task not in done:
+        try:
+            done, _ = await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (read, stopped):
                 task.cancel()
         return read.result() if read in done else None
 
-    async def _ask(self, handler: MessageHandler, text: str) -> None:
+    async def _ask(self, handler: MessageHandler, text: str, channel: ReplyChannel) -> bool:
+        """Answer one question; False when Ctrl-C withdrew it (the engine then stores nothing)."""
         message = IncomingMessage(
             platform="console",
             message_id=f"{self._run_id}-{next(self._ids)}",
@@ -125,31 +146,13 @@ class ConsoleAdapter:
             chat_kind=ChatKind.PRIVATE,
             user_name="you",
         )
-        channel = ConsoleChannel(self._stdout)
-        await handler.handle(message, channel)
-        channel.end()
-
-
-class _LineReader:
-    """Reads stdin on a daemon thread.
-
-    A daemon thread, not the event loop's executor: a blocked ``readline`` must not keep the process
-    alive after Ctrl-C, and the terminal's file flags stay untouched (non-blocking stdin would also
-    make writes to a shared terminal fail).
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        threading.Thread(target=self._pump, args=(stream,), name="console-stdin", daemon=True).start()
-
-    def _pump(self, stream: TextIO) -> None:
+        self._answer = answer = asyncio.ensure_future(handler.handle(message, channel))
         try:
-            for line in stream:
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-        except RuntimeError:
-            return  # the loop closed while we were blocked reading: the chat is over anyway
-
-    async def next(self) -> str | None:
-        return await self._queue.get()
+            await asyncio.wait({answer})
+        except asyncio.CancelledError:  # the chat itself is stopping: the answer goes with it
+            answer.cancel()
+            await asyncio.wait({answer})
+            raise
+        finally:
+            self._answer = None
+        return not answer.cancelled()

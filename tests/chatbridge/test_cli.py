@@ -47,11 +47,11 @@ async def test_chat_holds_a_conversation_and_keeps_it_across_restarts(tmp_path: 
     env = _env(fake_model)
     code, out, err = await _run(["chat"], tmp_path, env, "hello\nsecond line\n")
     assert code == 0, err
-    assert out.splitlines() == ["bot> echo: hello", "bot> echo: second line"]
+    assert out.splitlines() == ["echo: hello", "echo: second line"]
 
     code, out, _ = await _run(["chat"], tmp_path, env, "after restart\n")
     assert code == 0
-    assert out == "bot> echo: after restart\n"
+    assert out == "echo: after restart\n"
     sent = fake_model.requests[-1]["messages"]
     assert [m["content"] for m in sent[1:]] == [
         "hello",
@@ -68,7 +68,7 @@ async def test_chat_commands_work_and_the_console_user_is_admin(tmp_path: Path, 
         ["chat"], tmp_path, _env(fake_model), "remember this\n/reset\n/id\n/admin sessions\nfresh\n"
     )
     assert code == 0, err
-    assert "bot> Conversation cleared." in out
+    assert "Conversation cleared." in out
     assert "You: console:local" in out
     assert "No active sessions." in out
     assert [m["content"] for m in fake_model.requests[-1]["messages"][1:]] == ["fresh"]
@@ -78,7 +78,7 @@ async def test_chat_streams_the_reply(tmp_path: Path, fake_model: FakeModel) -> 
     fake_model.script(Reply(text="streamed in pieces", chunk_chars=2, chunk_delay_s=0.01))
     code, out, _ = await _run(["chat"], tmp_path, _env(fake_model), "go\n")
     assert code == 0
-    assert out == "bot> streamed in pieces\n"
+    assert out == "streamed in pieces\n"
 
 
 async def test_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
@@ -180,4 +180,4 @@ async def test_run_stops_cleanly_on_sigterm_and_finishes_the_reply_in_flight(
     process.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, err.decode()
-    assert out.decode() == "bot> echo: slow question\n"
+    assert out.decode() == "echo: slow question\n"

@@ -526,7 +526,7 @@ async def test_no_secret_reaches_the_output_of_a_running_bridge(
     await bridge.start()
     try:
         port = await bridge.port()
-        assert await bridge.ask("hello") == "bot> echo: hello"
+        assert await bridge.ask("hello") == "echo: hello"
         fake_model.script(echoing_error(401))
         assert "API key or quota problem" in await bridge.ask("now with a bad key")
         fake_model.script(echoing_error(500), echoing_error(500))
@@ -663,14 +663,14 @@ async def test_readyz_follows_a_real_redis_outage_and_no_secret_leaks(tmp_path: 
                     await asyncio.sleep(0.05)
                 raise AssertionError(f"/readyz never answered {status}: {response.text}")
 
-            assert await bridge.ask("hello") == "bot> echo: hello"
+            assert await bridge.ask("hello") == "echo: hello"
             assert (await ready_becomes(200))["store"] == "ok"
             redis.stop()
             assert (await ready_becomes(503))["store"] in ("unreachable", "no answer")
-            assert await bridge.ask("during the outage") == f"bot> {texts.TEMPORARILY_UNAVAILABLE}"
+            assert await bridge.ask("during the outage") == f"{texts.TEMPORARILY_UNAVAILABLE}"
             start_redis()
             assert (await ready_becomes(200))["store"] == "ok"
-            assert await bridge.ask("after the outage") == "bot> echo: after the outage"
+            assert await bridge.ask("after the outage") == "echo: after the outage"
             metrics = samples((await http.get(f"http://127.0.0.1:{port}/metrics")).text)
     finally:
         code = await bridge.stop()
@@ -778,7 +778,7 @@ async def test_the_container_command_and_healthcheck_work_in_a_plain_virtualenv(
     await bridge.start()
     try:
         assert await bridge.port() == port
-        assert await bridge.ask("hello from the container") == "bot> echo: hello from the container"
+        assert await bridge.ask("hello from the container") == "echo: hello from the container"
         healthcheck = json.loads(dockerfile_instruction("HEALTHCHECK").split("CMD", 1)[1])
         assert healthcheck[0] == "python"
         probe = await asyncio.create_subprocess_exec(sys.executable, *healthcheck[1:], env=env)
