@@ -24,7 +24,7 @@ from rich.text import Text
 
 from core.channel import PlatformLimits
 
-WELCOME = "chatbridge · /help lists the commands · Alt-Enter starts a new line · Ctrl-C stops an answer · Ctrl-D quits"
+WELCOME = "chatbridge · /help for commands · Alt-Enter for a new line · Ctrl-C stops an answer · Ctrl-D quits"
 QUIT_HINT = "(press Ctrl-C again or Ctrl-D to quit)"
 STOPPED = "(stopped; this exchange is not remembered)"
 CODE_THEME = "monokai"
@@ -149,6 +149,7 @@ class TerminalChannel:
         self._status = STOPPED if stopped else ""
         self._redraw(final=True)
         self._live.stop()
+        self._console.print()  # a blank line before the next prompt
 
     def _redraw(self, final: bool = False) -> None:
         lines = self._lines() if self._texts else []
@@ -163,7 +164,7 @@ class TerminalChannel:
         self._live.console.print(_Lines(lines[committed:stable]))
 
     def _lines(self) -> list[list[Segment]]:
-        markdown = Markdown("\n\n".join(self._texts), code_theme=CODE_THEME)
+        markdown = _ChatMarkdown("\n\n".join(self._texts))
         # One column short of the width: a line that fills the last column makes some terminals
         # wrap early, and the live area would then be redrawn one line off.
         options = self._console.options.update_width(max(self._console.width - 1, 20))
@@ -174,6 +175,18 @@ class TerminalChannel:
         if not self._texts and not final:
             return Spinner("dots", text=status if self._status else Text("thinking…", style="dim"))
         return Group(_Lines(lines), status) if self._status else _Lines(lines)
+
+
+class _ChatMarkdown(Markdown):
+    """Markdown as chat platforms show it (adapters/markdown.py does the same for them): a single
+    line break stays a line break, where CommonMark would join the two lines."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text, code_theme=CODE_THEME)
+        for token in self.parsed:
+            for child in token.children or ():
+                if child.type == "softbreak":
+                    child.type = "hardbreak"
 
 
 class _Lines:

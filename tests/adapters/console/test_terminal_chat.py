@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _spawn(tmp_path: Path, fake_model: FakeModel) -> pexpect.spawn:
         encoding="utf-8",
         timeout=20,
     )
+
+
+def _plain(screen: str) -> str:
+    """What the terminal shows, without its escape sequences."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen).replace("\r", "")
 
 
 def _user_turns(fake_model: FakeModel) -> list[str]:
@@ -93,6 +99,10 @@ async def test_ctrl_c_twice_at_the_prompt_quits_and_logs_stay_out_of_the_chat(
         chat.send("hi\r")
         chat.expect("echo: hi")
         chat.expect(PROMPT)
+        chat.send("/id\r")
+        chat.expect("Session: console:local")
+        card.append(_plain(f"{chat.before}{chat.after}"))
+        chat.expect(PROMPT)
         chat.sendintr()
         chat.expect("Ctrl-C again")
         chat.sendintr()
@@ -100,9 +110,16 @@ async def test_ctrl_c_twice_at_the_prompt_quits_and_logs_stay_out_of_the_chat(
         chat.close()
         return chat
 
+    card: list[str] = []
     chat = await asyncio.to_thread(converse)
 
     assert chat.exitstatus == 0
+    # Line breaks in a command's answer stay line breaks, as on every platform.
+    assert [line.strip() for line in card[0].splitlines() if line.strip()][-3:] == [
+        "You: console:local",
+        "Chat: console:local",
+        "Session: console:local",
+    ]
     log = (tmp_path / "state" / "chatbridge" / "chat.log").read_text()
     assert "outcome=answered" in log
     assert "sk-terminal-secret" not in log
