@@ -49,6 +49,7 @@ from adapters.kit import (
     setting,
     startup_error,
     startup_errors,
+    unreachable,
 )
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.polling import Poller, retry_after_s
@@ -515,7 +516,7 @@ class TelegramAdapter:
             return f"the Bot API refused start-up: {self._redact(str(error))}"
         if isinstance(error, NetworkError):
             where = self._settings.base_url or DEFAULT_BASE_URL
-            return f"cannot reach the Bot API at {where}: {self._redact(str(error))}"
+            return f"cannot reach the Bot API: {self._redact(unreachable(setting(PLATFORM, 'base_url'), where, error))}"
         if isinstance(error, TelegramError):
             return f"start-up failed: {self._redact(str(error))}"
         return None

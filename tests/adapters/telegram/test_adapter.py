@@ -487,10 +487,16 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
         port = probe.getsockname()[1]
     config = TelegramSettings(enabled=True, token=TOKEN, base_url=f"http://127.0.0.1:{port}/bot")
     adapter = TelegramAdapter(config, HttpServer("127.0.0.1", 0))
-    with pytest.raises(
-        AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"
-    ):
+    expected = (
+        f"telegram: cannot reach the Bot API: adapters.telegram.base_url http://127.0.0.1:{port}/bot: "
+        "connection refused (nothing listens there)"
+    )
+    with pytest.raises(AdapterStartupError) as raised:
         await adapter.run(make_engine(store, model))
+    assert str(raised.value) == expected
+    with pytest.raises(AdapterStartupError) as raised:
+        await adapter.check()
+    assert str(raised.value) == expected
 
 
 async def test_a_token_revoked_while_running_ends_run_with_one_line_naming_the_key(
