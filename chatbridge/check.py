@@ -27,7 +27,7 @@ async def check(config: Config) -> int:
     rows.append(await _probe("store", _check_store(config)))
     model = OpenAIChatModel(config.model)
     try:
-        rows.append(await _probe(f"model {config.model.name}", model.check()))
+        rows.append(await _probe(f"model {config.model.name}", _check_model(model)))
     finally:
         await model.aclose()
     adapters = enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port))
@@ -40,6 +40,10 @@ async def check(config: Config) -> int:
     for name, ok, detail in rows:
         print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {redact(detail)}")
     return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILED
+
+
+async def _check_model(model: OpenAIChatModel) -> str:
+    return (await model.check()).detail
 
 
 async def _check_store(config: Config) -> str:
