@@ -111,8 +111,9 @@ def _some(names: Sequence[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-async def _check_store(config: Config) -> str:
-    """A sqlite file a running bridge owns is checked without taking it over (as the port is)."""
+async def _check_store(config: Config) -> str | Caveat:
+    """A sqlite file a running bridge owns is checked without taking it over (as the port is); a
+    warning, since another ``run`` on it would be refused."""
     from core.stores.sqlite import SqliteStore, StoreInUse  # as create_store does: only when chosen
 
     store = build_store(config)
@@ -120,29 +121,34 @@ async def _check_store(config: Config) -> str:
     try:
         await store.open()
     except StoreInUse as exc:
-        in_use = f" ({str(exc).partition(': ')[2].partition(';')[0]})"
+        in_use = str(exc).partition(": ")[2].partition(";")[0]
         store = SqliteStore(config.store.sqlite_path, exclusive=False)
         await store.open()
     try:
         await store.ping()
     finally:
         await store.close()
-    return f"{config.store.backend} store reachable{in_use}"
+    if in_use:
+        return Caveat(f"sqlite store reachable ({in_use}); another `chatbridge run` on it would be refused")
+    return f"{config.store.backend} store reachable"
 
 
 def _store_endpoint(config: Config) -> Endpoint | None:
     return Endpoint("store.redis_url", config.store.redis_url) if config.store.backend is StoreBackend.REDIS else None
 
 
-async def check_port(host: str, port: int) -> str:
-    """Whether ``chatbridge run`` could listen; a port held by a running chatbridge is fine."""
+async def check_port(host: str, port: int) -> str | Caveat:
+    """Whether ``chatbridge run`` could listen; a port held by a running chatbridge is only a warning."""
     if port == 0:
         return f"{host}: any free port (server.port is 0)"
     try:
         server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE and await _chatbridge_listens(host, port):
-            return f"{host}:{port} is in use by a running chatbridge (its /healthz answered)"
+            return Caveat(
+                f"{host}:{port} is in use by a running chatbridge (its /healthz answered); "
+                "another `chatbridge run` here would be refused"
+            )
         raise ServerStartError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); set server.host/server.port"
         ) from None
