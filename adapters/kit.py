@@ -3,16 +3,22 @@ their settings' common shape, updates in flight, a platform's 429, start-up erro
 command menu.
 
 A platform folder builds on these and adds only what is its own: translating updates and replies.
+``unreachable`` is also how ``chatbridge check`` describes the model server and the store it could
+not reach, so that every endpoint's failure reads the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import re
+import socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 
@@ -193,6 +199,80 @@ def startup_error(platform: str, problem: str) -> AdapterStartupError:
 def setting(platform: str, key: str) -> str:
     """The dotted name of one of an adapter's settings, as start-up errors name it."""
     return f"adapters.{platform}.{key}"
+
+
+# --- servers that could not be reached ------------------------------------------------------------
+
+
+def unreachable(key: str, url: str, error: BaseException) -> str:
+    """``"<key> <url>: <what happened>"``: the setting to fix, where it points (without a password),
+    and the failure in a few words."""
+    trouble = connection_trouble(error) or f"{type(error).__name__}: {error}"
+    return f"{key} {without_password(url)}: {trouble}"
+
+
+def connection_trouble(error: BaseException) -> str | None:
+    """What went wrong connecting, or None when ``error`` is no connection failure.
+
+    Read from the innermost error of the chain, because libraries wrap the socket's error in their
+    own and some rename it on the way (httpx-aiohttp calls every failed connection a
+    ``ConnectTimeout``): a refused connection means nothing listens there, a timeout that something
+    does not answer, and a user fixes each differently.
+    """
+    for cause in reversed(_causes(error)):
+        trouble = _trouble(cause)
+        if trouble is not None:
+            return trouble
+    return None
+
+
+def without_password(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@``."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+_TROUBLE_BY_ERRNO = {
+    errno.ECONNREFUSED: "connection refused (nothing listens there)",
+    errno.ETIMEDOUT: "timed out (no answer)",
+    errno.ECONNRESET: "connection reset by the other end",
+    errno.EHOSTUNREACH: "no route to the host",
+    errno.ENETUNREACH: "network unreachable",
+}
+
+
+def _trouble(error: BaseException) -> str | None:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted ({error.verify_message or error.reason})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed ({error.reason or error})"
+    if isinstance(error, socket.gaierror):
+        return f"host name not found ({error.strerror or error})"
+    if isinstance(error, ConnectionRefusedError):
+        return _TROUBLE_BY_ERRNO[errno.ECONNREFUSED]
+    if isinstance(error, TimeoutError):
+        return _TROUBLE_BY_ERRNO[errno.ETIMEDOUT]
+    if isinstance(error, ConnectionResetError):
+        return _TROUBLE_BY_ERRNO[errno.ECONNRESET]
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(error, OSError) and error.errno is not None:
+        return _TROUBLE_BY_ERRNO.get(error.errno)
+    return None
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and what it was raised from or while handling, outermost first (``from None``
+    hides the context from tracebacks, not from here)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 # --- command menus --------------------------------------------------------------------------------

@@ -39,6 +39,20 @@ class ModelReply:
 TextSink = Callable[[str], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class ServerCheck:
+    """What one look at the model server showed (for ``chatbridge check``)."""
+
+    detail: str
+    listed: tuple[str, ...] | None = None
+    """The model names the server lists; None when it has no listing."""
+
+    def leaves_out(self, name: str) -> bool:
+        """Whether the server's listing lacks ``name`` (Ollama lists ``llama3`` as ``llama3:latest``
+        and answers to either)."""
+        return self.listed is not None and name not in self.listed and f"{name}:latest" not in self.listed
+
+
 class ChatModel(Protocol):
     async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
         """Produce a reply; each new piece of text is passed to ``on_text`` as it arrives.
@@ -47,7 +61,7 @@ class ChatModel(Protocol):
         """
         ...
 
-    async def check(self) -> str:
+    async def check(self) -> ServerCheck:
         """Reach the server once and describe what answered (for ``chatbridge check``)."""
         ...
 

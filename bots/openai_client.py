@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, S
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import EventSource, aconnect_sse
@@ -26,7 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
 from bots.http_client import is_timeout, model_http_client
-from bots.model import ChatMessage, ModelReply, TextSink, Usage
+from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, Usage
 from bots.redaction import Redactor
 from bots.settings import ModelSettings
 
@@ -129,7 +130,7 @@ class OpenAIChatModel:
         except _Transient as exc:
             raise exc.error from exc.__cause__
 
-    async def check(self) -> str:
+    async def check(self) -> ServerCheck:
         """One attempt, no retries: ``chatbridge check`` should report a problem, not wait it out."""
         try:
             async with self._deadline():
@@ -221,23 +222,37 @@ class OpenAIChatModel:
             raise ContextTooLong(detail)
         raise _Transient(ModelUnavailable(detail))
 
-    async def _check_once(self) -> str:
+    async def _check_once(self) -> ServerCheck:
         with _network_failures():
             response = await self._http.get(self._url("models"), headers=self._headers())
         if response.status_code in (404, 405):
             return await self._check_by_completion()
         await self._raise_for_status(response)
         listing = self._json_object(response.content, "model list").get("data")
-        ids = [entry.get("id") for entry in listing if isinstance(entry, dict)] if isinstance(listing, list) else []
-        name = self._settings.name
-        presence = "available" if name in ids else "not listed"
-        return f"model server answered; {len(ids)} model{'' if len(ids) == 1 else 's'} listed ({name} {presence})"
+        entries = listing if isinstance(listing, list) else []
+        names = tuple(entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str))
+        return ServerCheck(f"model server answered; {len(names)} model{'' if len(names) == 1 else 's'} listed", names)
 
-    async def _check_by_completion(self) -> str:
-        """Servers without ``/models`` (some proxies) are reached with the cheapest real request."""
+    async def _check_by_completion(self) -> ServerCheck:
+        """Servers without ``/models`` (some proxies) are reached with the cheapest real request.
+        When that is not found either, the URL is most likely missing the API's ``/v1``."""
         body = self._completion_body([ChatMessage(role="user", content="ping")], stream=False, max_tokens=1)
-        await self._complete(body, _Sink(None))
-        return f"model server answered a one-token completion with {self._settings.name} (it has no /models listing)"
+        with _network_failures():
+            response = await self._http.post(self._completions_url, json=body, headers=self._headers())
+        if response.status_code == 404:
+            raise ModelUnavailable(self._not_found(_ServerError.from_body(response.content)))
+        await self._raise_for_status(response)
+        _first_choice(self._json_object(response.content, "completion"))
+        return ServerCheck(
+            f"model server answered a one-token completion with {self._settings.name} (it has no /models listing)"
+        )
+
+    def _not_found(self, error: _ServerError) -> str:
+        answered = f"model.base_url {self._base_url} answered 404 at /models and /chat/completions"
+        if not urlsplit(self._base_url).path.endswith("/v1"):
+            return f"{answered}: add /v1?"
+        message = self._clean(error.message)
+        return f"{answered}: {message}" if message else answered
 
     # --- HTTP status to error kind --------------------------------------------------------------
 

@@ -37,7 +37,16 @@ from discord.http import Route
 
 from adapters.discord.format import to_discord
 from adapters.discord.settings import DiscordSettings
-from adapters.kit import MessageHandler, UpdatesInFlight, menu, platform_call, startup_error, startup_errors
+from adapters.kit import (
+    MessageHandler,
+    UpdatesInFlight,
+    menu,
+    platform_call,
+    setting,
+    startup_error,
+    startup_errors,
+    unreachable,
+)
 from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited, PlatformTrouble, PlatformUnavailable
 from core.commands import CommandSpec
 from core.events import ChatKind, IncomingMessage
@@ -151,7 +160,9 @@ async def _login(client: discord.Client, settings: DiscordSettings) -> None:
 def _login_problem(error: Exception) -> str | None:
     if isinstance(error, discord.LoginFailure):
         return TOKEN_REFUSED
-    if isinstance(error, discord.DiscordException | aiohttp.ClientError | OSError):
+    if isinstance(error, aiohttp.ClientConnectionError | OSError | TimeoutError):
+        return f"cannot log in: {unreachable(setting(PLATFORM, 'api_base_url'), Route.BASE, error)}"
+    if isinstance(error, discord.DiscordException | aiohttp.ClientError):
         return f"cannot log in: {type(error).__name__}: {error}"
     return None
 

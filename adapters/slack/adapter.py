@@ -55,6 +55,7 @@ from adapters.kit import (
     setting,
     startup_error,
     startup_errors,
+    unreachable,
 )
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.settings import SlackSettings
@@ -430,7 +431,8 @@ class SlackAdapter:
                 reason = error.response.get("error") or f"HTTP {error.response.status_code}"
                 return f"{method} failed: {reason} (check {setting(PLATFORM, key)})"
             if isinstance(error, aiohttp.ClientError | OSError | TimeoutError):
-                return f"cannot reach {self._client.base_url}: {type(error).__name__}"
+                endpoint = setting(PLATFORM, "api_base_url")
+                return f"cannot reach the Web API: {unreachable(endpoint, self._client.base_url, error)}"
             return None
 
         with startup_errors(PLATFORM, problem):

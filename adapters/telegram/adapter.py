@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from telegram import Bot, BotCommand, Message, MessageEntity, ReplyParameters, Update, User
@@ -49,6 +50,7 @@ from adapters.kit import (
     setting,
     startup_error,
     startup_errors,
+    unreachable,
 )
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.polling import Poller, retry_after_s
@@ -76,6 +78,9 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"
 UPDATE_TYPES = [Update.MESSAGE]
 """Telegram does not even send what we would ignore (edits, channel posts, callbacks)."""
+WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
+"""The only ports Telegram's own Bot API sets a webhook on, and only for https:// URLs (a local Bot
+API server, reached through ``base_url``, takes any)."""
 
 _CHAT_KINDS: dict[str, ChatKind] = {
     ChatType.PRIVATE: ChatKind.PRIVATE,
@@ -343,6 +348,11 @@ class TelegramAdapter:
         self._stopped.set()
 
     async def check(self) -> str:
+        """getMe, and in webhook mode whether Telegram would take ``webhook_url``: setting it here
+        would take the updates away from a bridge already running."""
+        refusal = self._webhook_refusal()
+        if refusal is not None:
+            raise startup_error(PLATFORM, refusal)
         with startup_errors(PLATFORM, self._startup_problem):
             try:
                 await self._bot.initialize()
@@ -515,10 +525,26 @@ class TelegramAdapter:
             return f"the Bot API refused start-up: {self._redact(str(error))}"
         if isinstance(error, NetworkError):
             where = self._settings.base_url or DEFAULT_BASE_URL
-            return f"cannot reach the Bot API at {where}: {self._redact(str(error))}"
+            return f"cannot reach the Bot API: {self._redact(unreachable(setting(PLATFORM, 'base_url'), where, error))}"
         if isinstance(error, TelegramError):
             return f"start-up failed: {self._redact(str(error))}"
         return None
+
+    def _webhook_refusal(self) -> str | None:
+        """Why Telegram's setWebhook would refuse ``webhook_url``, which would stop ``run`` at start-up."""
+        if self._settings.mode != "webhook" or self._settings.base_url:
+            return None
+        url = urlsplit(self._settings.webhook_url)
+        try:
+            port = url.port or 443
+        except ValueError:
+            port = None
+        if url.scheme == "https" and port in WEBHOOK_PORTS:
+            return None
+        return (
+            f"the Bot API sets webhooks only on https:// URLs with port 443, 80, 88 or 8443; "
+            f"change {setting(PLATFORM, 'webhook_url')}"
+        )
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "<token>") if self._token else text

@@ -467,17 +467,52 @@ async def test_a_key_echoed_where_the_detail_is_cut_is_masked_before_the_cut(
 
 
 async def test_check_lists_the_models(fake_model: FakeModel, make_client: MakeClient) -> None:
-    assert await make_client().check() == "model server answered; 1 model listed (fake-model available)"
-    assert "gpt-4o not listed" in await make_client(name="gpt-4o").check()
+    checked = await make_client().check()
+    assert checked.detail == "model server answered; 1 model listed"
+    assert checked.listed == ("fake-model",)
+    fake_model.models = ["llama3:latest", "qwen2.5:7b"]
+    checked = await make_client().check()
+    assert checked.listed == ("llama3:latest", "qwen2.5:7b")
+    assert [checked.leaves_out(name) for name in ("llama3", "qwen2.5:7b", "qwen2.5", "fake-model")] == [
+        False,
+        False,
+        True,
+        True,
+    ]
     assert fake_model.requests == []
+
+
+async def test_check_without_v1_in_the_url_suggests_it(fake_model: FakeModel, make_client: MakeClient) -> None:
+    """The server's own 404s ("404: Not Found") say nothing about what to change."""
+    root = fake_model.base_url.removesuffix("/v1")
+
+    with pytest.raises(ModelUnavailable) as raised:
+        await make_client(base_url=root).check()
+
+    assert str(raised.value) == f"model.base_url {root} answered 404 at /models and /chat/completions: add /v1?"
+
+
+async def test_check_with_v1_passes_on_what_the_404_says(fake_model: FakeModel, make_client: MakeClient) -> None:
+    fake_model.list_models = False
+    fake_model.script(
+        Status(404, {"error": {"message": "The model `gpt-9` does not exist", "code": "model_not_found"}})
+    )
+
+    with pytest.raises(ModelUnavailable) as raised:
+        await make_client(name="gpt-9").check()
+
+    assert str(raised.value) == (
+        f"model.base_url {fake_model.base_url} answered 404 at /models and /chat/completions: "
+        "The model `gpt-9` does not exist"
+    )
 
 
 async def test_check_falls_back_to_a_one_token_completion(fake_model: FakeModel, make_client: MakeClient) -> None:
     fake_model.list_models = False
 
-    description = await make_client().check()
+    checked = await make_client().check()
 
-    assert "one-token completion" in description
+    assert "one-token completion" in checked.detail and checked.listed is None
     assert [(body["max_tokens"], body["stream"]) for body in fake_model.requests] == [(1, False)]
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pty
+import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -127,33 +130,159 @@ async def test_run_without_an_enabled_adapter_says_so(tmp_path: Path) -> None:
     code, _, err = await _run(["run"], tmp_path, _env(None))
     assert code == 2
     assert "no adapter is enabled" in err
+    assert "(`chatbridge chat` needs none)" in err
 
 
 async def test_check_reports_each_part(tmp_path: Path, fake_model: FakeModel) -> None:
-    env = _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
+    env = _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true", CHATBRIDGE_MODEL__NAME="fake-model")
     code, out, err = await _run(["check"], tmp_path, env)
     assert code == 0, out + err
     lines = out.splitlines()
     assert lines[0].split() == ["config", "ok", "valid"]
     assert lines[1].split()[:2] == ["store", "ok"]
-    assert lines[2].split()[:3] == ["model", "gpt-4o-mini", "ok"]
+    assert lines[2].split()[:3] == ["model", "fake-model", "ok"]
     assert lines[3].split()[:3] == ["adapter", "console", "ok"]
+    assert lines[4].split()[:2] == ["server", "ok"]
     assert "sk-cli-secret" not in out + err
 
 
+def _rows(out: str) -> dict[str, tuple[str, str]]:
+    """Piped output by row name: its status and detail (the columns are two or more spaces apart)."""
+    cells = [re.split(r" {2,}", line, maxsplit=2) for line in out.splitlines()]
+    return {name: (status, detail) for name, status, detail in cells}
+
+
+def _row(out: str, name: str) -> tuple[str, str]:
+    rows = _rows(out)
+    assert name in rows, out
+    return rows[name]
+
+
+def _refused_url(path: str = "") -> str:
+    """An address where nothing listens: the port was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"
+
+
+REFUSED = "connection refused (nothing listens there)"
+
+
 async def test_check_fails_where_run_would_refuse_for_want_of_an_adapter(tmp_path: Path, fake_model: FakeModel) -> None:
-    code, out, _ = await _run(["check"], tmp_path, _env(fake_model))
+    code, out, _ = await _run(["check"], tmp_path, _env(fake_model, CHATBRIDGE_MODEL__NAME="fake-model"))
     assert code == 1
-    adapters = [line for line in out.splitlines() if line.startswith("adapters")]
-    assert len(adapters) == 1 and adapters[0].split()[1] == "FAIL"
-    assert "no adapter is enabled" in adapters[0]
+    status, detail = _row(out, "adapters")
+    assert status == "FAIL"
+    assert detail.startswith("no adapter is enabled: set adapters.<name>.enabled: true")
+    assert detail.endswith("(`chatbridge chat` needs none)")
+    assert {name: status for name, (status, _) in _rows(out).items()} == {
+        "config": "ok",
+        "store": "ok",
+        "model fake-model": "ok",
+        "adapters": "FAIL",
+        "server": "ok",
+    }
 
 
-async def test_check_fails_when_the_model_is_unreachable(tmp_path: Path) -> None:
-    env = _env(None, CHATBRIDGE_MODEL__BASE_URL="http://127.0.0.1:9/v1", CHATBRIDGE_MODEL__MAX_RETRIES="0")
+async def test_check_names_model_base_url_when_the_connection_is_refused(tmp_path: Path) -> None:
+    url = _refused_url("/v1")
+    env = _env(None, CHATBRIDGE_MODEL__BASE_URL=url, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
     code, out, _ = await _run(["check"], tmp_path, env)
     assert code == 1
-    assert "FAIL" in out.splitlines()[2]
+    assert _row(out, "model gpt-4o-mini") == ("FAIL", f"model.base_url {url}: {REFUSED}")
+
+
+async def test_check_suggests_v1_when_the_model_server_answers_404(tmp_path: Path, fake_model: FakeModel) -> None:
+    root = fake_model.base_url.removesuffix("/v1")
+    env = _env(fake_model, CHATBRIDGE_MODEL__BASE_URL=root, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
+    code, out, _ = await _run(["check"], tmp_path, env)
+    assert code == 1
+    assert _row(out, "model gpt-4o-mini") == (
+        "FAIL",
+        f"model.base_url {root} answered 404 at /models and /chat/completions: add /v1?",
+    )
+
+
+async def test_an_unlisted_model_is_a_warning_naming_what_the_server_lists(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
+    fake_model.models = [f"model-{n:02}" for n in range(12)]
+    code, out, err = await _run(["check"], tmp_path, _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true"))
+    assert code == 0, out + err  # a warning does not fail the check
+    listed = ", ".join(f"model-{n:02}" for n in range(10))
+    assert _row(out, "model gpt-4o-mini") == (
+        "warn",
+        f"model.name gpt-4o-mini is not among the 12 models the server lists: {listed} and 2 more",
+    )
+    assert [status for name, (status, _) in _rows(out).items() if name != "model gpt-4o-mini"] == ["ok"] * 4
+
+
+async def test_check_names_the_telegram_base_url_when_it_refuses(tmp_path: Path, fake_model: FakeModel) -> None:
+    url = _refused_url("/bot")
+    env = _env(
+        fake_model,
+        CHATBRIDGE_MODEL__NAME="fake-model",
+        CHATBRIDGE_ADAPTERS__TELEGRAM__ENABLED="true",
+        CHATBRIDGE_ADAPTERS__TELEGRAM__TOKEN="123456:telegram-cli-secret",
+        CHATBRIDGE_ADAPTERS__TELEGRAM__BASE_URL=url,
+    )
+    code, out, err = await _run(["check"], tmp_path, env)
+    assert code == 1
+    assert _row(out, "adapter telegram") == (
+        "FAIL",
+        f"cannot reach the Bot API: adapters.telegram.base_url {url}: {REFUSED}",
+    )
+    assert "telegram-cli-secret" not in out + err
+
+
+async def test_check_names_store_redis_url_without_its_password(tmp_path: Path, fake_model: FakeModel) -> None:
+    url = _refused_url("/0").replace("http://", "redis://")
+    env = _env(
+        fake_model,
+        CHATBRIDGE_MODEL__NAME="fake-model",
+        CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true",
+        CHATBRIDGE_STORE__BACKEND="redis",
+        CHATBRIDGE_STORE__REDIS_URL=url.replace("redis://", "redis://:redis-cli-secret@"),
+    )
+    code, out, err = await _run(["check"], tmp_path, env)
+    assert code == 1
+    assert _row(out, "store") == ("FAIL", f"store.redis_url {url.replace('redis://', 'redis://***@')}: {REFUSED}")
+    assert "redis-cli-secret" not in out + err
+
+
+async def test_check_prints_a_coloured_table_on_a_terminal(tmp_path: Path, fake_model: FakeModel) -> None:
+    env = _env(fake_model, TERM="xterm-256color", COLUMNS="200")
+    env.pop("NO_COLOR", None)
+    leader, follower = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "check", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    screen = await asyncio.to_thread(_read_all, leader)
+    assert code == 1
+    header = next(line for line in screen.splitlines() if "name" in line)
+    assert [word for word in re.split(r"[^a-z]+", _plain(header)) if word] == ["name", "status", "detail"]
+    assert "\x1b[32mok" in screen  # green
+    assert "\x1b[33mwarn" in screen  # yellow: gpt-4o-mini is not listed
+    assert "\x1b[1;31mFAIL" in screen  # bold red: no adapter
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError:  # the other side closed: Linux reports EIO
+        pass
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 async def test_run_stops_cleanly_on_sigterm_and_finishes_the_reply_in_flight(

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.kit import MessageHandler
 from bots.openai_client import OpenAIChatModel
 from bots.redaction import REDACTED
-from chatbridge.check import check_port
+from chatbridge.check import Caveat, check_port
 from chatbridge.config import Config
 from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import configure_logging, configured_secrets
@@ -322,11 +322,13 @@ async def test_run_stops_with_one_line_when_its_port_is_taken(tmp_path: Path, fa
 
 async def test_check_accepts_a_port_held_by_a_running_chatbridge(bridge: Bridge) -> None:
     port = int(bridge.url.rsplit(":", 1)[1])
-    assert "in use by a running chatbridge" in await check_port("127.0.0.1", port)
+    held = await check_port("127.0.0.1", port)
+    assert isinstance(held, Caveat) and "in use by a running chatbridge" in held.detail
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    assert "can listen" in await check_port("127.0.0.1", free)
+    free_port = await check_port("127.0.0.1", free)
+    assert isinstance(free_port, str) and "can listen" in free_port
 
 
 # --- logs -----------------------------------------------------------------------------------------

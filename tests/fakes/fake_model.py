@@ -71,8 +71,8 @@ class FakeModel:
     """The fake server.
 
     ``requests`` and ``auth_headers`` record every chat-completions call in arrival order, failed
-    ones included. ``default_delay_s`` is the latency of unscripted replies; ``list_models = False``
-    makes ``GET /v1/models`` answer 404, like the servers and proxies that lack it.
+    ones included. ``default_delay_s`` is the latency of unscripted replies. ``GET /v1/models`` lists
+    ``models``; ``list_models = False`` makes it answer 404, like the servers and proxies that lack it.
     """
 
     def __init__(self) -> None:
@@ -81,6 +81,7 @@ class FakeModel:
         self.auth_headers: list[str | None] = []
         self.default_delay_s = 0.0
         self.list_models = True
+        self.models = [MODEL_ID]
         self.first_content_at: list[float] = []
         """``time.monotonic()`` when each stream wrote its first piece of text (for benchmarks)."""
         self._steps: deque[Step] = deque()
@@ -129,7 +130,8 @@ class FakeModel:
     async def _models(self, request: web.Request) -> web.Response:
         if not self.list_models:
             return web.json_response(_error_body("not found"), status=404)
-        return web.json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "fake"}]})
+        listing = [{"id": name, "object": "model", "owned_by": "fake"} for name in self.models]
+        return web.json_response({"object": "list", "data": listing})
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)

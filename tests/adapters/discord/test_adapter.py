@@ -440,6 +440,18 @@ async def test_the_token_is_not_logged_even_at_debug_level(
     assert wire.TOKEN not in caplog.text
 
 
+async def test_an_unreachable_api_names_the_key_pointing_at_it() -> None:
+    fake = FakeDiscord()
+    await fake.start()
+    await fake.stop()  # nothing listens there any more
+    with pytest.raises(AdapterStartupError) as raised:
+        await DiscordAdapter(settings_for(fake)).check()
+    assert str(raised.value) == (
+        f"discord: cannot log in: adapters.discord.api_base_url {fake.api_base_url.rstrip('/')}: "
+        "connection refused (nothing listens there)"
+    )
+
+
 async def test_check_names_the_bot_and_its_invite_url(discord_fake: FakeDiscord) -> None:
     described = await DiscordAdapter(settings_for(discord_fake)).check()
     assert described.startswith(f"logged in as chatbridge (id {wire.BOT_ID}), Message Content intent on")

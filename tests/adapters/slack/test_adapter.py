@@ -569,8 +569,12 @@ async def test_an_unreachable_api_is_one_clear_error() -> None:
     await fake.start()
     await fake.stop()  # nothing listens there any more
     adapter = SlackAdapter(slack_settings(fake), HttpServer("127.0.0.1", 0))
-    with pytest.raises(AdapterStartupError, match=r"^slack: cannot reach http://127\.0\.0\.1:\d+/api/: \w+$"):
+    with pytest.raises(AdapterStartupError) as raised:
         await adapter.check()
+    assert str(raised.value) == (
+        f"slack: cannot reach the Web API: adapters.slack.api_base_url {fake.api_url}: "
+        "connection refused (nothing listens there)"
+    )
 
 
 async def test_check_reports_who_the_bot_is() -> None:

@@ -487,10 +487,16 @@ async def test_an_unreachable_api_is_one_clear_error(store: MemoryStore, model: 
         port = probe.getsockname()[1]
     config = TelegramSettings(enabled=True, token=TOKEN, base_url=f"http://127.0.0.1:{port}/bot")
     adapter = TelegramAdapter(config, HttpServer("127.0.0.1", 0))
-    with pytest.raises(
-        AdapterStartupError, match=f"^telegram: cannot reach the Bot API at http://127.0.0.1:{port}/bot"
-    ):
+    expected = (
+        f"telegram: cannot reach the Bot API: adapters.telegram.base_url http://127.0.0.1:{port}/bot: "
+        "connection refused (nothing listens there)"
+    )
+    with pytest.raises(AdapterStartupError) as raised:
         await adapter.run(make_engine(store, model))
+    assert str(raised.value) == expected
+    with pytest.raises(AdapterStartupError) as raised:
+        await adapter.check()
+    assert str(raised.value) == expected
 
 
 async def test_a_token_revoked_while_running_ends_run_with_one_line_naming_the_key(
@@ -557,6 +563,32 @@ async def test_a_second_poller_makes_the_adapter_not_ready_while_the_conflict_la
 async def test_check_names_the_bot(telegram: FakeTelegram) -> None:
     adapter = TelegramAdapter(settings(telegram), HttpServer("127.0.0.1", 0))
     assert await adapter.check() == f"connected as @{BOT_USERNAME} (polling)"
+
+
+WEBHOOK = {"mode": "webhook", "webhook_secret": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://bridge.example.org/telegram/webhook", "https://bridge.example.org:8080/telegram/webhook"]
+)
+async def test_check_fails_for_a_webhook_url_the_bot_api_would_refuse(url: str) -> None:
+    """Telegram's setWebhook takes https:// on four ports only, so run would stop at start-up."""
+    config = TelegramSettings(enabled=True, token=TOKEN, webhook_url=url, **WEBHOOK)
+    with pytest.raises(AdapterStartupError) as raised:
+        await TelegramAdapter(config, HttpServer("127.0.0.1", 0)).check()
+    assert str(raised.value) == (
+        "telegram: the Bot API sets webhooks only on https:// URLs with port 443, 80, 88 or 8443; "
+        "change adapters.telegram.webhook_url"
+    )
+
+
+async def test_check_leaves_the_webhook_url_to_a_local_bot_api_server(telegram: FakeTelegram) -> None:
+    """A local Bot API server (base_url) takes plain http and any port."""
+    config = settings(telegram, webhook_url="http://10.0.0.5:8080/telegram/webhook", **WEBHOOK)
+    assert (
+        await TelegramAdapter(config, HttpServer("127.0.0.1", 0)).check() == f"connected as @{BOT_USERNAME} (webhook)"
+    )
+    assert not telegram.calls_of("setWebhook")
 
 
 async def test_polling_survives_a_lost_connection(bridge: Start, telegram: FakeTelegram) -> None:
