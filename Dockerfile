@@ -16,7 +16,7 @@ RUN groupadd --system --gid 10001 chatbridge \
     && chown chatbridge:chatbridge /data
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY core ./core
 COPY bots ./bots
 COPY adapters ./adapters
