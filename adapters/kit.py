@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo
 
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
@@ -92,7 +92,7 @@ class AdapterSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="start this platform's adapter with `chatbridge run`")
 
 
 def required_when_enabled(value: SecretStr, info: ValidationInfo) -> SecretStr:

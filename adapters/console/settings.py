@@ -8,4 +8,4 @@ from adapters.kit import AdapterSection
 
 
 class ConsoleSettings(AdapterSection):
-    user_is_admin: bool = Field(True, description="console:local may use /admin commands")
+    user_is_admin: bool = Field(True, description="console:local, the terminal's user, may use /admin commands")
