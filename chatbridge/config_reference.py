@@ -40,8 +40,8 @@ not this file. -->
 chatbridge reads one YAML file, `--config FILE`, by default `config.yaml` in the current folder when
 it exists. Every key can be overridden by an environment variable: `{ENV_PREFIX}` plus the key's path
 in capitals, with `__` between the levels, so `model.api_key` is `{ENV_PREFIX}MODEL__API_KEY` and
-`session.timeout_s` is `{ENV_PREFIX}SESSION__TIMEOUT_S`. The environment wins over the file, and the
-file over the defaults below. Put secrets in the environment; they are never logged.
+`adapters.slack.enabled` is `{ENV_PREFIX}ADAPTERS__SLACK__ENABLED`. The environment wins over the file,
+and the file over the defaults below. Put secrets in the environment; they are never logged.
 
 Unknown keys are errors, in the file and in the environment alike: a misspelt key stops start-up
 with the nearest real one, and so does a variable such as `{ENV_PREFIX}MODEL_API_KEY` (one underscore):
