@@ -55,7 +55,7 @@ class ServerSettings(BaseModel):
         120.0,
         gt=0,
         description="seconds that delivering an answer to a platform failing with 429, 5xx or no answer, "
-        "and storing its turn while the store is down, are retried",
+        "and storing its turn while the store is down, are retried; a longer Retry-After gives up at once",
     )
 
 

@@ -120,7 +120,8 @@ class StoreSettings(_Section):
     sqlite_path: str = Field("chatbridge.db", description="the SQLite file (WAL mode); one `chatbridge run` per file")
     redis_url: str = Field(
         "redis://localhost:6379/0",
-        description="redis:// or rediss:// (user:password@ allowed); redis+sentinel:// and redis+cluster:// too",
+        description="redis://, rediss:// (TLS) or unix://, user:password@ allowed; redis+sentinel:// and "
+        "redis+cluster:// too (docs: architecture, Sentinel and Cluster)",
     )
     redis_key_prefix: str = Field(
         "chatbridge:", description="every Redis key starts with it; bridges sharing one Redis need different prefixes"

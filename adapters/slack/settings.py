@@ -12,9 +12,12 @@ from adapters.kit import AdapterSection, required_when_enabled
 class SlackSettings(AdapterSection):
     bot_token: SecretStr = Field(SecretStr(""), description="the Bot User OAuth Token, xoxb-...")
     app_token: SecretStr = Field(
-        SecretStr(""), description="socket mode: the app-level token, xapp-... with the connections:write scope"
+        SecretStr(""),
+        description="the app-level token, xapp-... with the connections:write scope; required in socket mode",
     )
-    signing_secret: SecretStr = Field(SecretStr(""), description="http mode: verifies the requests to /slack/events")
+    signing_secret: SecretStr = Field(
+        SecretStr(""), description="verifies the requests to /slack/events; required in http mode"
+    )
     mode: Literal["socket", "http"] = Field(
         "socket", description="socket: Socket Mode, a WebSocket the bridge opens; http: Slack posts to /slack/events"
     )
