@@ -16,8 +16,9 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+from tests.kit import docs
+
+ROOT, PAGES = docs.ROOT, docs.PAGES
 _PARSER = MarkdownIt("commonmark").enable("table")
 _HTML_LINK = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"']+)["']""")
 
