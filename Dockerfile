@@ -1,6 +1,6 @@
 # chatbridge container image.
 #   docker build -t chatbridge .
-#   docker run -v "$PWD/config.yaml:/config/config.yaml:ro" -e CHATBRIDGE_MODEL__API_KEY -p 8080:8080 chatbridge
+#   docker run -v "$PWD/config.yaml:/config/config.yaml:ro" -e CHATBRIDGE_MODEL__API_KEY -p 127.0.0.1:8080:8080 chatbridge
 # The configuration is mounted at /config/config.yaml; secrets come from the environment
 # (CHATBRIDGE_MODEL__API_KEY, CHATBRIDGE_ADAPTERS__TELEGRAM__TOKEN, ...). SQLite data lives in /data.
 FROM python:3.11-slim
@@ -16,7 +16,7 @@ RUN groupadd --system --gid 10001 chatbridge \
     && chown chatbridge:chatbridge /data
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY core ./core
 COPY bots ./bots
 COPY adapters ./adapters
@@ -24,8 +24,10 @@ COPY chatbridge ./chatbridge
 RUN pip install --no-cache-dir . \
     && rm -rf /src
 
-WORKDIR /data
 VOLUME ["/data"]
+# The mounted configuration is the default one (config.yaml in the working folder), so that
+# `docker run ... chatbridge check` and `docker compose run --rm chatbridge check` read it too.
+WORKDIR /config
 
 # Listen on every interface inside the container; the port is read by the HEALTHCHECK below too.
 ENV CHATBRIDGE_SERVER__HOST=0.0.0.0 \

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo
 
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
@@ -98,7 +98,7 @@ class AdapterSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="start this platform's adapter with `chatbridge run`")
 
 
 def required_when_enabled(value: SecretStr, info: ValidationInfo) -> SecretStr:

@@ -42,13 +42,20 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field(
+        "127.0.0.1", description="0.0.0.0 to be reached from other machines (the container image sets it)"
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="webhooks, /healthz, /readyz and /metrics; always served by `chatbridge run`"
+    )
     max_concurrent_messages: int = Field(
         1000, gt=0, description="turns answered at once by one process; more wait in arrival order"
     )
     delivery_timeout_s: float = Field(
-        120.0, gt=0, description="how long delivering an answer, and storing its turn, is retried"
+        120.0,
+        gt=0,
+        description="seconds that delivering an answer to a platform failing with 429, 5xx or no answer, "
+        "and storing its turn while the store is down, are retried; a longer Retry-After gives up at once",
     )
 
 
@@ -58,7 +65,9 @@ class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["text", "json"] = Field("text", description="text: readable lines; json: one JSON object per line")
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug adds the libraries' own lines, which may contain message texts"
+    )
     content: bool = Field(False, description="put message and reply texts into the per-message log line")
 
 

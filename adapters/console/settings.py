@@ -18,7 +18,7 @@ def state_dir() -> Path:
 
 
 class ConsoleSettings(AdapterSection):
-    user_is_admin: bool = Field(True, description="console:local may use /admin commands")
+    user_is_admin: bool = Field(True, description="console:local, the terminal's user, may use /admin commands")
     history_file: str = Field(
         "",
         description="where the terminal chat keeps the lines you typed (empty: chat_history in "

@@ -8,12 +8,19 @@ from adapters.kit import AdapterSection, required_when_enabled
 
 
 class DiscordSettings(AdapterSection):
-    token: SecretStr = SecretStr("")
-    api_base_url: str = ""
-    gateway_url: str = ""
-    auto_thread: bool = Field(False, description="answer a new conversation in a channel in a thread opened on it")
-    shard_count: int | None = Field(None, ge=1, description="null: one unsharded connection")
-    shard_ids: list[int] = Field(default_factory=list, description="the shards this process runs; empty: all")
+    token: SecretStr = Field(SecretStr(""), description="the bot token (Developer Portal → Bot → Token)")
+    api_base_url: str = Field(
+        "",
+        description="REST API base with its version (a proxy: https://proxy.example/api/v10); empty: https://discord.com/api/v10",
+    )
+    gateway_url: str = Field("", description="gateway WebSocket URL; empty: wss://gateway.discord.gg/")
+    auto_thread: bool = Field(False, description="answer a message in a text channel in a new thread opened on it")
+    shard_count: int | None = Field(
+        None, ge=1, description="null: one unsharded connection; a number: the bot's total shard count"
+    )
+    shard_ids: list[int] = Field(
+        default_factory=list, description="the shards this process runs, each below shard_count; empty: all of them"
+    )
 
     _credentials = field_validator("token")(required_when_enabled)
 

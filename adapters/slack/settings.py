@@ -10,11 +10,18 @@ from adapters.kit import AdapterSection, required_when_enabled
 
 
 class SlackSettings(AdapterSection):
-    bot_token: SecretStr = SecretStr("")
-    app_token: SecretStr = SecretStr("")
-    signing_secret: SecretStr = SecretStr("")
-    mode: Literal["socket", "http"] = "socket"
-    api_base_url: str = ""
+    bot_token: SecretStr = Field(SecretStr(""), description="the Bot User OAuth Token, xoxb-...")
+    app_token: SecretStr = Field(
+        SecretStr(""),
+        description="the app-level token, xapp-... with the connections:write scope; required in socket mode",
+    )
+    signing_secret: SecretStr = Field(
+        SecretStr(""), description="verifies the requests to /slack/events; required in http mode"
+    )
+    mode: Literal["socket", "http"] = Field(
+        "socket", description="socket: Socket Mode, a WebSocket the bridge opens; http: Slack posts to /slack/events"
+    )
+    api_base_url: str = Field("", description="Web API base URL (a proxy); empty: https://slack.com/api/")
     thread_follow: bool = Field(
         True, description="later messages in a thread the bot answered in trigger without a mention"
     )

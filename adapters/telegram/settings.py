@@ -5,17 +5,27 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.kit import AdapterSection, required_when_enabled
 
 
 class TelegramSettings(AdapterSection):
-    token: SecretStr = SecretStr("")
-    mode: Literal["polling", "webhook"] = "polling"
-    base_url: str = ""
-    webhook_url: str = ""
-    webhook_secret: SecretStr = SecretStr("")
+    token: SecretStr = Field(SecretStr(""), description="the bot token from @BotFather")
+    mode: Literal["polling", "webhook"] = Field(
+        "polling", description="polling: the bridge asks Telegram; webhook: Telegram posts to /telegram/webhook"
+    )
+    base_url: str = Field(
+        "",
+        description="Bot API base ending in /bot, for a self-hosted Bot API server or a proxy "
+        "(http://host:8081/bot); empty: https://api.telegram.org/bot",
+    )
+    webhook_url: str = Field("", description="webhook mode: the public https URL that reaches /telegram/webhook")
+    webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="webhook mode: the secret Telegram sends in X-Telegram-Bot-Api-Secret-Token, "
+        "1-256 characters of A-Z a-z 0-9 _ -",
+    )
 
     _credentials = field_validator("token")(required_when_enabled)
 

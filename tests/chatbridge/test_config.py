@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from chatbridge.config import Config, ConfigError, load_config, unknown_environment
+from tests.kit import docs
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 
@@ -99,9 +99,7 @@ def test_an_environment_variable_that_names_no_setting_is_an_error_naming_the_ne
 
 
 def test_every_environment_variable_the_docs_mention_names_a_setting() -> None:
-    root = Path(__file__).resolve().parents[2]
-    texts = [root.joinpath(name).read_text() for name in ("README.md", "config.example.yaml", "docker-compose.yml")]
-    mentioned = {name for text in texts for name in re.findall(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", text)}
-    mentioned.discard("CHATBRIDGE_MODEL_API_KEY")  # the README's example of a typo
+    files = [*docs.PAGES, *(docs.ROOT / name for name in ("config.example.yaml", "docker-compose.yml", "Dockerfile"))]
+    mentioned = docs.variables_named(files)
     assert len(mentioned) > 10
     assert unknown_environment(dict.fromkeys(mentioned, "x")) == []

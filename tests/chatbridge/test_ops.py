@@ -34,7 +34,7 @@ from adapters.kit import MessageHandler
 from bots.openai_client import OpenAIChatModel
 from bots.redaction import REDACTED
 from chatbridge.check import Caveat, check_port
-from chatbridge.config import Config
+from chatbridge.config import DEFAULT_CONFIG_PATH, Config
 from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import configure_logging, configured_secrets
 from chatbridge.metrics import BridgeMetrics
@@ -45,6 +45,7 @@ from core.store import SessionInfo, StoreUnavailable
 from core.stores.memory import MemoryStore
 from core.tokens import TokenCounter
 from tests.fakes.fake_model import FakeModel, Reply, Status
+from tests.kit import docs
 from tests.kit.bridge_process import BridgeProcess, base_env
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import engine_settings, model_settings, private
@@ -724,9 +725,31 @@ def test_compose_runs_the_bridge_on_redis() -> None:
     assert (
         bridge["environment"]["CHATBRIDGE_MODEL__API_KEY"] is None
     )  # passed through from the shell, never written here
-    assert "./config.yaml:/config/config.yaml:ro" in bridge["volumes"]
+    assert "./config.yaml:/config/config.yaml:ro" in bridge["volumes"]  # read-only
     assert bridge["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "healthcheck" in redis
+
+
+def test_compose_publishes_the_port_on_loopback_only_and_reaches_the_host() -> None:
+    """/metrics and /readyz are for this host; a model server on it is host.docker.internal."""
+    bridge = yaml.safe_load(COMPOSE.read_text())["services"]["chatbridge"]
+    assert bridge["ports"] == [f"127.0.0.1:8080:{dockerfile_env()['CHATBRIDGE_SERVER__PORT']}"]
+    assert bridge["extra_hosts"] == ["host.docker.internal:host-gateway"]
+    assert "# CHATBRIDGE_MODEL__BASE_URL: http://host.docker.internal:11434/v1" in COMPOSE.read_text()
+
+
+def test_compose_passes_every_variable_the_docs_mention() -> None:
+    """The platform pages enable adapters through the environment; in compose that only works for
+    the variables it passes (those the image sets itself need not be)."""
+    passed = set(yaml.safe_load(COMPOSE.read_text())["services"]["chatbridge"]["environment"])
+    missing = docs.variables_named(docs.PAGES) - passed - set(dockerfile_env())
+    assert missing == set(), f"add them to docker-compose.yml's environment, without a value: {sorted(missing)}"
+
+
+def test_the_image_reads_the_mounted_configuration_by_default() -> None:
+    """So that ``docker compose run --rm chatbridge check`` (the command replaced, ``--config`` with it)
+    checks the mounted file."""
+    assert Path(dockerfile_instruction("WORKDIR"), DEFAULT_CONFIG_PATH) == Path("/config/config.yaml")
 
 
 def hadolint() -> str | None:
