@@ -24,7 +24,7 @@ from rich.text import Text
 
 from core.channel import PlatformLimits
 
-WELCOME = "chatbridge · /help for commands · Alt-Enter for a new line · Ctrl-C stops an answer · Ctrl-D quits"
+WELCOME = "chatbridge · /help lists commands · Alt-Enter: new line · Ctrl-C: stop the answer · Ctrl-D: quit"
 QUIT_HINT = "(press Ctrl-C again or Ctrl-D to quit)"
 STOPPED = "(stopped; this exchange is not remembered)"
 CODE_THEME = "monokai"
