@@ -105,21 +105,27 @@ class Config(BaseSettings):
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Read and validate the configuration, raising ``ConfigError`` with a single readable line.
+    """Read and validate the configuration, raising ``ConfigError`` that lists every problem at
+    once, each with its key and where its value came from (a file's line, or a variable).
 
     Without an explicit path a missing ``config.yaml`` is fine (defaults plus environment); a path
     that was asked for must exist.
     """
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
-    unknown = unknown_environment(os.environ)
-    if unknown:
-        raise ConfigError("; ".join(unknown))
-    document = _read_yaml(path, required=explicit)
+    problems = unknown_environment(os.environ)
+    text = _read_text(path, required=explicit)
+    document = _parse_yaml(text, path)
     try:
-        return Config(**document)
+        config = Config(**document)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        lines = _lines_of_keys(text)
+        problems += [_problem(error, _origin(error, path, lines, os.environ)) for error in exc.errors()]
+    if problems:
+        raise ConfigError(
+            problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n  " + "\n  ".join(problems)
+        )
+    return config
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:
@@ -159,19 +165,24 @@ def _under_a_mapping(name: str, known: Mapping[str, bool]) -> bool:
     return any(is_mapping and name.startswith(f"{key}__") for key, is_mapping in known.items())
 
 
-def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
+def _read_text(path: Path, *, required: bool) -> str:
     if not path.exists():
         if required:
             raise ConfigError(f"config file {path} does not exist")
-        return {}
+        return ""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -179,24 +190,53 @@ def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
     return document
 
 
-def _describe(exc: ValidationError, path: Path) -> str:
-    """Every bad key in dotted form, with what is wrong; the offending values are left out since they
-    may be secrets. One problem is one line; several are listed under a count."""
-    where = f"in {path} or the CHATBRIDGE_* environment" if path.exists() else "in the CHATBRIDGE_* environment"
-    problems = [_problem(error) for error in exc.errors()]
-    if len(problems) == 1:
-        return f"{problems[0]} ({where})"
-    return f"{len(problems)} problems ({where}):\n" + "\n".join(f"  {problem}" for problem in problems)
+def _lines_of_keys(text: str) -> dict[tuple[str, ...], int]:
+    """The line of every key (and list item) of a YAML text that parsed, by its path."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, at: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*at, str(key.value))] = key.start_mark.line + 1
+                walk(value, (*at, str(key.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*at, str(index))] = item.start_mark.line + 1
+                walk(item, (*at, str(index)))
+
+    root = yaml.compose(text) if text.strip() else None
+    if root is not None:
+        walk(root, ())
+    return lines
 
 
-def _problem(error: Any) -> str:
+def _origin(error: Any, path: Path, lines: Mapping[tuple[str, ...], int], environ: Mapping[str, str]) -> str:
+    """Where the value at an error's key came from: a variable (which wins over the file), the
+    file's line, or nowhere (a default that an enabled section needs filled in)."""
+    location = tuple(str(part) for part in error["loc"])
+    variables = {name.upper() for name in environ}
+    for depth in range(len(location), 0, -1):
+        variable = ENV_PREFIX + "__".join(part.upper() for part in location[:depth])
+        if variable in variables:
+            return f"from {variable}"
+    for depth in range(len(location), 0, -1):
+        if location[:depth] in lines:
+            return f"{path} line {lines[location[:depth]]}"
+    return ""
+
+
+def _problem(error: Any, origin: str) -> str:
+    """One bad key in dotted form, with what is wrong; the offending value is left out since it may
+    be a secret."""
     location = tuple(str(part) for part in error["loc"])
     key = ".".join(location) or "(top level)"
+    where = f" ({origin})" if origin else ""
     if error["type"] != "extra_forbidden":
-        return f"{key}: {error['msg'].removeprefix('Value error, ')}"
+        return f"{key}: {error['msg'].removeprefix('Value error, ')}{where}"
     siblings = _keys_at(location[:-1])
     nearest = difflib.get_close_matches(location[-1], siblings, n=1, cutoff=0.6) if location else []
-    return f"{key}: unknown key" + (f"; did you mean {'.'.join((*location[:-1], nearest[0]))}?" if nearest else "")
+    hint = f"; did you mean {'.'.join((*location[:-1], nearest[0]))}?" if nearest else ""
+    return f"{key}: unknown key{hint}{where}"
 
 
 def _keys_at(location: tuple[str, ...]) -> list[str]:

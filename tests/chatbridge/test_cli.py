@@ -87,12 +87,17 @@ async def test_chat_streams_the_reply(tmp_path: Path, fake_model: FakeModel) -> 
 async def test_a_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  temperature: very hot\nsession:\n  scope: galaxy\n")
-    code, out, err = await _run(["run", "--config", str(bad)], tmp_path, _env(None))
+    env = _env(None, CHATBRIDGE_MODL__NAME="gpt", CHATBRIDGE_MODEL__MAX_RETRIES="lots")
+    code, out, err = await _run(["run", "--config", str(bad)], tmp_path, env)
     assert code == 2
+    # Every problem at once, each with where its value came from: the file's line or the variable.
     assert err.strip().splitlines() == [
-        f"chatbridge: configuration error: 2 problems (in {bad} or the CHATBRIDGE_* environment):",
-        "  model.temperature: Input should be a valid number, unable to parse string as a number",
-        "  session.scope: Input should be 'user', 'chat' or 'thread'",
+        "chatbridge: configuration error: 4 problems:",
+        "  CHATBRIDGE_MODL__NAME: no such setting; did you mean CHATBRIDGE_MODEL__NAME?",
+        f"  model.temperature: Input should be a valid number, unable to parse string as a number ({bad} line 2)",
+        "  model.max_retries: Input should be a valid integer, unable to parse string as an integer"
+        " (from CHATBRIDGE_MODEL__MAX_RETRIES)",
+        f"  session.scope: Input should be 'user', 'chat' or 'thread' ({bad} line 4)",
     ]
     assert "Traceback" not in err
 
