@@ -536,14 +536,20 @@ async def test_a_cancelled_answer_is_withdrawn_and_a_cancelled_shutdown_keeps_it
 ) -> None:
     """The terminal's Ctrl-C cancels one answer: that question is neither stored nor answered later.
     A shutdown's cancellation is the other case: the message waits for the next process."""
-    fake_model.script(Reply(text="a long answer that never ends", chunk_chars=2, chunk_delay_s=0.2))
-    channel = RecordingChannel()
-    withdrawn = asyncio.create_task(engine.handle(private("stop me"), channel))
-    while not channel.messages:
-        await asyncio.sleep(0.01)
-    withdrawn.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await withdrawn
+
+    async def cancelled_while_streaming(text: str, *, closing: bool) -> None:
+        fake_model.script(Reply(text="a long answer that never ends", chunk_chars=2, chunk_delay_s=0.2))
+        channel = RecordingChannel()
+        answering = asyncio.create_task(engine.handle(private(text), channel))
+        while not channel.messages:
+            await asyncio.sleep(0.01)
+        if closing:
+            engine.close()
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+
+    await cancelled_while_streaming("stop me", closing=False)
     assert await store.orphans(0.0, 10) == []
     assert await stored(store, "telegram:1") == []
 
@@ -553,15 +559,7 @@ async def test_a_cancelled_answer_is_withdrawn_and_a_cancelled_shutdown_keeps_it
         "next question",
     ]
 
-    fake_model.script(Reply(text="cut by shutdown", chunk_chars=2, chunk_delay_s=0.2))
-    channel = RecordingChannel()
-    kept = asyncio.create_task(engine.handle(private("keep me"), channel))
-    while not channel.messages:
-        await asyncio.sleep(0.01)
-    engine.close()
-    kept.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await kept
+    await cancelled_while_streaming("keep me", closing=True)
     assert await store.orphans(0.0, 10) == ["telegram:1"]
 
 
