@@ -28,6 +28,7 @@ import httpx
 from redis.asyncio.connection import Connection
 
 from bench.burst import burst, sequential
+from bench.clients import client_costs
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -638,6 +639,22 @@ async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
     return sorted(rows, key=lambda row: row.metric)
 
 
+async def platform_clients() -> list[Row]:
+    """Each library's CPU per send against bare aiohttp's, at a small and a large burst: a ratio
+    that grows with the burst is a cost per request that grows with the connections held."""
+    rows = []
+    for cost in await client_costs():
+        rows.append(
+            Row(
+                "9 clients",
+                f"{cost.platform}: {cost.sends} sends at once, CPU per send vs bare aiohttp",
+                f"{cost.library_cpu_s / cost.sends * 1e6:.0f} / {cost.floor_cpu_s / cost.sends * 1e6:.0f} us"
+                f" = {cost.ratio:.2f}x",
+            )
+        )
+    return rows
+
+
 # --- driver -------------------------------------------------------------------------------------
 
 
@@ -726,6 +743,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "streaming": lambda folder: streaming(),
     "short": lambda folder: short_answers(),
     "telegram": lambda folder: telegram_pool(),
+    "clients": lambda folder: platform_clients(),
     "burst": burst_section,
     "sequential": sequential_section,
 }
