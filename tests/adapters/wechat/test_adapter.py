@@ -13,10 +13,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -413,3 +418,90 @@ def test_the_settings_name_what_is_missing() -> None:
     with pytest.raises(ValueError, match="encoding_aes_key"):
         WeChatSettings(enabled=True, app_id=APP_ID, app_secret=APP_SECRET, token=TOKEN, encoding_aes_key="short")
     assert WeChatSettings(enabled=True, app_id=APP_ID, token=TOKEN, async_reply="on_next_message").enabled
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def _cli_env(fake_model: FakeModel, api: FakeWeChatApi, port: int) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHATBRIDGE_")}
+    return env | {
+        "CHATBRIDGE_MODEL__BASE_URL": fake_model.base_url,
+        "CHATBRIDGE_CONTEXT__TOKENIZER": "estimate",
+        "CHATBRIDGE_STORE__BACKEND": "memory",
+        "CHATBRIDGE_SERVER__PORT": str(port),
+        "CHATBRIDGE_LOG__LEVEL": "debug",
+        "CHATBRIDGE_ADAPTERS__WECHAT__ENABLED": "true",
+        "CHATBRIDGE_ADAPTERS__WECHAT__APP_ID": APP_ID,
+        "CHATBRIDGE_ADAPTERS__WECHAT__APP_SECRET": APP_SECRET,
+        "CHATBRIDGE_ADAPTERS__WECHAT__TOKEN": TOKEN,
+        "CHATBRIDGE_ADAPTERS__WECHAT__ENCODING_AES_KEY": AES_KEY,
+        "CHATBRIDGE_ADAPTERS__WECHAT__API_BASE_URL": api.api_url,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_chatbridge_run_answers_wechat_in_safe_mode_and_logs_no_secret(
+    tmp_path: Path, fake_model: FakeModel
+) -> None:
+    api = FakeWeChatApi()
+    await api.start()
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chatbridge.cli",
+        "run",
+        cwd=tmp_path,
+        env=_cli_env(fake_model, api, port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        client = CallbackClient(f"http://127.0.0.1:{port}/wechat/callback", TOKEN, AES_KEY, APP_ID)
+        deadline = time.monotonic() + 15
+        delivered = Delivered()
+        while delivered.reply is None and time.monotonic() < deadline:
+            try:
+                delivered = await client.deliver(text_message("from the cli", msg_id=next(_ids)))
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        assert delivered.text == "echo: from the cli"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+        await api.stop()
+    log_text = err.decode()
+    assert process.returncode == 0, log_text
+    for secret in (APP_SECRET, AES_KEY, TOKEN, "ACCESS_TOKEN_1_"):
+        assert secret not in log_text
+
+
+async def test_chatbridge_check_reports_the_wechat_credentials(tmp_path: Path, fake_model: FakeModel) -> None:
+    api = FakeWeChatApi()
+    await api.start()
+    try:
+        env = _cli_env(fake_model, api, _free_port())
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatbridge.cli", "check", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 20)
+        env["CHATBRIDGE_ADAPTERS__WECHAT__APP_SECRET"] = "a-wrong-secret"
+        refused = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chatbridge.cli", "check", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        refused_out, refused_err = await asyncio.wait_for(refused.communicate(), 20)
+    finally:
+        await api.stop()
+    assert process.returncode == 0, out.decode() + err.decode()
+    assert f"app {APP_ID}: access token fetched (safe mode, late answers: customer_service)" in out.decode()
+    assert refused.returncode != 0
+    assert "adapters.wechat.app_secret" in refused_out.decode() + refused_err.decode()
+    assert "a-wrong-secret" not in refused_out.decode() + refused_err.decode()
