@@ -128,12 +128,19 @@ class WeixinApi:
         """POST ``body`` as JSON with the access token; a token the platform rejects is replaced
         once. Passing failures come as ``PlatformTrouble``, the platform's refusals as
         ``WeixinApiError``."""
-        return await platform_call(self._post_with_token(path, body), trouble)
+        return await platform_call(self._with_token("POST", path, json=body), trouble)
 
-    async def _post_with_token(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """GET with the access token, as ``post``."""
+        return await platform_call(self._with_token("GET", path, params=params), trouble)
+
+    async def _with_token(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, json: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         for attempt in range(2):
             token = await self.access_token()
-            response = await self._http.post(path, params={"access_token": token}, json=body)
+            query = {**(params or {}), "access_token": token}
+            response = await self._http.request(method, path, params=query, json=json)
             response.raise_for_status()
             answer: dict[str, Any] = response.json()
             if answer.get("errcode", 0) in TOKEN_REJECTED and attempt == 0:
