@@ -21,6 +21,7 @@ from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
 from adapters.telegram.settings import TelegramSettings
 from adapters.wechat.settings import WeChatSettings
+from adapters.wecom.settings import WeComSettings
 
 
 class AdaptersSettings(BaseModel):
@@ -31,6 +32,7 @@ class AdaptersSettings(BaseModel):
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
     wechat: WeChatSettings = WeChatSettings()
+    wecom: WeComSettings = WeComSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:
