@@ -31,6 +31,7 @@ from adapters.kit import AdapterStartupError
 from adapters.wechat.adapter import WeChatAdapter
 from adapters.wechat.passive import PassiveTimings
 from adapters.wechat.settings import WeChatSettings
+from adapters.weixin.api import WeixinApi
 from bots.openai_client import OpenAIChatModel
 from chatbridge.http_server import HttpServer
 from chatbridge.runtime import stop_adapters
@@ -246,6 +247,9 @@ async def test_three_deliveries_of_one_message_are_answered_once(fake_model: Fak
 
         assert answered_passively(first, "echo: only once")
         assert [d.bodies for d in again] == [["success"], ["success"]]
+        # Long after this process let go of the message, the store still knows it.
+        await asyncio.sleep(TIMINGS.passive_for_s)
+        assert (await b.client.deliver(message)).bodies == ["success"]
         assert fake_model.user_texts() == ["only once"]
         assert b.api.sent == []
 
@@ -345,6 +349,28 @@ async def test_an_expired_access_token_is_replaced_and_the_message_still_sent(fa
         await until(lambda: b.api.to(OPENID) == ["echo: first", "echo: second"])
 
         assert b.api.token_fetches == 2
+
+
+async def test_the_access_token_is_cached_and_refreshed_before_it_expires() -> None:
+    api = FakeWeChatApi()
+    await api.start()
+    now = [1000.0]
+    client = WeixinApi(
+        api.api_url,
+        "/cgi-bin/token",
+        {"grant_type": "client_credential", "appid": APP_ID, "secret": APP_SECRET},
+        clock=lambda: now[0],
+    )
+    try:
+        first = await client.access_token()
+        now[0] += 7200 - 301  # the fake's tokens live 7,200 s; five minutes before, the cache still holds
+        assert await client.access_token() == first
+        now[0] += 2
+        assert await client.access_token() != first
+        assert api.token_fetches == 2
+    finally:
+        await client.aclose()
+        await api.stop()
 
 
 async def test_a_wrong_app_secret_stops_start_up_naming_the_key(fake_model: FakeModel) -> None:
