@@ -20,6 +20,8 @@ from adapters.discord.settings import DiscordSettings
 from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
 from adapters.telegram.settings import TelegramSettings
+from adapters.wechat.settings import WeChatSettings
+from adapters.wecom.settings import WeComSettings
 
 
 class AdaptersSettings(BaseModel):
@@ -29,6 +31,8 @@ class AdaptersSettings(BaseModel):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
+    wechat: WeChatSettings = WeChatSettings()
+    wecom: WeComSettings = WeComSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:

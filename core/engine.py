@@ -528,7 +528,7 @@ class Engine:
         return True
 
     @staticmethod
-    async def _delivered(key: str, delivery: Awaitable[None]) -> bool:
+    async def _delivered(key: str, delivery: Awaitable[object]) -> bool:
         """Whether the platform took what a turn shows: False when it kept failing for the whole
         delivery budget. Its final word (the bot blocked, the chat gone) is logged and counts as
         taken, since trying again cannot change it; either way the turn is finished."""

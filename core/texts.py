@@ -113,3 +113,12 @@ messages cannot be taken back through ``ReplyChannel``, and repeating stale text
 
 REPLY_PLACEHOLDER = "Thinking…"
 """What a reply shows until its first words arrive, on platforms that post a placeholder (Slack)."""
+
+WELCOME = "Hello! Write to me and I will answer."
+"""Put before the command list for someone who just followed the bot (WeChat's subscribe event)."""
+ANSWER_WITH_NEXT_MESSAGE = (
+    "This answer is taking a while. Send me any message in a minute and the answer comes as the reply."
+)
+"""Where the platform lets the bot speak only in reply to a message (WeChat without the
+customer-service API) and the answer was not ready in time."""
+MORE_WITH_NEXT_MESSAGE = "(There is more: send any message for the next part.)"
