@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from adapters.console.settings import ConsoleSettings
+from adapters.dingtalk.settings import DingTalkSettings
 from adapters.discord.settings import DiscordSettings
 from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
@@ -29,6 +30,7 @@ class AdaptersSettings(BaseModel):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
+    dingtalk: DingTalkSettings = DingTalkSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:
