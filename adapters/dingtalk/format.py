@@ -15,7 +15,6 @@ the first line of the answer's plain text, cut short.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from adapters.markdown import (
     Block,
@@ -34,6 +33,7 @@ from adapters.markdown import (
     join_items,
     parse,
     prefix_lines,
+    with_bullet,
 )
 
 HARD_BREAK = "  \n"
@@ -72,18 +72,9 @@ def _block(block: Block) -> str:
         case Quote(children):
             return prefix_lines(_blocks(children), "> ")
         case ListBlock():
-            return join_items(_dashed(block), lambda children: join(children, _block))
+            return join_items(with_bullet(block, "-"), lambda children: join(children, _block))
         case Rule():
             return "---"
-
-
-def _dashed(block: ListBlock) -> ListBlock:
-    """DingTalk lists need Markdown's own bullet; the tree marks bullets ``•``."""
-    items = tuple(
-        replace(item, marker=item.marker.removesuffix("•") + "-") if item.marker.endswith("•") else item
-        for item in block.items
-    )
-    return replace(block, items=items)
 
 
 def _inline(nodes: Sequence[Inline]) -> str:
