@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from adapters.console.settings import ConsoleSettings
 from adapters.dingtalk.settings import DingTalkSettings
 from adapters.discord.settings import DiscordSettings
+from adapters.feishu.settings import FeishuSettings
 from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
 from adapters.telegram.settings import TelegramSettings
@@ -31,6 +32,7 @@ class AdaptersSettings(BaseModel):
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
     dingtalk: DingTalkSettings = DingTalkSettings()
+    feishu: FeishuSettings = FeishuSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:
