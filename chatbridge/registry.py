@@ -16,7 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from adapters.console.settings import ConsoleSettings
+from adapters.dingtalk.settings import DingTalkSettings
 from adapters.discord.settings import DiscordSettings
+from adapters.feishu.settings import FeishuSettings
 from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
 from adapters.telegram.settings import TelegramSettings
@@ -33,6 +35,8 @@ class AdaptersSettings(BaseModel):
     slack: SlackSettings = SlackSettings()
     wechat: WeChatSettings = WeChatSettings()
     wecom: WeComSettings = WeComSettings()
+    dingtalk: DingTalkSettings = DingTalkSettings()
+    feishu: FeishuSettings = FeishuSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:
