@@ -33,6 +33,7 @@ from bots.model import ChatModel, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
 from core.arrivals import Arrivals, Ticket, TurnLine
+from core.calendar import BudgetCalendar
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import IncomingMessage
@@ -56,7 +57,7 @@ from core.store import (
 )
 from core.tokens import TokenCounter
 from core.triggers import Addressed, CommandName, address
-from core.usage import RunningTotals, day_of
+from core.usage import RunningTotals
 from core.window import Budget, Window, build_window
 
 log = logging.getLogger("chatbridge.engine")
@@ -150,6 +151,7 @@ class Engine:
         self._system_prompt = settings.bot.system_prompt
         self._system_tokens = tokens.count(self._system_prompt)
         self.totals = RunningTotals()
+        self._calendar = BudgetCalendar(settings.limits.zone)
         self._commands = Commands(
             store=store,
             access=self._access,
@@ -539,7 +541,7 @@ class Engine:
         answered = len(claim.queued)
         ttl_s = self._settings.session.timeout_s
         now = self._clock()
-        day = day_of(now)
+        day = self._calendar.day_of(now)
         await self._deliver_kept(key, channel)
         history = await self._history(key, now, claim.state)
         text = "\n".join(item.text for item in claim.queued)
