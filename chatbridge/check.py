@@ -17,6 +17,7 @@ from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import redact
 from chatbridge.registry import enabled_adapters
 from chatbridge.runtime import build_store
+from chatbridge.spending import spending_rows
 from core.store import StoreUnavailable
 
 NO_ADAPTER = "no adapter is enabled (set adapters.<name>.enabled: true, or use chatbridge chat)"
@@ -36,6 +37,7 @@ async def check(config: Config) -> int:
     for adapter in adapters:
         rows.append(await _probe(f"adapter {adapter.name}", adapter.check()))
     rows.append(await _probe("server", check_port(config.server.host, config.server.port)))
+    rows += spending_rows(config)
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:
         print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {redact(detail)}")

@@ -20,9 +20,8 @@ key (after ``store.redis_key_prefix``)      type        bound
 ``usage:{usage}:days``                      zset        days with usage, at most ``USAGE_DAYS_KEPT``
 ``usage:{usage}:models``                    set         the models with usage (a handful); ``USAGE_TTL_S``
 ``usage:{usage}:budgets``                   hash        runtime budgets, identity -> tokens per day
-``chat:<chat>``                             hash        a chat's ``model`` and ``persona``; kept (one per chat
-                                                        that chose, as an operator expects)
-``instructions``                            hash        user -> custom instructions; kept
+``settings``                                hash        ``model:<chat>``, ``persona:<chat>``, ``instructions:<user>``:
+                                                        kept, one field per choice made (they outlive sessions)
 =========================================  ==========  =====================================================
 
 ``K`` is the session key in a hash tag, so all keys of one session sit in one Cluster slot; the usage
@@ -824,32 +823,31 @@ class RedisStore:
         return [ModelUsage(model, *counts) for model, counts in figures if any(counts)]
 
     # --- per-chat and per-user settings, runtime budgets ------------------------------------------
-    def _chat(self, chat_id: str) -> str:
-        return f"{self._prefix}chat:{chat_id}"
-
     @property
-    def _instructions(self) -> str:
-        return f"{self._prefix}instructions"
+    def _settings(self) -> str:
+        return f"{self._prefix}settings"
 
     async def turn_settings(self, chat_id: str, user_id: str) -> TurnSettings:
-        """One round trip (a pipeline; on a Cluster its two keys may sit in two slots)."""
+        """One ``HMGET``: the chats' choices and the users' instructions share one hash."""
+        fields = (
+            f"{ChatSetting.MODEL.value}:{chat_id}",
+            f"{ChatSetting.PERSONA.value}:{chat_id}",
+            f"instructions:{user_id}",
+        )
         with _translated("turn_settings"):
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hmget(self._chat(chat_id), ChatSetting.MODEL.value, ChatSetting.PERSONA.value)
-            pipe.hget(self._instructions, user_id)
-            (model, persona), instructions = await pipe.execute()
+            model, persona, instructions = await self._redis.hmget(self._settings, *fields)
         return TurnSettings(model, persona, instructions or "")
 
     async def set_chat_setting(self, chat_id: str, setting: ChatSetting, value: str) -> None:
         with _translated("set_chat_setting"):
-            await self._redis.hset(self._chat(chat_id), setting.value, value)
+            await self._redis.hset(self._settings, f"{setting.value}:{chat_id}", value)
 
     async def set_instructions(self, user_id: str, text: str) -> None:
         with _translated("set_instructions"):
             if text:
-                await self._redis.hset(self._instructions, user_id, text)
+                await self._redis.hset(self._settings, f"instructions:{user_id}", text)
             else:
-                await self._redis.hdel(self._instructions, user_id)
+                await self._redis.hdel(self._settings, f"instructions:{user_id}")
 
     async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
         with _translated("set_budget"):

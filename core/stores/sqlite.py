@@ -721,9 +721,8 @@ def _add_usage(db: sqlite3.Connection, delta: UsageDelta) -> None:
     params = [value for subject in subjects for value in (subject, delta.day, *figures)]
     db.execute(_ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects))), params)
     if delta.model:
-        figures = (delta.model, *figures)
         rows = [(subject, period) for subject in subjects for period in usage_periods(delta)]
-        params = [value for subject, period in rows for value in (subject, period, *figures)]
+        params = [value for subject, period in rows for value in (subject, period, delta.model, *figures)]
         db.execute(_ADD_MODEL_USAGE.format(rows=", ".join([_ADD_MODEL_USAGE_ROW] * len(rows))), params)
 
 

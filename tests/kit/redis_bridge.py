@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.process import run, tune_garbage_collector
 from core.channel import Receipt
 from core.engine import Engine
@@ -103,7 +104,7 @@ async def main(argv: list[str] | None = None) -> None:
         context={"max_messages": 1000, "max_tokens": 1_000_000},
         limits={"user_messages_per_minute": 0},
     )
-    engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=settings)
+    engine = Engine(store=store, models=ModelRegistry.single(model), tokens=TokenCounter.estimate(), settings=settings)
     engine.attach("telegram", lambda route: _ReopenedChannel(route=route))
     _write({"ready": os.getpid()})
 

@@ -165,7 +165,17 @@ async def test_private_chat_holds_a_conversation(bridge: Start, telegram: FakeTe
 async def test_start_registers_the_menu_and_polls_without_a_webhook(bridge: Start, telegram: FakeTelegram) -> None:
     await bridge(bot={"reset_commands": ["/reset", "/new", "/forget", "!clear"]})
     menu = telegram.calls_of("setMyCommands")[0]["commands"]
-    assert [command["command"] for command in menu] == ["reset", "new", "forget", "help", "id"]
+    assert [command["command"] for command in menu] == [
+        "reset",
+        "new",
+        "forget",
+        "help",
+        "id",
+        "model",
+        "persona",
+        "instructions",
+        "usage",
+    ]
     assert telegram.calls_of("deleteWebhook")
     assert telegram.calls_of("getUpdates")[0]["allowed_updates"] == ["message"]
 
@@ -206,9 +216,9 @@ async def test_non_text_gets_a_note_in_private_once_per_album_and_nothing_in_gro
     telegram.user_message(None, photo=True, media_group_id="album")
     await expect(telegram, 1, texts.ONLY_TEXT_SUPPORTED)
     telegram.user_message("@ChatBridgeBot ping", **in_group(entities=[entity("@ChatBridgeBot ping", "@ChatBridgeBot")]))
-    await expect(telegram, GROUP, "echo: ping")
+    await expect(telegram, GROUP, "echo: [User1] ping")
     assert telegram.texts(1) == [texts.ONLY_TEXT_SUPPORTED]
-    assert fake_model.user_texts() == ["ping"]
+    assert fake_model.user_texts() == ["[User1] ping"]
 
 
 async def test_messages_from_bots_are_ignored(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
@@ -250,8 +260,8 @@ async def test_group_message_without_mention_gets_nothing(
     await bridge()
     telegram.user_message(f"talking about {BOT_USERNAME} without addressing it", **in_group())
     asked = telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} what is two plus two?")))
-    await expect(telegram, GROUP, "echo: what is two plus two?")
-    assert fake_model.user_texts() == ["what is two plus two?"]
+    await expect(telegram, GROUP, "echo: [User1] what is two plus two?")
+    assert fake_model.user_texts() == ["[User1] what is two plus two?"]
     assert telegram.sent[0].reply_to == asked["message"]["message_id"]
 
 
@@ -262,12 +272,12 @@ async def test_text_mention_and_reply_to_the_bot_trigger(
     text = "ChatBridge, first question"
     bot_user = {"id": BOT_ID, "is_bot": True, "first_name": "ChatBridge"}
     telegram.user_message(text, **in_group(entities=[entity(text, "ChatBridge", "text_mention", user=bot_user)]))
-    await expect(telegram, GROUP, "echo: , first question")
+    await expect(telegram, GROUP, "echo: [User1] , first question")
     other = telegram.update("a human message", user=3, **in_group())["message"]
     telegram.user_message("replying to a human", **in_group(reply_to=other))
     telegram.user_message("follow-up", **in_group(reply_to=telegram.bot_message(telegram.sent[0])))
-    await expect(telegram, GROUP, "echo: , first question", "echo: follow-up")
-    assert fake_model.user_texts() == [", first question", "follow-up"]
+    await expect(telegram, GROUP, "echo: [User1] , first question", "echo: [User1] follow-up")
+    assert fake_model.user_texts() == ["[User1] , first question", "[User1] follow-up"]
 
 
 async def test_reset_addressed_to_this_bot_works_and_to_another_bot_is_ignored(
@@ -275,10 +285,10 @@ async def test_reset_addressed_to_this_bot_works_and_to_another_bot_is_ignored(
 ) -> None:
     await bridge()
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} remember this")))
-    await expect(telegram, GROUP, "echo: remember this")
+    await expect(telegram, GROUP, "echo: [User1] remember this")
     telegram.user_message("/reset@OtherBot", **in_group())
     telegram.user_message(f"/reset@{BOT_USERNAME}", **in_group())
-    await expect(telegram, GROUP, "echo: remember this", texts.SESSION_CLEARED)
+    await expect(telegram, GROUP, "echo: [User1] remember this", texts.SESSION_CLEARED)
     await eventually_stored(store, f"telegram:{GROUP}")
     await asyncio.sleep(0.1)
     assert len(telegram.sent) == 2
@@ -290,13 +300,15 @@ async def test_forum_topic_is_its_own_session_and_gets_the_reply(
     await bridge(session={"scope": "thread"})
     asked = telegram.user_message(**in_group(thread_id=7, **mention(f"@{BOT_USERNAME} in the topic")))
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} in general")))
-    await telegram.wait_for(lambda: sorted(telegram.texts(GROUP)) == ["echo: in general", "echo: in the topic"])
+    await telegram.wait_for(
+        lambda: sorted(telegram.texts(GROUP)) == ["echo: [User1] in general", "echo: [User1] in the topic"]
+    )
     topic = next(message for message in telegram.sent if message.thread_id == 7)
-    assert topic.text == "echo: in the topic"
+    assert topic.text == "echo: [User1] in the topic"
     assert topic.reply_to == asked["message"]["message_id"]
     assert 7 in [call.get("message_thread_id") for call in telegram.calls_of("sendChatAction")]
-    await eventually_stored(store, f"telegram:{GROUP}/thread:7", "in the topic", "echo: in the topic")
-    await eventually_stored(store, f"telegram:{GROUP}", "in general", "echo: in general")
+    await eventually_stored(store, f"telegram:{GROUP}/thread:7", "[User1] in the topic", "echo: [User1] in the topic")
+    await eventually_stored(store, f"telegram:{GROUP}", "[User1] in general", "echo: [User1] in general")
 
 
 async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
@@ -305,8 +317,8 @@ async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
     await bridge()
     telegram.user_message("chatting in the topic", **in_group(thread_id=9))
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} sync")))
-    await expect(telegram, GROUP, "echo: sync")
-    assert fake_model.user_texts() == ["sync"]
+    await expect(telegram, GROUP, "echo: [User1] sync")
+    assert fake_model.user_texts() == ["[User1] sync"]
 
 
 # --- replies ------------------------------------------------------------------------------------

@@ -458,8 +458,9 @@ async def test_runtime_budgets_replace_the_configured_limit_of_their_identity(st
     group = "telegram:-100"
     await spend(store, "telegram:1", group, 500)
 
-    async def verdict(**limits: int) -> Verdict:
-        return await store.admit(admission(group, queued(), budget=budget(**limits)))
+    async def verdict(user_limit: int = 0, chat_limit: int = 0) -> Verdict:
+        check = budget(user_limit=user_limit, chat_limit=chat_limit)
+        return await store.admit(admission(group, queued(), budget=check))
 
     await store.set_budget("telegram:1", 400)
     assert await verdict() is Verdict.OVER_USER_BUDGET
