@@ -12,10 +12,14 @@ OPEN_WITHOUT_BUDGET = (
 
 
 def spending_warning(config: Config) -> str | None:
-    """None when an allow list or a budget bounds the spending. Runtime budgets set with ``/admin
-    budget`` are not looked at: they live in the store, and this is a check of the configuration."""
+    """None when an allow list or a budget bounds the spending, or when only the terminal is enabled
+    (its one user is whoever runs the bridge). Runtime budgets set with ``/admin budget`` are not
+    looked at: they live in the store, and this is a check of the configuration."""
     access = config.access
     if access.allow_users or access.allow_chats or config.limits.any_budget:
+        return None
+    adapters = config.adapters
+    if not any(getattr(adapters, name).enabled for name in type(adapters).model_fields if name != "console"):
         return None
     return OPEN_WITHOUT_BUDGET
 

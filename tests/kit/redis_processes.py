@@ -28,11 +28,23 @@ class BridgeProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, redis_url: str, prefix: str, model_url: str, lease_s: float = 15.0) -> BridgeProcess:
+    async def start(
+        cls,
+        redis_url: str,
+        prefix: str,
+        model_url: str,
+        lease_s: float = 15.0,
+        settings: dict[str, Any] | None = None,
+        models: dict[str, str] | None = None,
+    ) -> BridgeProcess:
+        """``settings`` and ``models`` as ``redis_bridge --settings`` and ``--model`` take them."""
+        extra = ["--settings", json.dumps(settings or {})]
+        for name, url in (models or {}).items():
+            extra += ["--model", f"{name}={url}"]
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.kit.redis_bridge",
             "--redis-url", redis_url, "--prefix", prefix, "--model-url", model_url, "--lease-s", str(lease_s),
-            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *extra, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert process.stdout is not None
         ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
