@@ -377,6 +377,8 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
         for n in range(3):
             await engine.handle(private(f"q{n}", "telegram:1"), RecordingChannel())
         await engine.handle(private("/admin deny telegram:9", "telegram:1"), RecordingChannel())
+        for command in ("/model default", "/persona default", "/instructions Be brief.", "/admin budget telegram:2 9"):
+            await engine.handle(private(command, "telegram:1"), RecordingChannel())
     finally:
         await model_client.aclose()
 
@@ -385,8 +387,9 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     without_expiry = {key.removeprefix(prefix) for key in keys if await client.ttl(key) == -1}
     # The session index is trimmed of expired sessions on every commit, the queued index holds only
     # sessions with a queue (none now: everything was answered); access holds one field per identity
-    # an admin decided about.
-    assert without_expiry == {"sessions", "access"}
+    # an admin decided about; settings one field per chat's choice and user's instructions, budgets
+    # one per identity given a runtime budget: these are kept until changed, as a user expects.
+    assert without_expiry == {"sessions", "access", "settings", "usage:{usage}:budgets"}
     assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {
         "session",
         "sessions",
@@ -394,6 +397,7 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
         "rate",
         "access",
         "usage",
+        "settings",
     }
     assert await client.zcard(f"{prefix}queued") == 0
 
