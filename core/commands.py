@@ -197,7 +197,8 @@ class Commands:
         lines = []
         for row in usage:
             card = self._choices.card(row.model)
-            cost = "" if card is None else f", {texts.dollars(card.cost(row.prompt_tokens, row.completion_tokens))}"
+            priced = card is not None and (card.price_in_per_mtok or card.price_out_per_mtok)
+            cost = f", {texts.dollars(card.cost(row.prompt_tokens, row.completion_tokens))}" if card and priced else ""
             total = row.prompt_tokens + row.completion_tokens
             lines.append(
                 f"  {row.model}: {texts.tokens(total)} tokens ({texts.tokens(row.prompt_tokens)} in, "

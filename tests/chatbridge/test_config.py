@@ -152,3 +152,19 @@ def test_bad_model_persona_and_budget_keys_are_named(tmp_path: Path, document: s
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert expected in str(raised.value)
+
+
+def test_the_worked_example_of_the_models_page_is_a_valid_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = (EXAMPLE.parent / "docs" / "models-personas-budgets.md").read_text()
+    document = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(document)
+    monkeypatch.setenv("CHATBRIDGE_MODELS__LOCAL__API_KEY", "ollama")
+    config = load_config(path)
+    models = config.all_models()
+    assert list(models) == ["default", "vision", "local"]
+    assert models["vision"].vision and models["local"].api_key.get_secret_value() == "ollama"
+    assert config.personas["translator"].model == "local"
+    assert config.limits.user_tokens_per_day == 50_000
