@@ -592,7 +592,7 @@ class Engine:
         day = self._calendar.day_of(now)
         await self._deliver_kept(key, channel)
         history = await self._history(key, now, claim.state)
-        chosen = await self._store.turn_settings(newest.chat_id, newest.user_id)
+        chosen = claim.settings
         choice = self._choices.of_turn(chosen)
         card = self._choices.models.card(choice.model)
         preamble = [choice.persona.system]

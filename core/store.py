@@ -65,17 +65,6 @@ class QueuedMessage:
     route: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A session taken for one turn: ``fence`` is the lease's token that ``finish`` checks; ``queued``
-    are all of its unanswered messages, oldest first; ``state`` is the session as stored (None when it
-    has no turns yet)."""
-
-    fence: int
-    queued: list[QueuedMessage]
-    state: SessionState | None
-
-
 class Verdict(StrEnum):
     """What ``Store.admit`` came to for one message."""
 
@@ -203,6 +192,19 @@ class TurnSettings:
     instructions: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A session taken for one turn: ``fence`` is the lease's token that ``finish`` checks; ``queued``
+    are all of its unanswered messages, oldest first; ``state`` is the session as stored (None when it
+    has no turns yet); ``settings`` are the ``turn_settings`` of the newest queued message's chat and
+    user, which the turn is answered with."""
+
+    fence: int
+    queued: list[QueuedMessage]
+    state: SessionState | None
+    settings: TurnSettings = TurnSettings()
+
+
 class AccessDecision(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
@@ -242,7 +244,7 @@ class Store(Protocol):
 
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
         """Take the session's lease and its queued messages, without removing them, with the newest
-        ``max_turns`` turns; None, at once, when it has nothing queued or someone holds it (whoever
+        ``max_turns`` turns and the settings of the newest message's chat and user; None, at once, when it has nothing queued or someone holds it (whoever
         holds it looks at the queue again when they finish). The lease lapses after ``lease_s``
         unless renewed, so a holder that died frees the session."""
         ...

@@ -112,7 +112,11 @@ class MemoryStore:
         fence = self._leases.take(session_key)
         if fence is None:
             return None
-        return Claim(fence, [queued.item for queued in queue], await self.load_session(session_key, max_turns))
+        newest = queue[-1].item
+        settings = await self.turn_settings(newest.chat_id, newest.user_id)
+        return Claim(
+            fence, [queued.item for queued in queue], await self.load_session(session_key, max_turns), settings
+        )
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return self._leases.holds(session_key, fence)

@@ -47,8 +47,9 @@ holds and have not moved for a while: what a dead process left.
 
 Round trips: ``admit``, ``claim``, ``renew``, ``finish`` and ``release`` are one each (one Lua script,
 with the session index sent in the same pipeline), so an answered prompt costs three before the
-model is called and one after it; on a Cluster, where one message's keys live in several slots,
-``admit`` and ``finish`` take a few steps. Redis errors and timeouts surface as ``StoreUnavailable``;
+model is called and one after it; ``claim`` also reads the chat's model and persona and the user's
+instructions from the ``settings`` hash for the turn. On a Cluster, where one message's keys live in
+several slots, ``admit``, ``claim`` and ``finish`` take a few steps. Redis errors and timeouts surface as ``StoreUnavailable``;
 the client reconnects by itself when Redis is back. Scripts are loaded on ``open`` and reloaded
 transparently (``NOSCRIPT``) after a Redis restart.
 """
@@ -199,12 +200,14 @@ return 1
 """
 )
 
-# KEYS: lease, fence counter, pending, turns, meta. ARGV: lease ttl ms, counter ttl s, turns to take,
-# the gen and turn count this process has a window of (redis_windows.py). Returns {0} when the
-# session is held, {2} when nothing is queued, else {1, token, items} (no session) or {1, token,
-# items, last_active, gen, turn_count, position of the first turn sent, turns}, the turns as one
-# string, their JSON joined by commas; only those after the known count when the session is still
-# the known gen.
+# KEYS: lease, fence counter, pending, turns, meta, and the settings hash (left out on a Cluster,
+# where it sits in another slot). ARGV: lease ttl ms, counter ttl s, turns to take, the gen and turn
+# count this process has a window of (redis_windows.py). Returns {0} when the session is held, {2}
+# when nothing is queued, else {1, token, items, chosen} (no session) or {1, token, items, chosen,
+# last_active, gen, turn_count, position of the first turn sent, turns}, the turns as one string,
+# their JSON joined by commas; only those after the known count when the session is still the
+# known gen. ``chosen`` is the newest item's chat's model and persona and its user's instructions
+# (queued_to_json: the chat is the item's third field, the user its fourth), {} without the hash.
 _CLAIM = _Script(
     """
 local lease, fence, pending, turns, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -219,14 +222,20 @@ local last = tonumber(redis.call('GET', fence) or '0')
 local token = string.format('%d', math.max(last + 1, now_ms))
 redis.call('SET', fence, token, 'EX', ARGV[2])
 redis.call('SET', lease, token, 'PX', ARGV[1])
+local chosen = {}
+if #KEYS >= 6 then
+  local newest = cjson.decode(items[#items])
+  local chat, user = newest[3], newest[4]
+  chosen = redis.call('HMGET', KEYS[6], 'model:' .. chat, 'persona:' .. chat, 'instructions:' .. user)
+end
 local m = redis.call('HMGET', meta, 'last_active', 'gen', 'turn_count')
-if not m[1] then return {1, token, items} end
+if not m[1] then return {1, token, items, chosen} end
 local count = tonumber(m[3] or '0')
 local from = math.max(count - take, 0)
 if m[2] and m[2] == known_gen and known_count <= count and known_count >= from then from = known_count end
 local window = ''
 if from < count then window = table.concat(redis.call('LRANGE', turns, from, -1), ',') end
-return {1, token, items, m[1], m[2] or '', count, from, window}
+return {1, token, items, chosen, m[1], m[2] or '', count, from, window}
 """
 )
 
@@ -570,19 +579,24 @@ class RedisStore:
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
         take = max(max_turns, 0)
         keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+        if not self._cluster:
+            keys.append(self._settings)
         args = [_ms(lease_s), FENCE_TTL_S, take, *self._windows.known(session_key, take)]
         result = await self._eval(_CLAIM, keys, args)
         if result[0] != 1:
             return None
         token, items = int(result[1]), [queued_from_json(raw) for raw in result[2]]
         state = None
-        if len(result) > 3:
-            _, _, _, last_active, gen, count, start, raw_turns = result
+        if len(result) > 4:
+            _, _, _, _, last_active, gen, count, start, raw_turns = result
             turns = self._windows.loaded(session_key, take, gen, int(count), int(start), _turns_from_json(raw_turns))
             state = SessionState(session_key, turns, float(last_active))
         else:
             self._windows.absent(session_key, take)
-        return Claim(token, items, state)
+        if self._cluster:  # the settings hash is in another slot: a second step
+            return Claim(token, items, state, await self.turn_settings(items[-1].chat_id, items[-1].user_id))
+        model, persona, instructions = result[3]
+        return Claim(token, items, state, TurnSettings(model, persona, instructions or ""))
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return bool(await self._eval(_RENEW, [self._session(session_key, "lease")], [fence, _ms(lease_s)]))

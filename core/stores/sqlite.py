@@ -342,8 +342,7 @@ class SqliteStore:
         fence = self._leases.take(session_key)
         if fence is None:  # another task took it while this one read
             return None
-        queued, state = read
-        return Claim(fence, queued, state)
+        return Claim(fence, *read)
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return self._leases.holds(session_key, fence)
@@ -676,13 +675,15 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
 
 def _queued_and_session(
     db: sqlite3.Connection, session_key: str, max_turns: int
-) -> tuple[list[QueuedMessage], SessionState | None] | None:
+) -> tuple[list[QueuedMessage], SessionState | None, TurnSettings] | None:
     """None when nothing is queued; reads are consistent without a transaction, since this
     process is the file's only writer and every call runs whole."""
     rows = db.execute("SELECT message FROM queue WHERE session_key = ? ORDER BY seq", (session_key,)).fetchall()
     if not rows:
         return None
-    return [queued_from_json(message) for (message,) in rows], _load_session(db, session_key, max_turns)
+    queued = [queued_from_json(message) for (message,) in rows]
+    settings = _turn_settings(db, queued[-1].chat_id, queued[-1].user_id)
+    return queued, _load_session(db, session_key, max_turns), settings
 
 
 def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expires_at: float) -> int:

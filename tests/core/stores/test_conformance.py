@@ -25,6 +25,7 @@ from core.store import (
     BudgetCheck,
     ChatSetting,
     ModelUsage,
+    QueuedMessage,
     SessionInfo,
     StaleLease,
     Store,
@@ -490,6 +491,24 @@ async def test_chat_settings_and_instructions_are_kept_apart_and_survive_a_reset
     assert await store.turn_settings("telegram:-100", "telegram:2") == TurnSettings("local", "translator")
     await store.set_instructions("telegram:1", "")
     assert (await store.turn_settings("telegram:-100", "telegram:1")).instructions == ""
+
+
+async def test_a_claim_brings_the_settings_of_its_newest_messages_chat_and_user(store: Store) -> None:
+    group = "telegram:-100"
+    await store.set_chat_setting(group, ChatSetting.PERSONA, "translator")
+    await store.set_instructions("telegram:2", "Be brief.")
+    first = QueuedMessage("telegram:-100/1", "telegram", group, "telegram:1", "one", 1.0)
+    second = QueuedMessage("telegram:-100/2", "telegram", group, "telegram:2", "two", 2.0)
+    for item in (first, second):
+        assert await store.admit(admission(group, item)) is Verdict.QUEUED
+    claim = await store.claim(group, LEASE_S, 10)
+    assert claim is not None and claim.settings == TurnSettings(None, "translator", "Be brief.")
+    await store.finish(group, claim.fence, TurnResult((user("q"), assistant("a")), 2, None, SESSION_TTL_S))
+    await store.set_chat_setting(group, ChatSetting.MODEL, "local")
+    third = QueuedMessage("telegram:-100/3", "telegram", group, "telegram:1", "three", 3.0)
+    assert await store.admit(admission(group, third)) is Verdict.QUEUED
+    claim = await store.claim(group, LEASE_S, 10)
+    assert claim is not None and claim.settings == TurnSettings("local", "translator")
 
 
 # --- embedded stores: in-process ordering and sweeping ------------------------------------------

@@ -333,9 +333,9 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield counter
 
 
-ROUND_TRIPS_PER_MESSAGE = 4
-"""An answered message in a session nobody else is using: admit, claim, the chat's model and persona
-and the asker's instructions (``turn_settings``), finish."""
+ROUND_TRIPS_PER_MESSAGE = 3
+"""The figure in the README: an answered message in a session nobody else is using (admit, claim,
+finish); the claim brings the chat's model and persona and the asker's instructions along."""
 
 
 async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
