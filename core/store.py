@@ -102,6 +102,10 @@ class BudgetCheck:
     chat_limit: int = 0
     total_limit: int = 0
 
+    @property
+    def any_limit(self) -> bool:
+        return bool(self.user_limit or self.chat_limit or self.total_limit)
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:

@@ -28,6 +28,7 @@ idle and clears it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -258,6 +259,9 @@ class SqliteStore:
         self._checkpoint: asyncio.Future[None] | None = None
         self._leases = InProcessLeases()
         self._prune = PruneTimer(prune_interval_s)
+        self._any_runtime_budget = True
+        """Whether the ``budgets`` table has a row; this process is the file's only writer, so it
+        knows, and a prompt with no configured limit then skips the budget's reads."""
 
     async def open(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -276,6 +280,7 @@ class SqliteStore:
             self._db = _connect(self._path, busy_timeout_ms=0)
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             await self._write(lambda db: None)
+            await self._note_runtime_budgets()
             if self._exclusive:
                 self._housekeeping = asyncio.create_task(self._keep_house())
         except sqlite3.Error as exc:
@@ -330,6 +335,9 @@ class SqliteStore:
     async def admit(self, admission: Admission) -> Verdict:
         """One transaction: the dedupe mark and the queue row land together or not at all."""
         window = FixedWindow.at(time.time(), admission.rate_window_s)
+        check = admission.budget
+        if check is not None and not self._any_runtime_budget and not check.any_limit:
+            admission = dataclasses.replace(admission, budget=None)  # nothing could refuse it
         return await self._write(lambda db: _admit(db, admission, window))
 
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
@@ -451,14 +459,19 @@ class SqliteStore:
     async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
         if tokens_per_day is None:
             await self._write(lambda db: db.execute("DELETE FROM budgets WHERE identity = ?", (identity,)))
-            return
-        await self._write(
-            lambda db: db.execute(
-                "INSERT INTO budgets (identity, tokens) VALUES (?, ?)"
-                " ON CONFLICT (identity) DO UPDATE SET tokens = excluded.tokens",
-                (identity, tokens_per_day),
+        else:
+            await self._write(
+                lambda db: db.execute(
+                    "INSERT INTO budgets (identity, tokens) VALUES (?, ?)"
+                    " ON CONFLICT (identity) DO UPDATE SET tokens = excluded.tokens",
+                    (identity, tokens_per_day),
+                )
             )
-        )
+        await self._note_runtime_budgets()
+
+    async def _note_runtime_budgets(self) -> None:
+        row = await self._run(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM budgets)").fetchone())
+        self._any_runtime_budget = bool(row[0])
 
     async def budgets(self, identities: Sequence[str]) -> dict[str, int]:
         return await self._run(lambda db: _budgets(db, identities))
