@@ -3,9 +3,14 @@
 The order of the checks differs from the design's list in two respects, on purpose. The pure checks
 (bot authors, whether the message addresses the bot at all) run before anything touches the store:
 group chatter that is not for the bot costs no store round trip, and a denied user is only ever told
-so when they actually addressed the bot. And a prompt's dedupe, access and rate checks are one store
-call together with queueing it (``Store.admit``); commands and refused prompts are checked the same
-way without being queued, then answered.
+so when they actually addressed the bot. And a prompt's dedupe, access, rate and token-budget
+checks are one store call together with queueing it (``Store.admit``), so that processes sharing a
+store cannot all let the last message of a budget through; commands and refused prompts are checked
+the same way (without a budget) and without being queued, then answered.
+
+Each turn is answered by the model and persona its chat chose (``core.choices``), with the asker's
+custom instructions after the persona's prompt; in a session several people share, each user turn
+carries who wrote it (``core.sessions.spoken_by``).
 
 A queued prompt stays in the store until the turn that answers it is finished. Whoever holds the
 session's lease answers everything queued for it, turn by turn, and a sweep answers queues that
