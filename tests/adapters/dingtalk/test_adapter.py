@@ -158,12 +158,12 @@ async def test_a_group_message_that_ats_the_robot_is_answered_with_the_mention_g
     async with bridge(fake_model) as b:
         # DingTalk removes the robot's @name from the text and leaves the space before the rest.
         await b.deliver(b.dingtalk.robot_message(" what is 2+2?", group=True))
-        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: what is 2+2?"])
+        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] what is 2+2?"])
 
-        assert fake_model.user_texts() == ["what is 2+2?"]
+        assert fake_model.user_texts() == ["[Ann] what is 2+2?"]
         assert await b.session(f"dingtalk:{safe_id(GROUP)}") == [
-            ("user", "what is 2+2?"),
-            ("assistant", "echo: what is 2+2?"),
+            ("user", "[Ann] what is 2+2?"),
+            ("assistant", "echo: [Ann] what is 2+2?"),
         ]
 
 
@@ -171,10 +171,10 @@ async def test_the_robot_in_at_users_is_a_mention_and_its_name_in_the_text_is_no
     async with bridge(fake_model) as b:
         await b.deliver(b.dingtalk.robot_message("@chatbridge typed by hand", group=True, in_at_list=False))
         await b.deliver(b.dingtalk.robot_message(" picked from the list", group=True, in_at_list=False, at_robot=True))
-        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: picked from the list"])
+        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] picked from the list"])
         await settled()
 
-        assert fake_model.user_texts() == ["picked from the list"]
+        assert fake_model.user_texts() == ["[Ann] picked from the list"]
 
 
 async def test_messages_from_the_robot_itself_are_ignored(fake_model: FakeModel) -> None:
@@ -316,7 +316,7 @@ async def test_an_expired_session_webhook_falls_back_to_the_openapi(fake_model: 
         await until(lambda: len(b.dingtalk.sent) == 2)
 
         assert b.dingtalk.in_conversation(PRIVATE) == ["echo: private, webhook past its time"]
-        assert b.dingtalk.in_conversation(GROUP) == ["echo: group, same"]
+        assert b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] group, same"]
         assert {sent.via for sent in b.dingtalk.sent} == {"openapi"}
         assert b.dingtalk.count("webhook") == 0
         assert b.dingtalk.tokens == {b.dingtalk.tokens_issued[0]}
@@ -337,7 +337,7 @@ async def test_a_revoked_access_token_is_fetched_again(fake_model: FakeModel) ->
     async with bridge(fake_model) as b:
         b.dingtalk.revoke_tokens()
         await b.deliver(b.dingtalk.robot_message(" new token please", group=True, webhook_valid_s=-10))
-        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: new token please"])
+        await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] new token please"])
 
         assert len(b.dingtalk.tokens_issued) == 2
 
@@ -351,7 +351,7 @@ async def test_rate_limits_are_waited_out(fake_model: FakeModel) -> None:
         await until(lambda: len(b.dingtalk.sent) == 2, timeout=10)
 
         assert b.dingtalk.in_conversation(PRIVATE) == ["echo: through the webhook"]
-        assert b.dingtalk.in_conversation(GROUP) == ["echo: through the openapi"]
+        assert b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] through the openapi"]
         assert b.dingtalk.count("webhook") == 2
         assert b.dingtalk.count("group") == 3
 

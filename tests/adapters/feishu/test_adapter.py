@@ -172,9 +172,11 @@ async def test_a_group_message_mentioning_the_bot_is_answered_with_the_placehold
     async with bridge(fake_model) as b:
         mentions = [BOT_MENTION, ("@_user_2", OTHER_OPEN_ID, "Bea")]
         await b.deliver(b.feishu.message_event("@_user_1 ask @_user_2 about it", group=True, mentions=mentions))
-        await until(lambda: b.feishu.in_chat(GROUP_CHAT) == ["echo: ask @Bea about it"])
+        # Feishu's events carry no display name, so the speaker is told by identity.
+        speaker = f"[feishu:{USER_OPEN_ID}]"
+        await until(lambda: b.feishu.in_chat(GROUP_CHAT) == [f"echo: {speaker} ask @Bea about it"])
 
-        assert fake_model.user_texts() == ["ask @Bea about it"]
+        assert fake_model.user_texts() == [f"{speaker} ask @Bea about it"]
         assert await b.session(f"feishu:{GROUP_CHAT}") != []
 
 
