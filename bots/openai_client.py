@@ -252,7 +252,7 @@ class OpenAIChatModel:
         )
 
     def _not_found(self, error: _ServerError) -> str:
-        answered = f"model.base_url {self._base_url} answered 404 at /models and /chat/completions"
+        answered = f"{self._base_url} answered 404 at /models and /chat/completions"
         if not urlsplit(self._base_url).path.endswith("/v1"):
             return f"{answered}: add /v1?"
         message = self._clean(error.message)
