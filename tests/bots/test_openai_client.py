@@ -502,8 +502,7 @@ async def test_check_with_v1_passes_on_what_the_404_says(fake_model: FakeModel, 
         await make_client(name="gpt-9").check()
 
     assert str(raised.value) == (
-        f"{fake_model.base_url} answered 404 at /models and /chat/completions: "
-        "The model `gpt-9` does not exist"
+        f"{fake_model.base_url} answered 404 at /models and /chat/completions: The model `gpt-9` does not exist"
     )
 
 

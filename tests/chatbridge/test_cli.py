@@ -226,8 +226,7 @@ async def test_an_unlisted_model_is_a_warning_naming_what_the_server_lists(
 async def test_check_reaches_every_named_model_and_names_its_keys(tmp_path: Path, fake_model: FakeModel) -> None:
     root = fake_model.base_url.removesuffix("/v1")
     (tmp_path / "config.yaml").write_text(
-        f"models:\n  local:\n    base_url: {root}\n    name: llama3.1\n"
-        f"  vision:\n    name: fake-vision\n"
+        f"models:\n  local:\n    base_url: {root}\n    name: llama3.1\n  vision:\n    name: fake-vision\n"
     )
     env = _env(fake_model, CHATBRIDGE_MODEL__NAME="fake-model", CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
     code, out, _ = await _run(["check"], tmp_path, env)
