@@ -27,9 +27,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
 from bots.http_client import is_timeout, model_http_client
-from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, Usage
+from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, ToolSpec, Usage
 from bots.redaction import Redactor
 from bots.settings import ModelSettings
+from bots.tools import ToolCallAssembler, calls_of_message, request_tools
 
 logger = logging.getLogger("chatbridge.model")
 
@@ -96,8 +97,12 @@ class OpenAIChatModel:
         self._completions_url = httpx.URL(self._url("chat/completions"))
         """Parsed once: httpx parses a URL given as a string on every request."""
 
-    async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
+    async def reply(
+        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, tools: Sequence[ToolSpec] = ()
+    ) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
+        if tools:
+            body["tools"] = request_tools(tools)
         try:
             return await self._attempt(body, on_text)
         except _Transient as failure:
@@ -182,7 +187,8 @@ class OpenAIChatModel:
         content = message.get("content") if isinstance(message, dict) else None
         text = content if isinstance(content, str) else ""
         await sink(text)
-        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload))
+        calls = calls_of_message(message) if isinstance(message, dict) else ()
+        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload), tool_calls=calls)
 
     async def _stream(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         async with contextlib.AsyncExitStack() as stack:
@@ -368,6 +374,7 @@ class _StreamedReply:
     """The pieces of a streamed reply as they arrive; usage comes last, in a chunk without choices."""
 
     parts: list[str] = field(default_factory=list)
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
     finish_reason: str | None = None
     usage: Usage | None = None
 
@@ -383,10 +390,14 @@ class _StreamedReply:
         content = delta.get("content") if isinstance(delta, dict) else None
         text = content if isinstance(content, str) else ""
         self.parts.append(text)
+        if isinstance(delta, dict):
+            self.calls.add(delta.get("tool_calls"))
         return text
 
     def result(self) -> ModelReply:
-        return ModelReply(text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage)
+        return ModelReply(
+            text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage, tool_calls=self.calls.result()
+        )
 
 
 @dataclass(frozen=True, slots=True)
