@@ -110,6 +110,9 @@ class FetchUrl:
     def specs(self) -> Sequence[ToolSpec]:
         return [SPEC] if self._settings.enabled else []
 
+    def spec(self, name: str) -> ToolSpec | None:
+        return SPEC if name == NAME and self._settings.enabled else None
+
     async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         if name != NAME or not self._settings.enabled:
             raise KeyError(name)

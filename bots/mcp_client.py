@@ -322,6 +322,10 @@ class McpServers:
     def specs(self) -> list[ToolSpec]:
         return [tool.spec for tool in self._tools(connected_only=True).values()]
 
+    def spec(self, name: str) -> ToolSpec | None:
+        tool = self.tool(name)
+        return tool.spec if tool is not None else None
+
     def tool(self, name: str) -> McpTool | None:
         """A tool by the name the model knows it by, also while its server is reconnecting: a
         call the model asked for just before the server went away waits for it to be back."""

@@ -38,6 +38,11 @@ class ToolSource(Protocol):
         """The tools it offers now (an MCP server that is down offers none)."""
         ...
 
+    def spec(self, name: str) -> ToolSpec | None:
+        """A tool by name, also one not offered at the moment (its server is reconnecting): a
+        call asked for just before is still made, and waits for the server."""
+        ...
+
     async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         """Run one of its tools. Failures of the tool come back as an error result; this raises only
         for what the caller did wrong (a name it does not have: ``KeyError``)."""
