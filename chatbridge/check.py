@@ -26,6 +26,7 @@ from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import redact
 from chatbridge.registry import AdaptersSettings, enabled_adapters
 from chatbridge.runtime import build_store
+from chatbridge.tooling import tool_rows
 from core.settings import StoreBackend
 from core.store import StoreUnavailable
 
@@ -81,6 +82,7 @@ async def check(config: Config) -> int:
         # The adapter's error line starts with its name, which the row already shows.
         rows.append(Row(row.name, row.status, row.detail.removeprefix(f"{adapter.name}: ")))
     rows.append(await _row("server", check_port(config.server.host, config.server.port)))
+    rows += [Row(name, Status(status), detail) for name, status, detail in await tool_rows(config)]
     print_rows([Row(row.name, row.status, redact(row.detail)) for row in rows])
     return EXIT_FAILED if any(row.status is Status.FAIL for row in rows) else EXIT_OK
 
