@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -101,8 +102,12 @@ class FetchUrl:
         timeout_s: float,
         resolver: Resolver = system_resolver,
         check: Callable[[IPAddress], str | None] = refusal,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """``resolver``, ``check`` and ``verify`` (the certificates trusted) are for tests: a
+        stand-in for the internet on 127.0.0.1."""
         self._settings = settings
+        self._verify = verify
         self._timeout_s = timeout_s
         self._resolve = resolver
         self._check = check
@@ -137,6 +142,7 @@ class FetchUrl:
         # A fresh client each call: no pooled connection is reused for a name it was not checked for.
         async with httpx.AsyncClient(
             trust_env=False,
+            verify=self._verify,
             follow_redirects=False,
             timeout=self._timeout_s,
             limits=httpx.Limits(max_keepalive_connections=0),

@@ -8,13 +8,20 @@ public; every other address still meets the real check, which is what the refusa
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from bots.fetch_url import FetchUrl, IPAddress, refusal
 from bots.tool_settings import FetchUrlSettings
@@ -36,7 +43,7 @@ class Site:
         self.port = 0
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
         app = web.Application()
         app.router.add_get("/article", self._article)
         app.router.add_get("/redirect", self._redirect)
@@ -46,7 +53,7 @@ class Site:
         app.router.add_get("/missing", self._missing)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -223,3 +230,56 @@ async def test_the_tool_is_read_only_and_offered_only_when_enabled() -> None:
     with pytest.raises(KeyError):
         await disabled.call("fetch_url", {"url": "http://example.com/"})
     assert (await tool().call("fetch_url", {})).is_error
+
+
+def certificate(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name``: the server's context, and a client's that trusts it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+@pytest.mark.parametrize("certified", ["public.test", "someone-else.test"])
+async def test_https_is_verified_against_the_name_while_connecting_to_the_checked_address(
+    tmp_path: Path, certified: str
+) -> None:
+    """The connection goes to 127.0.0.1, yet TLS sends the name and checks the certificate for it."""
+    server_tls, client_tls = certificate(tmp_path, certified)
+    site = Site()
+    await site.start(ssl_context=server_tls)
+    try:
+        dns = Dns({"public.test": ["127.0.0.1"]})
+        fetch = FetchUrl(
+            FetchUrlSettings(enabled=True), timeout_s=2.0, resolver=dns, check=public_stand_in, verify=client_tls
+        )
+        result = await fetch.call("fetch_url", {"url": f"https://public.test:{site.port}/article"})
+    finally:
+        await site.stop()
+
+    if certified == "public.test":
+        assert not result.is_error and "How tides work" in result.text
+        assert site.hosts == [f"public.test:{site.port}"]
+    else:
+        assert result.is_error and "CERTIFICATE_VERIFY_FAILED" in result.text
+        assert site.hosts == []
