@@ -13,6 +13,10 @@ PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 TYPO_EXAMPLES = frozenset({"CHATBRIDGE_MODEL_API_KEY"})
 """Variables the docs show as mistakes (one underscore), to explain the error they cause."""
 
+NAMED_BY_THE_USER = frozenset({"CHATBRIDGE_MCP_SERVERS__SEARCH__HEADERS__AUTHORIZATION"})
+"""Examples whose name holds a name the user chooses (an MCP server's): no fixed list of variables
+passes them on; docs/tools.md says to add one's own to docker-compose.yml."""
+
 
 def variables_named(paths: Iterable[Path]) -> set[str]:
     """Every ``CHATBRIDGE_...`` name written in these files, the typo examples left out, and so are
@@ -24,4 +28,4 @@ def variables_named(paths: Iterable[Path]) -> set[str]:
         for found in re.finditer(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", text):
             if not text.startswith("__<", found.end()):
                 names.add(found.group())
-    return names - TYPO_EXAMPLES
+    return names - TYPO_EXAMPLES - NAMED_BY_THE_USER
