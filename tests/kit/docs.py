@@ -28,4 +28,4 @@ def variables_named(paths: Iterable[Path]) -> set[str]:
         for found in re.finditer(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", text):
             if not text.startswith("__<", found.end()):
                 names.add(found.group())
-    return names - TYPO_EXAMPLES - NAMED_BY_THE_USER
+    return names - TYPO_EXAMPLES
