@@ -4,6 +4,9 @@
 down delays start-up by seconds, not forever: it keeps being tried in the background) and hands out
 the ``core.tools.ToolBox`` the engine uses; leaving it closes the connections and stops the stdio
 servers it started.
+
+The ``mcp`` package is imported only where a server is used: importing it takes as long as
+importing the whole rest of the command line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bots.fetch_url import FetchUrl
-from bots.mcp_client import McpServers, McpUnreachable, probe
 from bots.tools import ToolSource
 from chatbridge.config import Config, ConfigError
 from core.tool_settings import McpServerSettings, stdio_problems
@@ -33,6 +35,8 @@ async def open_tools(config: Config, *, on_call: CallObserver | None = None) -> 
     if not config.tools.enabled:
         yield NoTools()
         return
+    from bots.mcp_client import McpServers
+
     servers = McpServers.from_settings(config.mcp_servers, connect_timeout_s=CONNECT_TIMEOUT_S)
     sources: list[ToolSource] = [FetchUrl(config.tools.fetch_url, timeout_s=config.tools.timeout_s), servers]
     await servers.start(wait_s=CONNECT_TIMEOUT_S)
@@ -74,6 +78,8 @@ async def _server_row(name: str, server: McpServerSettings, allow_stdio: bool) -
     row = f"mcp {name}"
     if server.command and not allow_stdio:
         return row, "FAIL", f"a stdio server; set tools.allow_stdio: true to allow starting {server.command}"
+    from bots.mcp_client import McpUnreachable, probe
+
     where = server.url or server.command
     try:
         found = await probe(name, server, timeout_s=CONNECT_TIMEOUT_S)

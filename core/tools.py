@@ -101,7 +101,9 @@ class Tools:
             outcome = "timeout"
             return ToolResult(f"error: {name} did not finish within {self._settings.timeout_s:g} s", is_error=True)
         except Exception as exc:  # noqa: BLE001 - a broken tool must not fail the turn; the model is told
-            logger.warning("tool %s failed: %s", name, type(exc).__name__, exc_info=True)
+            # Its message and traceback may hold the arguments, which are logged only at debug level.
+            logger.warning("tool %s failed: %s", name, type(exc).__name__)
+            logger.debug("tool %s failed", name, exc_info=True)
             return ToolResult(f"error: {name} failed ({type(exc).__name__})", is_error=True)
         finally:
             self._observe(spec.source, name, outcome, time.monotonic() - started)
