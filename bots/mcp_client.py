@@ -25,7 +25,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -434,7 +434,7 @@ class Probe:
     """What one connection to a server showed (``chatbridge check``)."""
 
     tools: tuple[McpTool, ...] = ()
-    listed: tuple[str, ...] = field(default_factory=tuple)
+    listed: tuple[str, ...] = ()
 
 
 class McpUnreachable(Exception):
