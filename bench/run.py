@@ -32,6 +32,7 @@ from bench.clients import client_costs
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.process import run, tune_garbage_collector
 from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
 from core.engine import Engine, Outcome
@@ -42,7 +43,7 @@ from core.stores import create_store
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from core.tokens import TokenCounter
-from core.window import Budget, build_window
+from core.window import Budget, SystemPart, build_window
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
 from tests.kit.engine import engine_settings, model_settings, private
@@ -93,7 +94,7 @@ async def opened(store: Store) -> AsyncIterator[Store]:
 
 def _engine(store: Store, model: OpenAIChatModel) -> Engine:
     settings = engine_settings(limits={"user_messages_per_minute": 0})
-    return Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=settings)
+    return Engine(store=store, models=ModelRegistry.single(model), tokens=TokenCounter.estimate(), settings=settings)
 
 
 async def _median_s(action: Callable[[int], Awaitable[object]], count: int, warmup: int = 30) -> float:
@@ -262,7 +263,7 @@ def _window_builder(store: Store, key: str, budget: Budget, user_turn: Turn) -> 
     async def build(_: int) -> None:
         state = await store.load_session(key, budget.max_messages)
         assert state is not None
-        window = build_window("You are a helpful assistant.", 8, state.turns, user_turn, budget)
+        window = build_window([SystemPart("You are a helpful assistant.", 8)], state.turns, user_turn, budget)
         assert window is not None and len(window.messages) == 2 + 2 * (
             min(len(state.turns), budget.max_messages - 1) // 2
         )

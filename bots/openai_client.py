@@ -98,11 +98,18 @@ class OpenAIChatModel:
         """Parsed once: httpx parses a URL given as a string on every request."""
 
     async def reply(
-        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, tools: Sequence[ToolSpec] = ()
+        self,
+        messages: Sequence[ChatMessage],
+        on_text: TextSink | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        temperature: float | None = None,
     ) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
         if tools:
             body["tools"] = request_tools(tools)
+        if temperature is not None:
+            body["temperature"] = temperature
         try:
             return await self._attempt(body, on_text)
         except _Transient as failure:

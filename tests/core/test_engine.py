@@ -329,7 +329,7 @@ async def test_allow_lists_admit_only_listed_users_and_chats(
     assert (await say(engine, private("not in list", user="telegram:3"))).messages == []
     assert (
         await say(engine, group("@bot in allowed chat", user="telegram:2", mentioned=True, mention_texts=("@bot",)))
-    ).text == "echo: in allowed chat"
+    ).text == "echo: [telegram:2] in allowed chat"
     assert (
         await say(
             engine,
@@ -343,8 +343,8 @@ async def test_allow_lists_admit_only_listed_users_and_chats(
                 "@bot admin anywhere", user="telegram:9", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)
             ),
         )
-    ).text == "echo: admin anywhere"
-    assert fake_model.user_texts() == ["in list", "in allowed chat", "admin anywhere"]
+    ).text == "echo: [telegram:9] admin anywhere"
+    assert fake_model.user_texts() == ["in list", "[telegram:2] in allowed chat", "[telegram:9] admin anywhere"]
 
 
 async def test_on_denied_reply_answers_once_and_id_still_works(
@@ -385,11 +385,11 @@ async def test_group_triggers(store: MemoryStore, model: OpenAIChatModel, fake_m
     prefix = await say(engine, group("!ai and 4+4?"))
     command = await say(engine, group("/id"))
 
-    assert mention.text == "echo: what is 2+2"
-    assert reply.text == "echo: and 3+3?"
-    assert prefix.text == "echo: and 4+4?"
+    assert mention.text == "echo: [telegram:1] what is 2+2"
+    assert reply.text == "echo: [telegram:1] and 3+3?"
+    assert prefix.text == "echo: [telegram:1] and 4+4?"
     assert command.text.startswith("You: telegram:1\nChat: telegram:-100")
-    assert fake_model.user_texts() == ["what is 2+2", "and 3+3?", "and 4+4?"]
+    assert fake_model.user_texts() == ["[telegram:1] what is 2+2", "[telegram:1] and 3+3?", "[telegram:1] and 4+4?"]
 
 
 async def test_a_bare_mention_asks_for_a_question(engine: Engine, fake_model: FakeModel) -> None:

@@ -13,10 +13,6 @@ PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 TYPO_EXAMPLES = frozenset({"CHATBRIDGE_MODEL_API_KEY"})
 """Variables the docs show as mistakes (one underscore), to explain the error they cause."""
 
-NAMED_BY_THE_USER = frozenset({"CHATBRIDGE_MCP_SERVERS__SEARCH__HEADERS__AUTHORIZATION"})
-"""Examples whose name holds a name the user chooses (an MCP server's): no fixed list of variables
-passes them on; docs/tools.md says to add one's own to docker-compose.yml."""
-
 
 def variables_named(paths: Iterable[Path]) -> set[str]:
     """Every ``CHATBRIDGE_...`` name written in these files, the typo examples left out, and so are
