@@ -28,6 +28,16 @@ CallObserver = Callable[[str, str, Outcome, float], None]
 
 
 class ToolBox(Protocol):
+    @property
+    def max_rounds(self) -> int:
+        """``tools.max_rounds``: model requests answered with tool calls in one turn."""
+        ...
+
+    @property
+    def timeout_s(self) -> float:
+        """``tools.timeout_s``: for one call, and for a confirmation."""
+        ...
+
     def offered(self, user: str, chat: str) -> Sequence[ToolSpec]:
         """The tools to offer the model for a message of ``user`` in ``chat`` (identities
         ``platform:id``); empty when tools are off or none is allowed there."""
@@ -46,6 +56,9 @@ class ToolBox(Protocol):
 
 class NoTools:
     """The ``ToolBox`` when tools are off."""
+
+    max_rounds = 0
+    timeout_s = 0.0
 
     def offered(self, user: str, chat: str) -> Sequence[ToolSpec]:
         return ()
@@ -72,6 +85,14 @@ class Tools:
         self._servers = servers
         self._sources = sources
         self._on_call = on_call
+
+    @property
+    def max_rounds(self) -> int:
+        return self._settings.max_rounds
+
+    @property
+    def timeout_s(self) -> float:
+        return self._settings.timeout_s
 
     def offered(self, user: str, chat: str) -> Sequence[ToolSpec]:
         return [spec for source in self._sources for spec in source.specs() if self._allowed(spec, user, chat)]

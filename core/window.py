@@ -57,6 +57,9 @@ def build_window(
 ) -> Window | None:
     """The system parts + the newest whole user/assistant pairs that fit + the new user turn.
 
+    A pair is a turn group: an assistant turn's tool calls and results (``Turn.steps``) are counted
+    in its tokens and come and go with it.
+
     ``max_messages`` counts every message but the system parts, the new one included. Empty system
     parts are left out.
 
@@ -93,5 +96,8 @@ def build_window(
         pairs_left -= 1
     kept.reverse()
     messages = [ChatMessage(role="system", content=part.content) for part in system]
-    messages += [{"role": turn.role, "content": turn.content} for turn in kept]
+    for turn in kept:
+        if turn.steps:  # an answer's tool calls and results go before it, as they were sent
+            messages += turn.steps
+        messages.append({"role": turn.role, "content": turn.content})
     return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)
