@@ -8,21 +8,27 @@ stored.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from bots.openai_client import OpenAIChatModel
+from chatbridge.metrics import BridgeMetrics
+from core.calendar import BudgetCalendar
 from core.engine import Outcome
-from core.store import Turn
+from core.store import Turn, Verdict
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
-from core.tool_loop import DECLINED, NOT_ASKED, RESULT_CAP_CHARS
-from tests.fakes.fake_model import FakeCall, FakeModel, Reply, ToolCalls
+from core.tool_loop import DECLINED, NOT_ASKED, PENDING_AT_RESTART, RESULT_CAP_CHARS
+from tests.fakes.fake_model import FakeCall, FakeModel, Reply, ToolCalls, _usage
 from tests.fakes.mcp_servers import HttpMcpServer
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import private
+from tests.kit.stores import admission, queued
 from tests.kit.tools import tool_engine, tools_for
 
 ALICE, BOB = "telegram:1001", "telegram:1002"
@@ -246,3 +252,56 @@ async def test_the_window_drops_a_tool_turn_group_whole(
 
     roles = [m["role"] for m in fake_model.requests[-1]["messages"]]
     assert roles == ["system", "user"], "the tool group did not fit, so neither it nor its question was sent"
+
+
+async def test_a_confirmation_pending_when_the_process_stopped_counts_as_declined(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel, mcp: HttpMcpServer
+) -> None:
+    """The message was queued by a process that died while its question waited: the next process
+    answers it again, asks nobody, runs nothing, and the model is told why."""
+    assert await store.admit(admission(ALICE, queued("note x", user_id=ALICE))) is Verdict.QUEUED
+    fake_model.script(ToolCalls([FakeCall("kb__add_note", {"text": "x"})]), Reply("I could not write it."))
+    channel = ConfirmingChannel(answer=True)
+    async with tools_for(mcp.url) as tools:
+        engine = tool_engine(store, model, tools)
+        engine.attach("telegram", lambda route: channel)
+        try:
+            async with asyncio.timeout(5):
+                while "I could not write it." not in channel.text:
+                    await asyncio.sleep(0.02)
+        finally:
+            engine.close()
+
+    assert channel.questions == [] and mcp.notes.texts == []
+    assert fake_model.tool_messages()[1][0]["content"] == PENDING_AT_RESTART
+
+
+async def test_every_round_counts_against_the_budgets_and_calls_are_in_the_metrics(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel, mcp: HttpMcpServer
+) -> None:
+    metrics = BridgeMetrics(session_timeout_s=3600)
+    calls = [FakeCall("kb__lookup", {"query": "a"}), FakeCall("kb__slow", {"seconds": 30})]
+    fake_model.script(ToolCalls(calls), Reply("done"))
+    async with tools_for(mcp.url, on_call=metrics.tool_call, timeout_s=0.5) as tools:
+        await tool_engine(store, model, tools).handle(private("both", ALICE), RecordingChannel())
+
+    [usage] = await store.usage_by_model(BudgetCalendar(UTC).day_of(time.time()))
+    billed = [_usage(body, "done" if n else "") for n, body in enumerate(fake_model.requests)]
+    assert usage.prompt_tokens == sum(figures["prompt_tokens"] for figures in billed)
+    assert usage.completion_tokens == sum(figures["completion_tokens"] for figures in billed)
+    found = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics.render()[0].decode())
+        for sample in family.samples
+    }
+    assert (
+        found[("chatbridge_tool_calls_total", frozenset({("source", "kb"), ("tool", "kb__lookup"), ("outcome", "ok")}))]
+        == 1
+    )
+    assert (
+        found[
+            ("chatbridge_tool_calls_total", frozenset({("source", "kb"), ("tool", "kb__slow"), ("outcome", "timeout")}))
+        ]
+        == 1
+    )
+    assert found[("chatbridge_tool_latency_seconds_count", frozenset({("source", "kb")}))] == 2

@@ -15,21 +15,21 @@ from core.engine import Engine
 from core.store import Store
 from core.tokens import TokenCounter
 from core.tool_settings import McpServerSettings, ToolsSettings
-from core.tools import Tools
+from core.tools import CallObserver, Tools
 from tests.kit.engine import engine_settings
 
 TOOLS_CARD = ModelCard("default", "fake-model", tools=True)
 
 
 @asynccontextmanager
-async def tools_for(mcp_url: str, **tools: Any) -> AsyncIterator[Tools]:
+async def tools_for(mcp_url: str, on_call: CallObserver | None = None, **tools: Any) -> AsyncIterator[Tools]:
     """``Tools`` over the test server, named ``kb``; keyword arguments are ``tools:`` keys."""
     settings = ToolsSettings.model_validate({"enabled": True, **tools})
     servers = {"kb": McpServerSettings(url=mcp_url)}
     connected = McpServers.from_settings(servers, connect_timeout_s=5.0)
     await connected.start(wait_s=5.0)
     try:
-        yield Tools(settings, servers, [connected])
+        yield Tools(settings, servers, [connected], on_call=on_call)
     finally:
         await connected.aclose()
 
