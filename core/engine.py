@@ -73,7 +73,7 @@ from core.store import (
     Verdict,
 )
 from core.tokens import TokenCounter
-from core.tool_loop import ToolTurn, reply_with_tools, steps_tokens
+from core.tool_loop import AppendOnly, ToolTurn, reply_with_tools, steps_tokens
 from core.tools import NoTools, ToolBox
 from core.triggers import Addressed, CommandName, address
 from core.usage import RunningTotals
@@ -767,7 +767,8 @@ class Engine:
             return None
 
         async def show_status(line: str) -> None:
-            await renderer.push(f"\n\n{line}\n\n")
+            if not isinstance(channel, AppendOnly):
+                await renderer.push(f"\n\n{line}\n\n")
 
         return ToolTurn(
             self._tools, offered, asker.user_id, asker.chat_id, channel, show_status, self._tokens.count, recovered

@@ -58,6 +58,14 @@ class Confirming(Protocol):
         ...
 
 
+@runtime_checkable
+class AppendOnly(Protocol):
+    """A ``ReplyChannel`` that cannot take back what it showed (the console on a pipe): the status
+    line would stay in front of the answer, so it gets none."""
+
+    append_only: bool
+
+
 @dataclass(frozen=True, slots=True)
 class ToolTurn:
     """What the loop needs of the turn it runs in."""
