@@ -151,3 +151,17 @@ async def test_a_press_on_a_question_this_process_does_not_know_is_told_it_is_cl
     telegram.press(left, button_data("0123abcd", True), user=ALICE)
     await telegram.wait_for(lambda: notices(telegram) == [texts.TOOL_CONFIRM_EXPIRED] and not left.reply_markup)
     assert mcp.notes.texts == []
+
+
+async def test_a_read_only_tool_runs_without_a_question_and_its_status_line_gives_way_to_the_answer(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel, mcp: HttpMcpServer
+) -> None:
+    await bridge()
+    fake_model.script(ToolCalls([FakeCall("kb__lookup", {"query": "otter"})]), Reply("Otters are mustelids."))
+    telegram.user_message("what is an otter?", user=ALICE)
+    await telegram.wait_for(lambda: telegram.texts(ALICE) == ["Otters are mustelids."])
+
+    assert telegram.with_buttons(ALICE) == []
+    first = telegram.calls_of("sendMessage")[0]["text"]
+    assert "using kb__lookup" in first and "otter" in first, "the status line showed while the tool ran"
+    assert fake_model.tool_messages()[1][0]["content"] == "found: otter"
