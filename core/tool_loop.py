@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from bots.errors import ContextTooLong, ModelError
 from bots.model import ChatMessage, ChatModel, ModelReply, TextSink, ToolCall, ToolSpec, Usage
 from bots.tools import ToolResult, argument_error_result, assistant_message, tool_message
 from core import texts
@@ -45,6 +46,14 @@ PENDING_AT_RESTART = (
     "error: the bridge restarted while this call waited for the user's confirmation; that counts as "
     "declined and it was not run. Tell the user, who can ask again."
 )
+
+
+class ToolResultsTooLong(ModelError):
+    """The server refused a request as too long once tools had run. Deliberately not a
+    ``ContextTooLong``: the engine would trim the history and start the turn again, running (and
+    asking for) the same tools a second time; the user is told the message was too long instead."""
+
+    kind = ContextTooLong.kind
 
 
 @runtime_checkable
@@ -101,7 +110,7 @@ async def reply_with_tools(
     steps: list[ChatMessage] = []
     prompt = completion = 0
     for _ in range(turn.tools.max_rounds):
-        reply = await model.reply([*messages, *steps], on_text, tools=turn.offered, temperature=temperature)
+        reply = await _ask(model, [*messages, *steps], on_text, turn.offered, temperature, after_tools=bool(steps))
         used = _usage(reply, [*messages, *steps], turn.count)
         prompt, completion = prompt + used.prompt_tokens, completion + used.completion_tokens
         if not reply.tool_calls:  # without rounds the reply is as the server sent it, for calibration
@@ -110,10 +119,27 @@ async def reply_with_tools(
         await turn.show_status("\n\n".join(_status(call) for call in reply.tool_calls))
         results = await asyncio.gather(*(_run(call, turn) for call in reply.tool_calls))
         steps += [tool_message(call, _capped(result)) for call, result in zip(reply.tool_calls, results, strict=True)]
-    reply = await model.reply([*messages, *steps], on_text, temperature=temperature)
+    reply = await _ask(model, [*messages, *steps], on_text, (), temperature, after_tools=bool(steps))
     used = _usage(reply, [*messages, *steps], turn.count)
     final = _with_usage(reply, prompt + used.prompt_tokens, completion + used.completion_tokens)
     return ToolReply(final, tuple(steps), _rounds(steps))
+
+
+async def _ask(
+    model: ChatModel,
+    messages: Sequence[ChatMessage],
+    on_text: TextSink,
+    tools: Sequence[ToolSpec],
+    temperature: float | None,
+    *,
+    after_tools: bool,
+) -> ModelReply:
+    try:
+        return await model.reply(messages, on_text, tools=tools, temperature=temperature)
+    except ContextTooLong as refused:
+        if after_tools:
+            raise ToolResultsTooLong(refused.detail) from None
+        raise
 
 
 async def _run(call: ToolCall, turn: ToolTurn) -> ToolResult:

@@ -18,13 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bots.openai_client import OpenAIChatModel
 from chatbridge.metrics import BridgeMetrics
+from core import texts
 from core.calendar import BudgetCalendar
 from core.engine import Outcome
 from core.store import Turn, Verdict
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from core.tool_loop import DECLINED, NOT_ASKED, PENDING_AT_RESTART, RESULT_CAP_CHARS
-from tests.fakes.fake_model import FakeCall, FakeModel, Reply, ToolCalls, _usage
+from tests.fakes.fake_model import FakeCall, FakeModel, Reply, Status, ToolCalls, _usage
 from tests.fakes.mcp_servers import HttpMcpServer
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import private
@@ -305,3 +306,19 @@ async def test_every_round_counts_against_the_budgets_and_calls_are_in_the_metri
         == 1
     )
     assert found[("chatbridge_tool_latency_seconds_count", frozenset({("source", "kb")}))] == 2
+
+
+async def test_a_request_too_long_after_tools_ran_is_not_retried_so_no_tool_runs_twice(
+    store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel, mcp: HttpMcpServer
+) -> None:
+    too_long = Status(400, {"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}})
+    async with tools_for(mcp.url, confirm="never") as tools:
+        engine = tool_engine(store, model, tools)
+        await engine.handle(private("earlier question", ALICE), RecordingChannel())  # some history to trim
+        fake_model.script(ToolCalls([FakeCall("kb__add_note", {"text": "once"})]), too_long)
+        channel = RecordingChannel()
+        await engine.handle(private("note once", ALICE), channel)
+
+    assert mcp.notes.texts == ["once"]
+    assert len(fake_model.requests) == 3, "no second attempt with a trimmed history"
+    assert channel.text == texts.MESSAGE_OVER_CONTEXT
