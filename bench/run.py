@@ -29,6 +29,7 @@ from redis.asyncio.connection import Connection
 
 from bench.burst import burst, sequential
 from bench.clients import client_costs
+from bench.tools import tool_round
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -735,6 +736,10 @@ async def sequential_section(folder: Path, questions: int = 20) -> list[Row]:
     ]
 
 
+async def tools_section(folder: Path) -> list[Row]:
+    return [Row("11 tools", metric, value, target) for metric, value, target in await tool_round()]
+
+
 SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "overhead": overhead_section,
     "window": window_section,
@@ -747,6 +752,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "clients": lambda folder: platform_clients(),
     "burst": burst_section,
     "sequential": sequential_section,
+    "tools": tools_section,
 }
 ISOLATED = {"concurrency", "memory", "burst"}
 

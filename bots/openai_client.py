@@ -27,9 +27,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
 from bots.http_client import is_timeout, model_http_client
-from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, Usage
+from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, ToolSpec, Usage
 from bots.redaction import Redactor
 from bots.settings import ModelSettings
+from bots.tools import ToolCallAssembler, calls_of_message, request_tools
 
 logger = logging.getLogger("chatbridge.model")
 
@@ -97,9 +98,16 @@ class OpenAIChatModel:
         """Parsed once: httpx parses a URL given as a string on every request."""
 
     async def reply(
-        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, temperature: float | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        on_text: TextSink | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        temperature: float | None = None,
     ) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
+        if tools:
+            body["tools"] = request_tools(tools)
         if temperature is not None:
             body["temperature"] = temperature
         try:
@@ -186,7 +194,8 @@ class OpenAIChatModel:
         content = message.get("content") if isinstance(message, dict) else None
         text = content if isinstance(content, str) else ""
         await sink(text)
-        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload))
+        calls = calls_of_message(message) if isinstance(message, dict) else ()
+        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload), tool_calls=calls)
 
     async def _stream(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         async with contextlib.AsyncExitStack() as stack:
@@ -372,6 +381,7 @@ class _StreamedReply:
     """The pieces of a streamed reply as they arrive; usage comes last, in a chunk without choices."""
 
     parts: list[str] = field(default_factory=list)
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
     finish_reason: str | None = None
     usage: Usage | None = None
 
@@ -387,10 +397,14 @@ class _StreamedReply:
         content = delta.get("content") if isinstance(delta, dict) else None
         text = content if isinstance(content, str) else ""
         self.parts.append(text)
+        if isinstance(delta, dict):
+            self.calls.add(delta.get("tool_calls"))
         return text
 
     def result(self) -> ModelReply:
-        return ModelReply(text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage)
+        return ModelReply(
+            text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage, tool_calls=self.calls.result()
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from chatbridge.logging_setup import redact
 from chatbridge.registry import AdaptersSettings, enabled_adapters
 from chatbridge.runtime import build_store
 from chatbridge.spending import spending_warning
+from chatbridge.tooling import tool_rows
 from core.settings import DEFAULT_NAME, StoreBackend
 from core.store import StoreUnavailable
 
@@ -87,6 +88,7 @@ async def check(config: Config) -> int:
         # The adapter's error line starts with its name, which the row already shows.
         rows.append(Row(row.name, row.status, row.detail.removeprefix(f"{adapter.name}: ")))
     rows.append(await _row("server", check_port(config.server.host, config.server.port)))
+    rows += [Row(name, Status(status), detail) for name, status, detail in await tool_rows(config)]
     spending = spending_warning(config)
     if spending is not None:  # a warning: `run` starts all the same
         rows.append(Row("budgets", Status.WARN, spending))

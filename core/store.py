@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, NamedTuple, Protocol
 
+from bots.model import ChatMessage
+
 Role = Literal["user", "assistant"]
 
 
@@ -30,6 +32,10 @@ class Turn(NamedTuple):
     content: str
     tokens: int
     created_at: float
+    steps: tuple[ChatMessage, ...] = ()
+    """Of an assistant turn that used tools: the tool calls and their results that came before
+    ``content``, in request order (design section 2 step 10: they are part of the turn group, so
+    they are stored, counted in ``tokens`` and trimmed with it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from bots.model import ChatMessage
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
@@ -81,6 +82,7 @@ from core.store import (
     ChatSetting,
     Claim,
     ModelUsage,
+    Role,
     SessionInfo,
     SessionState,
     StaleLease,
@@ -347,15 +349,21 @@ def _ms(seconds: float) -> int:
 
 
 def _turn_to_json(turn: Turn) -> str:
-    return json.dumps(
-        [turn.role, turn.content, turn.tokens, turn.created_at], ensure_ascii=False, separators=(",", ":")
-    )
+    """A list, ``steps`` as a fifth entry only when there are any (turns stored before tools had four)."""
+    fields: list[object] = [turn.role, turn.content, turn.tokens, turn.created_at]
+    if turn.steps:
+        fields.append(turn.steps)
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def _turns_from_json(joined: str) -> list[Turn]:
     """The scripts join the stored turns' JSON with commas: one parse for the whole window is about
     four times cheaper than one per turn, and a window is read for every answered message."""
-    return [Turn(role, content, tokens, created_at) for role, content, tokens, created_at in json.loads(f"[{joined}]")]
+    return [_turn(*fields) for fields in json.loads(f"[{joined}]")]
+
+
+def _turn(role: Role, content: str, tokens: int, created_at: float, steps: Sequence[ChatMessage] = ()) -> Turn:
+    return Turn(role, content, tokens, created_at, tuple(steps))
 
 
 def _budget_args(check: BudgetCheck) -> list[Any]:

@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import fcntl
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -100,7 +101,8 @@ CREATE TABLE IF NOT EXISTS turns (
     role        TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     content     TEXT NOT NULL,
     tokens      INTEGER NOT NULL,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    steps       TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_session ON turns (session_key, seq);
 CREATE TABLE IF NOT EXISTS queue (
@@ -178,7 +180,7 @@ RETURNING hits
 """
 
 _INSERT_TURN = """
-INSERT INTO turns (session_key, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO turns (session_key, seq, role, content, tokens, created_at, steps) VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 _TOUCH_SESSION = """
@@ -544,10 +546,18 @@ class SqliteStore:
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
+            _add_steps_column(db)
         except BaseException:
             db.close()
             raise
         return db
+
+
+def _add_steps_column(db: sqlite3.Connection) -> None:
+    """A file made before tools has no ``steps`` column: it is added (empty for the old turns)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(turns)")}
+    if "steps" not in columns:
+        db.execute("ALTER TABLE turns ADD COLUMN steps TEXT")
 
 
 def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -678,10 +688,13 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
     if head is None:
         return None
     rows = db.execute(
-        "SELECT role, content, tokens, created_at FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
+        "SELECT role, content, tokens, created_at, steps FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
         (session_key, max(max_turns, 0)),
     ).fetchall()
-    turns = [Turn(cast(Role, role), content, tokens, created_at) for role, content, tokens, created_at in rows]
+    turns = [
+        Turn(cast(Role, role), content, tokens, created_at, tuple(json.loads(steps)) if steps else ())
+        for role, content, tokens, created_at, steps in rows
+    ]
     turns.reverse()
     return SessionState(session_key, turns, head[0])
 
@@ -714,6 +727,10 @@ def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expire
         return still_queued
 
 
+def _steps_json(turn: Turn) -> str | None:
+    return json.dumps(turn.steps, ensure_ascii=False, separators=(",", ":")) if turn.steps else None
+
+
 def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn], expires_at: float) -> None:
     first_seq: int = db.execute(
         "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
@@ -721,7 +738,7 @@ def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn
     db.executemany(
         _INSERT_TURN,
         [
-            (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
+            (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at, _steps_json(turn))
             for i, turn in enumerate(turns)
         ],
     )

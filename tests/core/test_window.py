@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bots.model import ChatMessage
 from core.store import Turn
 from core.window import Budget, SystemPart, build_window
 
@@ -94,3 +95,20 @@ def test_every_system_part_is_kept_in_order_and_counts_in_the_budget() -> None:
     # 5 + 10 + 5 for the parts and the new message leave 30 of 50: room for one pair of 20 tokens.
     assert window.history_turns == 2
     assert build_window(preamble, [], _turn("user", "new", 36), _budget(max_tokens=50)) is None
+
+
+def test_an_answers_tool_steps_come_before_it_and_count_as_messages() -> None:
+    steps = (
+        ChatMessage(role="assistant", content="", tool_calls=[]),
+        ChatMessage(role="tool", content="found", tool_call_id="c1"),
+    )
+    history = [*_history(1), _turn("user", "q1", 10), Turn("assistant", "a1", 10, 0.0, steps)]
+
+    roomy = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=6))
+    assert roomy is not None
+    assert [m["content"] for m in roomy.messages] == ["sys", "q1", "", "found", "a1", "new"]
+    assert roomy.messages[3].get("tool_call_id") == "c1"
+
+    tight = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=4))
+    assert tight is not None
+    assert [m["content"] for m in tight.messages] == ["sys", "new"], "the group is four messages: it goes whole"
