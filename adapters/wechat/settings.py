@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.kit import AdapterSection, required_when_enabled
-from adapters.weixin.crypto import aes_key
+from adapters.weixin.crypto import a_real_key
 
 
 class WeChatSettings(AdapterSection):
@@ -28,12 +28,7 @@ class WeChatSettings(AdapterSection):
 
     _token_required = field_validator("token")(required_when_enabled)
 
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _a_real_key(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value():
-            aes_key(value.get_secret_value())
-        return value
+    _a_real_key = field_validator("encoding_aes_key")(a_real_key)
 
     @model_validator(mode="after")
     def _credentials(self) -> WeChatSettings:

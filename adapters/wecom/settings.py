@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.kit import AdapterSection, required_when_enabled
-from adapters.weixin.crypto import aes_key
+from adapters.weixin.crypto import a_real_key
 
 
 class WeComSettings(AdapterSection):
@@ -18,12 +18,7 @@ class WeComSettings(AdapterSection):
 
     _required = field_validator("corp_secret", "token", "encoding_aes_key")(required_when_enabled)
 
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _a_real_key(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value():
-            aes_key(value.get_secret_value())
-        return value
+    _a_real_key = field_validator("encoding_aes_key")(a_real_key)
 
     @model_validator(mode="after")
     def _application(self) -> WeComSettings:

@@ -22,6 +22,7 @@ import os
 import struct
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from pydantic import SecretStr
 
 PAD_BLOCK = 32
 AES_KEY_CHARS = 43
@@ -49,6 +50,14 @@ def aes_key(encoding_aes_key: str) -> bytes:
         return base64.b64decode(encoding_aes_key + "=", validate=True)
     except binascii.Error:
         raise ValueError("must be letters and digits only (the EncodingAESKey from the console)") from None
+
+
+def a_real_key(value: SecretStr) -> SecretStr:
+    """A settings validator: an ``encoding_aes_key`` that is set must be a console's key, so that a
+    mistyped one stops start-up instead of failing every callback."""
+    if value.get_secret_value():
+        aes_key(value.get_secret_value())
+    return value
 
 
 class MessageCipher:
