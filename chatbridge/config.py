@@ -19,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bots.audio_settings import AudioSettings
 from bots.settings import ModelSettings
 from chatbridge.registry import AdaptersSettings
+from core.media_settings import MediaSettings
 from core.settings import (
     AccessSettings,
     BotSettings,
@@ -89,6 +91,8 @@ class Config(BaseSettings):
     adapters: AdaptersSettings = AdaptersSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    audio: AudioSettings = AudioSettings()
+    media: MediaSettings = MediaSettings()
 
     @classmethod
     def settings_customise_sources(
