@@ -92,7 +92,7 @@ def _flattened(image: Image.Image) -> Image.Image:
     transparent = "transparency" in image.info or "A" in image.mode
     if image.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
         return image.convert("LA") if transparent else (image if image.mode == "L" else image.convert("L"))
-    if image.mode in ("RGB", "RGBA", "LA") and not ("transparency" in image.info):
+    if image.mode in ("RGB", "RGBA", "LA") and "transparency" not in image.info:
         return image
     return image.convert("RGBA" if transparent else "RGB")
 
@@ -131,8 +131,7 @@ def image_tokens(width: int, height: int, *, detail: str = "high") -> int:
     if width <= 0 or height <= 0:
         return LOW_DETAIL_TOKENS
     fit = min(1.0, 2048 / max(width, height))
-    width, height = width * fit, height * fit
-    shorter = min(1.0, 768 / min(width, height))
-    width, height = width * shorter, height * shorter
-    tiles = math.ceil(width / TILE_PX) * math.ceil(height / TILE_PX)
+    shorter = min(1.0, 768 / (min(width, height) * fit))
+    scale = fit * shorter
+    tiles = math.ceil(width * scale / TILE_PX) * math.ceil(height * scale / TILE_PX)
     return LOW_DETAIL_TOKENS + TILE_TOKENS * tiles
