@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,14 +27,11 @@ from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, Usage
 from bots.redaction import Redactor
 from bots.server_errors import ServerError as _ServerError
 from bots.server_errors import Transient as _Transient
+from bots.server_errors import backoff_s, status_failure
 from bots.server_errors import network_failures as _network_failures
-from bots.server_errors import status_failure
 from bots.settings import ModelSettings
 
 logger = logging.getLogger("chatbridge.model")
-
-BACKOFF_CAP_S = 20.0
-"""No single backoff step waits longer than this, however many retries are configured."""
 
 _DETAIL_CHARS = 300
 
@@ -256,13 +252,7 @@ class OpenAIChatModel:
     # --- retries ---------------------------------------------------------------------------------
 
     def _wait_s(self, state: RetryCallState) -> float:
-        """Equal jitter: at least half of each exponential step, so clients that failed together
-        spread out without any of them retrying at once; never sooner than Retry-After."""
-        step = min(self._settings.retry_backoff_s * 2.0 ** (state.attempt_number - 1), BACKOFF_CAP_S)
-        backoff = step / 2 + random.uniform(0, step / 2)
-        failure = state.outcome.exception() if state.outcome else None
-        retry_after = failure.retry_after_s if isinstance(failure, _Transient) else None
-        return max(backoff, retry_after or 0.0)
+        return backoff_s(self._settings.retry_backoff_s, state)
 
     def _log_retry(self, state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome else None

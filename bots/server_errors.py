@@ -8,15 +8,20 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+from tenacity import RetryCallState
 
 from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
 from bots.http_client import is_timeout
+
+BACKOFF_CAP_S = 20.0
+"""No single backoff step waits longer than this, however many retries are configured."""
 
 RETRY_AFTER_CAP_S = 60.0
 """A server asking us to come back later than this is treated as a failure, not waited for:
@@ -47,6 +52,16 @@ class Transient(Exception):
         super().__init__(error.detail)
         self.error = error
         self.retry_after_s = retry_after_s
+
+
+def backoff_s(first_backoff_s: float, state: RetryCallState) -> float:
+    """Equal jitter: at least half of each exponential step, so clients that failed together
+    spread out without any of them retrying at once; never sooner than Retry-After."""
+    step = min(first_backoff_s * 2.0 ** (state.attempt_number - 1), BACKOFF_CAP_S)
+    backoff = step / 2 + random.uniform(0, step / 2)
+    failure = state.outcome.exception() if state.outcome else None
+    retry_after = failure.retry_after_s if isinstance(failure, Transient) else None
+    return max(backoff, retry_after or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +136,9 @@ def retry_after_s(headers: httpx.Headers) -> float | None:
 
 
 @contextlib.contextmanager
-def network_failures() -> Iterator[None]:
-    """Turn httpx's transport errors into retryable model errors, without their request objects."""
+def network_failures(url_key: str = "model.base_url") -> Iterator[None]:
+    """Turn httpx's transport errors into retryable model errors, without their request objects;
+    ``url_key`` is the setting a URL that httpx cannot use came from."""
     try:
         yield
     except httpx.TimeoutException as exc:
@@ -130,7 +146,7 @@ def network_failures() -> Iterator[None]:
             raise unreachable(exc) from exc
         raise Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
     except httpx.UnsupportedProtocol as exc:
-        raise ModelUnavailable(f"bad model.base_url: {exc}") from exc
+        raise ModelUnavailable(f"bad {url_key}: {exc}") from exc
     except httpx.TransportError as exc:
         raise unreachable(exc) from exc
 
