@@ -20,6 +20,7 @@ import httpx
 from adapters.kit import AdapterStartupError, connection_trouble, unreachable
 from bots.errors import ModelError
 from bots.openai_client import OpenAIChatModel
+from chatbridge.audio_check import check_audio
 from chatbridge.config import Config, ConfigError
 from chatbridge.exit_status import EXIT_FAILED, EXIT_OK
 from chatbridge.http_server import HttpServer, ServerStartError
@@ -73,6 +74,7 @@ async def check(config: Config) -> int:
     rows.append(await _row("store", _check_store(config), _store_endpoint(config)))
     model_endpoint = Endpoint("model.base_url", config.model.base_url)
     rows.append(await _row(f"model {config.model.name}", _check_model(config), model_endpoint))
+    rows.append(await _row("audio", check_audio(config)))
     adapters = enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port))
     if not adapters:
         rows.append(Row("adapters", Status.FAIL, NO_ADAPTER))
