@@ -36,7 +36,9 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.format import to_discord
+from adapters.discord.media import DiscordFiles
 from adapters.discord.settings import DiscordSettings
+from adapters.downloads import Downloader
 from adapters.kit import (
     MessageHandler,
     UpdatesInFlight,
@@ -216,8 +218,11 @@ def _replies_to(message: discord.Message, me: discord.ClientUser) -> bool:
     return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
 
-def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: bool) -> IncomingMessage | None:
+def translate(
+    message: discord.Message, me: discord.ClientUser, files: DiscordFiles, *, auto_thread: bool
+) -> IncomingMessage | None:
     """The engine's view of a gateway message; ``None`` for system messages (joins, pins, boosts).
+    Its files, and those of the message it replies to, are attachments (``adapters.discord.media``).
 
     ``mentioned`` is a mention of the bot user or of its managed role, never ``@everyone``
     (``mentioned_in`` would count that). A message that will open an auto-thread already carries the
@@ -230,6 +235,8 @@ def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: 
     thread_id = str(message.id) if _opens_thread(message, auto_thread) else place.thread_id
     role = message.guild.self_role if message.guild is not None else None
     mention_texts = (f"<@{me.id}>", f"<@!{me.id}>") + ((f"<@&{role.id}>",) if role is not None else ())
+    reference = message.reference
+    original = reference.resolved if reference is not None else None
     return IncomingMessage(
         platform=PLATFORM,
         message_id=str(message.id),
@@ -243,6 +250,8 @@ def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: 
         mention_texts=mention_texts,
         reply_to_bot=_replies_to(message, me),
         thread_id=thread_id,
+        attachments=files.attachments(message),
+        replied_attachments=files.attachments(original) if isinstance(original, discord.Message) else (),
     )
 
 
@@ -411,6 +420,9 @@ class DiscordAdapter:
         self._stopping = asyncio.Event()
         self._updates = UpdatesInFlight()
         self._client: discord.Client | None = None
+        self._downloader = Downloader()
+        self.files = DiscordFiles(self._downloader)
+        """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
 
     @property
     def ready(self) -> bool:
@@ -433,6 +445,7 @@ class DiscordAdapter:
                 await self._serve(client)
             finally:
                 await client.close()
+                await self._downloader.close()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -519,7 +532,7 @@ class DiscordAdapter:
         if self._stopping.is_set():
             return
         assert client.user is not None  # set by login, before the gateway delivers anything
-        incoming = translate(message, client.user, auto_thread=self._settings.auto_thread)
+        incoming = translate(message, client.user, self.files, auto_thread=self._settings.auto_thread)
         if incoming is None:
             return
         replies = MessageReplies(message, open_thread=_opens_thread(message, self._settings.auto_thread))
