@@ -47,6 +47,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.downloads import Downloader
 from adapters.kit import (
     MessageHandler,
     Routes,
@@ -58,6 +59,7 @@ from adapters.kit import (
     unreachable,
 )
 from adapters.slack.format import to_mrkdwn
+from adapters.slack.media import SlackFiles
 from adapters.slack.settings import SlackSettings
 from core import texts
 from core.channel import (
@@ -87,6 +89,8 @@ PLACEHOLDER = f"_{texts.REPLY_PLACEHOLDER}_"
 indicator in the Web API)."""
 
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "channels:history", "im:history")
+MEDIA_SCOPE = "files:read"
+"""Without it files cannot be downloaded; start-up warns instead of refusing, since text still works."""
 FOLLOWED_THREADS = 10_000
 ACK_BUDGET_S = 2.0
 """How long an event's acknowledgement waits for the store; Slack retries what is not acked in 3 s."""
@@ -113,9 +117,10 @@ class BotIdentity:
 
 
 def translate_event(
-    event: Mapping[str, Any], bot: BotIdentity, *, mention_event: bool, in_followed_thread: bool
+    event: Mapping[str, Any], bot: BotIdentity, files: SlackFiles, *, mention_event: bool, in_followed_thread: bool
 ) -> IncomingMessage | None:
     """A ``message`` or ``app_mention`` event as the engine's message, or None when it is not one.
+    Shared files (subtype ``file_share``) are its attachments (``adapters.slack.media``).
 
     In a channel the reply goes to the message's thread (a new one under a top-level message), so
     ``thread_id`` is never empty there; in a DM the bot answers in place and only a DM thread has one.
@@ -140,6 +145,7 @@ def translate_event(
         mention_texts=mentions,
         reply_to_bot=in_followed_thread and not private,
         thread_id=thread_ts if private else (thread_ts or ts),
+        attachments=files.attachments(event),
     )
 
 
@@ -328,6 +334,11 @@ class SlackAdapter:
             request_verification_enabled=http,
             process_before_response=True,
         )
+        self._downloader = Downloader()
+        self.files = SlackFiles(
+            self._downloader, settings.bot_token.get_secret_value(), _api_url(settings.api_base_url)
+        )
+        """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
         self._register_listeners()
         if http:
             routes.add_route("POST", EVENTS_PATH, self._serve_http)
@@ -374,6 +385,7 @@ class SlackAdapter:
                 await self._updates.wait()
             finally:
                 await session.close()
+                await self._downloader.close()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -391,10 +403,15 @@ class SlackAdapter:
         response = await self._startup_call("auth.test", "bot_token", self._client.auth_test())
         granted = response.headers.get("x-oauth-scopes")
         if granted is not None:
-            missing = sorted(set(REQUIRED_SCOPES) - {scope.strip() for scope in granted.split(",")})
+            scopes = {scope.strip() for scope in granted.split(",")}
+            missing = sorted(set(REQUIRED_SCOPES) - scopes)
             if missing:
                 raise startup_error(
                     PLATFORM, f"the bot token lacks the scope(s) {', '.join(missing)}; add them and reinstall the app"
+                )
+            if MEDIA_SCOPE not in scopes:
+                log.warning(
+                    "the bot token lacks %s, so files people share cannot be read; add it and reinstall", MEDIA_SCOPE
                 )
         return BotIdentity(
             user_id=str(response["user_id"]),
@@ -483,7 +500,9 @@ class SlackAdapter:
         followed = bool(
             self._settings.thread_follow and thread_ts and (event.get("channel"), thread_ts) in self._threads
         )
-        message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
+        message = translate_event(
+            event, self._bot, self.files, mention_event=mention_event, in_followed_thread=followed
+        )
         if message is None:
             return
         channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)

@@ -4,6 +4,12 @@
 The production code talks to it through the real ``AsyncWebClient`` (``base_url=fake.api_url``) and
 the real Socket Mode client, so the code path is the one that runs against Slack. ``messages`` holds
 what a user would see: every message the bot posted, with its current text after all edits.
+
+Files are served as Slack serves them: ``upload`` returns the file object of a ``file_share`` event,
+whose ``url_private`` on the API's host answers a request with the right bot token by redirecting
+to a second host (another port, standing in for Slack's file CDN), and any other request with the
+HTML sign-in page; ``file_requests`` records every request on either host with the Authorization
+header it carried, so a test can assert where the token went and that a file was not fetched.
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from aiohttp import WSMsgType, web
 
 BOT_USER = "UBOT"
 BOT_ID = "BBOT"
-ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,groups:history,im:history"
+ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,files:read,groups:history,im:history"
+BOT_TOKEN = "xoxb-test-token"
+
+
+@dataclass
+class FileRequest:
+    host: str
+    """"api" (where url_private points) or "files" (where it redirects)."""
+    path: str
+    authorization: str | None
 
 
 @dataclass
@@ -53,6 +68,9 @@ class FakeSlack:
         self.ephemeral: list[str] = []
         self.calls: list[str] = []
         self.tokens: set[str] = set()
+        self.files_url = ""
+        self.file_requests: list[FileRequest] = []
+        self._files: dict[str, bytes] = {}
         self._rate_limits: dict[str, list[float]] = defaultdict(list)
         self._ts = itertools.count(1)
         self._socket: web.WebSocketResponse | None = None
@@ -73,6 +91,23 @@ class FakeSlack:
     def count(self, method: str) -> int:
         return self.calls.count(method)
 
+    def upload(self, data: bytes, name: str, mimetype: str, *, subtype: str | None = None) -> dict[str, Any]:
+        """A file someone shared, as it appears in the event's ``files``."""
+        file_id = f"F{len(self._files) + 1}"
+        self._files[file_id] = data
+        url = f"{self.base_url}files-pri/T1-{file_id}/{name}"
+        file: dict[str, Any] = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rpartition(".")[2],
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": f"{url}?download=1",
+        }
+        return file | ({"subtype": subtype} if subtype else {})
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -80,13 +115,16 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/respond/{hook}", self._respond)
         app.router.add_get("/socket", self._socket_handler)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._private_file)
+        app.router.add_get("/files-tmb/{file}/{name}", self._file_content)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        for _ in range(2):  # the API's host and the files host: one app on two ports
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        (host, port), (files_host, files_port) = (address[:2] for address in self._runner.addresses)
         self.base_url = f"http://{host}:{port}/"
         self.api_url = f"{self.base_url}api/"
+        self.files_url = f"http://{files_host}:{files_port}/"
 
     async def stop(self) -> None:
         if self._socket is not None:
@@ -191,6 +229,23 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "message_not_found"})
         self.messages.remove(posted)
         return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
+
+    async def _private_file(self, request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization")
+        self.file_requests.append(FileRequest("api", request.path, authorization))
+        file_id = request.match_info["team_file"].partition("-")[2]
+        if authorization != f"Bearer {BOT_TOKEN}" or file_id not in self._files:
+            return web.Response(
+                text="<!DOCTYPE html><html><body>Sign in to Slack</body></html>", content_type="text/html"
+            )
+        raise web.HTTPFound(f"{self.files_url}files-tmb/{file_id}/{request.match_info['name']}?sig=s1")
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        self.file_requests.append(FileRequest("files", request.path, request.headers.get("Authorization")))
+        data = self._files.get(request.match_info["file"])
+        if data is None or request.query.get("sig") != "s1":
+            return web.Response(status=403, text="expired")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _respond(self, request: web.Request) -> web.Response:
         body = await request.json()
