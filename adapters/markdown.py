@@ -21,7 +21,7 @@ Markup that does not parse (``**bold`` with no closing stars) is text, exactly a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count, repeat
 from typing import Literal, Protocol, TypeVar
 
@@ -160,6 +160,15 @@ def join_items(block: ListBlock, render: Callable[[Sequence[Block]], str]) -> st
         return f"{item.marker} {body}" if body else item.marker
 
     return join(block.items, item)
+
+
+def with_bullet(block: ListBlock, bullet: str) -> ListBlock:
+    """The list with ``bullet`` in place of ``•``, for markups whose lists need Markdown's own mark."""
+    items = tuple(
+        replace(item, marker=item.marker.removesuffix("•") + bullet) if item.marker.endswith("•") else item
+        for item in block.items
+    )
+    return replace(block, items=items)
 
 
 def prefix_lines(text: str, prefix: str) -> str:

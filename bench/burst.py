@@ -30,6 +30,7 @@ import httpx
 from adapters.telegram.adapter import TelegramAdapter
 from bots.http_client import model_http_client
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.config import Config
 from chatbridge.http_server import HttpServer
 from chatbridge.runtime import engine_settings
@@ -118,7 +119,12 @@ async def _running_bridge(config: Config, store: SqliteStore) -> AsyncIterator[N
     """The Telegram adapter and the engine on ``store``, running and taking updates until the end."""
     await store.open()
     model = OpenAIChatModel(config.model)
-    engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(config))
+    engine = Engine(
+        store=store,
+        models=ModelRegistry.single(model),
+        tokens=TokenCounter.estimate(),
+        settings=engine_settings(config),
+    )
     adapter = TelegramAdapter(config.adapters.telegram, HttpServer("127.0.0.1", 0))
     running = asyncio.create_task(adapter.run(engine))
     try:

@@ -28,9 +28,11 @@ import httpx
 from redis.asyncio.connection import Connection
 
 from bench.burst import burst, sequential
+from bench.clients import client_costs
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.process import run, tune_garbage_collector
 from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits
 from core.engine import Engine, Outcome
@@ -41,7 +43,7 @@ from core.stores import create_store
 from core.stores.memory import MemoryStore
 from core.stores.sqlite import SqliteStore
 from core.tokens import TokenCounter
-from core.window import Budget, build_window
+from core.window import Budget, SystemPart, build_window
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
 from tests.kit.engine import engine_settings, model_settings, private
@@ -92,7 +94,7 @@ async def opened(store: Store) -> AsyncIterator[Store]:
 
 def _engine(store: Store, model: OpenAIChatModel) -> Engine:
     settings = engine_settings(limits={"user_messages_per_minute": 0})
-    return Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=settings)
+    return Engine(store=store, models=ModelRegistry.single(model), tokens=TokenCounter.estimate(), settings=settings)
 
 
 async def _median_s(action: Callable[[int], Awaitable[object]], count: int, warmup: int = 30) -> float:
@@ -261,7 +263,7 @@ def _window_builder(store: Store, key: str, budget: Budget, user_turn: Turn) -> 
     async def build(_: int) -> None:
         state = await store.load_session(key, budget.max_messages)
         assert state is not None
-        window = build_window("You are a helpful assistant.", 8, state.turns, user_turn, budget)
+        window = build_window([SystemPart("You are a helpful assistant.", 8)], state.turns, user_turn, budget)
         assert window is not None and len(window.messages) == 2 + 2 * (
             min(len(state.turns), budget.max_messages - 1) // 2
         )
@@ -638,6 +640,22 @@ async def telegram_pool(chats: int = 200, rounds: int = 3) -> list[Row]:
     return sorted(rows, key=lambda row: row.metric)
 
 
+async def platform_clients() -> list[Row]:
+    """Each library's CPU per send against bare aiohttp's, at a small and a large burst: a ratio
+    that grows with the burst is a cost per request that grows with the connections held."""
+    rows = []
+    for cost in await client_costs():
+        rows.append(
+            Row(
+                "9 clients",
+                f"{cost.platform}: {cost.sends} sends at once, CPU per send vs bare aiohttp",
+                f"{cost.library_cpu_s / cost.sends * 1e6:.0f} / {cost.floor_cpu_s / cost.sends * 1e6:.0f} us"
+                f" = {cost.ratio:.2f}x",
+            )
+        )
+    return rows
+
+
 # --- driver -------------------------------------------------------------------------------------
 
 
@@ -726,6 +744,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "streaming": lambda folder: streaming(),
     "short": lambda folder: short_answers(),
     "telegram": lambda folder: telegram_pool(),
+    "clients": lambda folder: platform_clients(),
     "burst": burst_section,
     "sequential": sequential_section,
 }

@@ -54,8 +54,11 @@ class ServerCheck:
 
 
 class ChatModel(Protocol):
-    async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
+    async def reply(
+        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, temperature: float | None = None
+    ) -> ModelReply:
         """Produce a reply; each new piece of text is passed to ``on_text`` as it arrives.
+        ``temperature`` replaces the model's configured one for this reply (a persona's).
 
         Raises a ``bots.errors.ModelError`` subclass when the call fails after its retries.
         """
@@ -66,3 +69,42 @@ class ChatModel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """What a configured model is declared to do and to cost. Declared in the configuration, never
+    guessed from a model's name: a name says nothing reliable about a self-hosted model."""
+
+    name: str
+    """The bridge's name for it (``default``, or its key under ``models``)."""
+    served_name: str
+    """The name the server knows it by (``model.name``)."""
+    vision: bool = False
+    tools: bool = False
+    context_tokens: int | None = None
+    reply_tokens: int = 1024
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """US dollars, from the declared prices."""
+        return (prompt_tokens * self.price_in_per_mtok + completion_tokens * self.price_out_per_mtok) / 1_000_000
+
+    def prompt_budget(self, configured: int) -> int:
+        """``context.max_tokens``, capped so the prompt and the longest reply fit the model's window."""
+        if self.context_tokens is None:
+            return configured
+        room = self.context_tokens - self.reply_tokens
+        return max(min(configured, room if room > 0 else self.context_tokens), 1)
+
+
+class ModelCatalog(Protocol):
+    """The configured models by name; the first of ``names`` is the default."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    def card(self, name: str) -> ModelCard: ...
+
+    def client(self, name: str) -> ChatModel: ...

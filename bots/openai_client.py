@@ -64,8 +64,12 @@ class OpenAIChatModel:
         self._completions_url = httpx.URL(self._url("chat/completions"))
         """Parsed once: httpx parses a URL given as a string on every request."""
 
-    async def reply(self, messages: Sequence[ChatMessage], on_text: TextSink | None = None) -> ModelReply:
+    async def reply(
+        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, temperature: float | None = None
+    ) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
+        if temperature is not None:
+            body["temperature"] = temperature
         try:
             return await self._attempt(body, on_text)
         except _Transient as failure:

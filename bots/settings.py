@@ -1,8 +1,16 @@
-"""The ``model:`` section of the configuration."""
+"""The ``model:`` section of the configuration, and the ``models:`` entries that differ from it."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+Positive = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Retries = Annotated[int, Field(ge=0, le=10)]
+Price = Annotated[float, Field(ge=0.0, description="USD per million tokens, for /usage")]
 
 
 class ModelSettings(BaseModel):
@@ -29,3 +37,49 @@ class ModelSettings(BaseModel):
     max_connections: int = Field(
         1000, ge=1, description="concurrent requests to the model server; more wait for a free one"
     )
+    vision: bool = Field(False, description="accepts image parts; declared, never guessed from the name")
+    tools: bool = Field(False, description="accepts tools and tool calls; declared, never guessed from the name")
+    context_tokens: Positive | None = Field(None, description="the model's own window; caps context.max_tokens")
+    price_in_per_mtok: Price = Field(0.0, description="USD per million prompt tokens, for /usage and the cost metrics")
+    price_out_per_mtok: Price = Field(0.0, description="USD per million completion tokens")
+
+
+def _inherited(key: str) -> Any:
+    """A ``models.<name>`` key: described once, as the ``model`` key it stands in for."""
+    return Field(None, description=f"as model.{key}; unset: model's")
+
+
+class ModelOverrides(BaseModel):
+    """A ``models.<name>`` entry: the keys of ``model``, each optional; what is left out is ``model``'s.
+
+    One exception, for the key's sake: an entry with its own ``base_url`` does not inherit
+    ``model.api_key``, so the default provider's key is never sent to another server. Its key comes
+    from ``CHATBRIDGE_MODELS__<NAME>__API_KEY`` (or the file), or it sends none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = _inherited("base_url")
+    api_key: SecretStr | None = Field(
+        None, description="as model.api_key; unset: model's, or none when this entry has its own base_url"
+    )
+    name: str | None = _inherited("name")
+    temperature: Temperature | None = _inherited("temperature")
+    max_tokens: Positive | None = _inherited("max_tokens")
+    timeout_s: PositiveSeconds | None = _inherited("timeout_s")
+    max_retries: Retries | None = _inherited("max_retries")
+    retry_backoff_s: PositiveSeconds | None = _inherited("retry_backoff_s")
+    stream: bool | None = _inherited("stream")
+    max_connections: Positive | None = _inherited("max_connections")
+    vision: bool | None = _inherited("vision")
+    tools: bool | None = _inherited("tools")
+    context_tokens: Positive | None = _inherited("context_tokens")
+    price_in_per_mtok: Price | None = _inherited("price_in_per_mtok")
+    price_out_per_mtok: Price | None = _inherited("price_out_per_mtok")
+
+    def applied_to(self, default: ModelSettings) -> ModelSettings:
+        """The whole settings of this model: its own keys over ``default``'s."""
+        own = self.model_dump(exclude_none=True)
+        if "base_url" in own and "api_key" not in own:
+            own["api_key"] = SecretStr("")
+        return default.model_copy(update=own)

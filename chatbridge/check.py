@@ -27,6 +27,7 @@ from chatbridge.http_server import HttpServer, ServerStartError
 from chatbridge.logging_setup import redact
 from chatbridge.registry import AdaptersSettings, enabled_adapters
 from chatbridge.runtime import build_store
+from chatbridge.spending import spending_warning
 from core.settings import StoreBackend
 from core.store import StoreUnavailable
 
@@ -83,6 +84,9 @@ async def check(config: Config) -> int:
         # The adapter's error line starts with its name, which the row already shows.
         rows.append(Row(row.name, row.status, row.detail.removeprefix(f"{adapter.name}: ")))
     rows.append(await _row("server", check_port(config.server.host, config.server.port)))
+    spending = spending_warning(config)
+    if spending is not None:  # a warning: `run` starts all the same
+        rows.append(Row("budgets", Status.WARN, spending))
     print_rows([Row(row.name, row.status, redact(row.detail)) for row in rows])
     return EXIT_FAILED if any(row.status is Status.FAIL for row in rows) else EXIT_OK
 

@@ -102,7 +102,9 @@ async def _run(config: Config) -> int:
     if not adapters:
         raise ConfigError(f"adapters: {NO_ADAPTER}")
     metrics = BridgeMetrics(
-        session_timeout_s=config.session.timeout_s, platforms=[adapter.name for adapter in adapters]
+        session_timeout_s=config.session.timeout_s,
+        platforms=[adapter.name for adapter in adapters],
+        models=config.all_models(),
     )
     async with open_runtime(config, metrics) as runtime:
         # The server stops before the runtime closes the store that /readyz and /metrics use.

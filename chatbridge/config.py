@@ -16,20 +16,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bots.audio_settings import AudioSettings
-from bots.settings import ModelSettings
+from bots.settings import ModelOverrides, ModelSettings
 from chatbridge.registry import AdaptersSettings
 from core.media_settings import MediaSettings
 from core.settings import (
+    DEFAULT_NAME,
     AccessSettings,
     BotSettings,
     ContextSettings,
     LimitsSettings,
+    PersonaSettings,
     SessionSettings,
     StoreSettings,
+    check_names,
 )
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
@@ -82,6 +85,12 @@ class Config(BaseSettings):
     )
 
     model: ModelSettings = ModelSettings()
+    models: dict[str, ModelOverrides] = Field(
+        default_factory=dict, description="name -> the keys of model that differ; /model switches a chat to one"
+    )
+    personas: dict[str, PersonaSettings] = Field(
+        default_factory=dict, description="name -> system_prompt, model, temperature; /persona switches a chat"
+    )
     bot: BotSettings = BotSettings()
     context: ContextSettings = ContextSettings()
     session: SessionSettings = SessionSettings()
@@ -93,6 +102,27 @@ class Config(BaseSettings):
     log: LogSettings = LogSettings()
     audio: AudioSettings = AudioSettings()
     media: MediaSettings = MediaSettings()
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, ModelOverrides]) -> dict[str, ModelOverrides]:
+        check_names(list(models), "model")
+        return models
+
+    @field_validator("personas")
+    @classmethod
+    def _persona_names(cls, personas: dict[str, PersonaSettings], info: ValidationInfo) -> dict[str, PersonaSettings]:
+        """Runs after ``models`` (the field order), so a persona's model can be checked against them."""
+        check_names(list(personas), "persona (bot.system_prompt)")
+        known = [DEFAULT_NAME, *info.data.get("models", {})]
+        for name, persona in personas.items():
+            if persona.model is not None and persona.model not in known:
+                raise ValueError(f"{name}.model: {persona.model!r} is not a model; the models are {', '.join(known)}")
+        return personas
+
+    def all_models(self) -> dict[str, ModelSettings]:
+        """Every model by name, ``default`` first: ``model`` itself, then each ``models`` entry over it."""
+        return {DEFAULT_NAME: self.model} | {name: entry.applied_to(self.model) for name, entry in self.models.items()}
 
     @classmethod
     def settings_customise_sources(
@@ -139,10 +169,13 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     leave the setting at its default without a word; design section 5 makes it an error instead.
     """
     known = _environment_names(Config, ENV_PREFIX)
+    entries = _entry_sections(Config, ENV_PREFIX)
     problems = []
     for name in sorted(environ):
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known or _under_a_mapping(upper, known):
+            continue
+        if _an_entry_key(upper, entries):
             continue
         nearest = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         hint = f"; did you mean {nearest[0]}?" if nearest else "; settings are CHATBRIDGE_<SECTION>__<KEY>"
@@ -161,8 +194,36 @@ def _environment_names(model: type[BaseModel], prefix: str) -> dict[str, bool]:
             names[name] = False
             names.update(_environment_names(annotation, f"{name}__"))
         else:
-            names[name] = typing.get_origin(annotation) is dict
+            names[name] = typing.get_origin(annotation) is dict and not _of_sections(annotation)
     return names
+
+
+def _of_sections(annotation: Any) -> bool:
+    """A mapping whose entries are sections (``models``), whose keys are checked, not free-form."""
+    entry = typing.get_args(annotation)[-1] if typing.get_args(annotation) else None
+    return isinstance(entry, type) and issubclass(entry, BaseModel)
+
+
+def _entry_sections(model: type[BaseModel], prefix: str) -> dict[str, type[BaseModel]]:
+    """The variable of every mapping of named sections (``models``, ``personas``), with the section
+    type of its entries: ``CHATBRIDGE_MODELS__LOCAL__API_KEY`` is the key ``api_key`` of the entry
+    ``local``."""
+    sections: dict[str, type[BaseModel]] = {}
+    for field_name, field in model.model_fields.items():
+        if typing.get_origin(field.annotation) is dict and _of_sections(field.annotation):
+            sections[f"{prefix}{field_name.upper()}"] = typing.get_args(field.annotation)[1]
+    return sections
+
+
+def _an_entry_key(name: str, sections: Mapping[str, type[BaseModel]]) -> bool:
+    for section, entry in sections.items():
+        rest = name.removeprefix(f"{section}__")
+        if rest == name:
+            continue
+        entry_name, sep, key = rest.partition("__")
+        if entry_name and sep and key.lower() in entry.model_fields:
+            return True
+    return False
 
 
 def _under_a_mapping(name: str, known: Mapping[str, bool]) -> bool:

@@ -2,7 +2,8 @@
 
 Each ``BridgeMetrics`` has its own ``CollectorRegistry`` (not prometheus-client's global one), so
 two bridges in one process, or two tests, never share counters. Labels are bounded sets only
-(platform, outcome, error kind, token direction); chat and user ids never become labels.
+(platform, outcome, error kind, token direction, the configured models' names, the limit that refused
+a message); chat and user ids never become labels.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SESSIONS_TIMEOUT_S = 2.0
 
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0)
 _FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+LIMITS = ("rate", "user", "chat", "total")
+"""What refuses a message: the per-user message rate, or the user's, the chat's or the bridge's token budget."""
 _ERROR_KINDS = (
     "model_rate_limited",
     "model_access_denied",
@@ -49,6 +52,7 @@ class BridgeMetrics:
         *,
         session_timeout_s: float,
         platforms: Iterable[str] = (),
+        models: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         sessions_refresh_s: float = SESSIONS_REFRESH_S,
     ) -> None:
@@ -101,6 +105,24 @@ class BridgeMetrics:
         self.tokens = Counter(
             "chatbridge_tokens", "Tokens sent to (in) and produced by (out) the model.", ["direction"], registry=r
         )
+        self.model_tokens = Counter(
+            "chatbridge_model_tokens",
+            "Tokens by configured model (its name in the configuration), in and out.",
+            ["model", "direction"],
+            registry=r,
+        )
+        self.model_cost = Counter(
+            "chatbridge_model_cost_usd",
+            "Estimated cost in US dollars by configured model, from its declared prices.",
+            ["model"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "chatbridge_messages_refused",
+            "Messages refused by a limit: rate (messages per minute), user, chat or total (tokens per day).",
+            ["limit"],
+            registry=r,
+        )
         self.retries = Counter(
             "chatbridge_model_retries", "Model calls retried, by the failure that caused it.", ["kind"], registry=r
         )
@@ -113,6 +135,12 @@ class BridgeMetrics:
             self.tokens.labels(direction)
         for kind in _ERROR_KINDS:
             self.errors.labels(kind)
+        for limit in LIMITS:
+            self.refused.labels(limit)
+        for model in models:
+            self.model_cost.labels(model)
+            for direction in ("in", "out"):
+                self.model_tokens.labels(model, direction)
         for platform in platforms:
             for counter in (self.received, self.answered, self.denied, self.rate_limited):
                 counter.labels(platform)
@@ -140,6 +168,12 @@ class BridgeMetrics:
             self.tokens.labels("in").inc(record.prompt_tokens)
         if record.completion_tokens:
             self.tokens.labels("out").inc(record.completion_tokens)
+        if record.model is not None:
+            self.model_tokens.labels(record.model, "in").inc(record.prompt_tokens)
+            self.model_tokens.labels(record.model, "out").inc(record.completion_tokens)
+            self.model_cost.labels(record.model).inc(record.cost_usd)
+        if record.limit is not None:
+            self.refused.labels(record.limit).inc()
 
     def model_retry(self, error: ModelError) -> None:
         self.retries.labels(error.kind).inc()

@@ -16,10 +16,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from adapters.console.settings import ConsoleSettings
+from adapters.dingtalk.settings import DingTalkSettings
 from adapters.discord.settings import DiscordSettings
+from adapters.feishu.settings import FeishuSettings
 from adapters.kit import Adapter, AdapterSection, Routes
 from adapters.slack.settings import SlackSettings
 from adapters.telegram.settings import TelegramSettings
+from adapters.wechat.settings import WeChatSettings
+from adapters.wecom.settings import WeComSettings
 
 
 class AdaptersSettings(BaseModel):
@@ -29,6 +33,10 @@ class AdaptersSettings(BaseModel):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     slack: SlackSettings = SlackSettings()
+    wechat: WeChatSettings = WeChatSettings()
+    wecom: WeComSettings = WeComSettings()
+    dingtalk: DingTalkSettings = DingTalkSettings()
+    feishu: FeishuSettings = FeishuSettings()
 
 
 def enabled_adapters(settings: AdaptersSettings, routes: Routes) -> list[Adapter]:

@@ -1,4 +1,4 @@
-"""Assemble one running bridge from a configuration: store, model client, token counter, engine."""
+"""Assemble one running bridge from a configuration: store, models, token counter, engine."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from adapters.console.adapter import CONSOLE_USER
 from adapters.kit import CANCELLED_WAIT_S, Adapter
-from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.config import Config, ConfigError
 from chatbridge.metrics import BridgeMetrics
+from chatbridge.spending import spending_warning
 from core.engine import Engine, EngineSettings
 from core.observe import NULL_OBSERVER
 from core.store import Store
@@ -29,7 +30,7 @@ SHUTDOWN_GRACE_S = 30.0
 class Runtime:
     config: Config
     store: Store
-    model: OpenAIChatModel
+    models: ModelRegistry
     engine: Engine
 
 
@@ -40,6 +41,7 @@ def engine_settings(config: Config) -> EngineSettings:
         session=config.session,
         access=config.access,
         limits=config.limits,
+        personas=config.personas,
         lease_s=config.store.lease_s,
         delivery_timeout_s=config.server.delivery_timeout_s,
         max_concurrent=config.server.max_concurrent_messages,
@@ -61,26 +63,31 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
     """Everything opened here is closed on the way out; the adapters' replies in flight must be over
     by then (``chatbridge.cli`` waits for them).
 
-    With ``metrics`` the engine reports every message to it and the model client its retries.
+    With ``metrics`` the engine reports every message to it and the model clients their retries.
     """
+    warning = spending_warning(config)
+    if warning is not None:
+        log.warning("%s; set a budget in limits or an allow list in access", warning)
     store = build_store(config)
     await store.open()
-    model = OpenAIChatModel(config.model, on_retry=metrics.model_retry if metrics is not None else None)
+    models = ModelRegistry.from_settings(
+        config.all_models(), on_retry=metrics.model_retry if metrics is not None else None
+    )
     try:
         tokens = await load_token_counter(config.context.tokenizer, config.model.name)
         engine = Engine(
             store=store,
-            model=model,
+            models=models,
             tokens=tokens,
             settings=engine_settings(config),
             observer=metrics if metrics is not None else NULL_OBSERVER,
         )
         try:
-            yield Runtime(config, store, model, engine)
+            yield Runtime(config, store, models, engine)
         finally:
             engine.close()
     finally:
-        await model.aclose()
+        await models.aclose()
         await store.close()
 
 

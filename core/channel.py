@@ -21,10 +21,14 @@ class LengthUnit(StrEnum):
     UTF16 = "utf16"
     """UTF-16 code units (Telegram): a character outside the Basic Multilingual Plane, most emoji
     among them, counts twice."""
+    UTF8_BYTES = "utf8_bytes"
+    """UTF-8 bytes (WeChat, WeCom): a Chinese character counts three, an emoji four."""
 
     def measure(self, text: str) -> int:
         if self is LengthUnit.UTF16:
             return len(text.encode("utf-16-le")) // 2
+        if self is LengthUnit.UTF8_BYTES:
+            return len(text.encode("utf-8"))
         return len(text)
 
 

@@ -3,9 +3,14 @@
 The order of the checks differs from the design's list in two respects, on purpose. The pure checks
 (bot authors, whether the message addresses the bot at all) run before anything touches the store:
 group chatter that is not for the bot costs no store round trip, and a denied user is only ever told
-so when they actually addressed the bot. And a prompt's dedupe, access and rate checks are one store
-call together with queueing it (``Store.admit``); commands and refused prompts are checked the same
-way without being queued, then answered.
+so when they actually addressed the bot. And a prompt's dedupe, access, rate and token-budget
+checks are one store call together with queueing it (``Store.admit``), so that processes sharing a
+store cannot all let the last message of a budget through; commands and refused prompts are checked
+the same way (without a budget) and without being queued, then answered.
+
+Each turn is answered by the model and persona its chat chose (``core.choices``), with the asker's
+custom instructions after the persona's prompt; in a session several people share, each user turn
+carries who wrote it (``core.sessions.spoken_by``).
 
 A queued prompt stays in the store until the turn that answers it is finished. Whoever holds the
 session's lease answers everything queued for it, turn by turn, and a sweep answers queues that
@@ -29,20 +34,33 @@ from bots.errors import (
     ContextTooLong,
     ModelError,
 )
-from bots.model import ChatModel, ModelReply, TextSink
+from bots.model import ChatModel, ModelCatalog, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
 from core.arrivals import Arrivals, Ticket, TurnLine
+from core.calendar import BudgetCalendar
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
+from core.choices import Choices, TurnChoice
 from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import IncomingMessage
 from core.observe import NULL_OBSERVER, MessageRecord, Observer
 from core.render import StreamRenderer, send_text, typing_indicator
-from core.sessions import session_key
-from core.settings import AccessSettings, BotSettings, ContextSettings, LimitsSettings, OnDenied, SessionSettings
+from core.sessions import session_key, spoken_by
+from core.settings import (
+    AccessSettings,
+    BotSettings,
+    ContextSettings,
+    LimitsSettings,
+    OnDenied,
+    PersonaSettings,
+    SessionScope,
+    SessionSettings,
+)
 from core.store import (
+    OVER_BUDGET,
     AccessDecision,
     Admission,
+    BudgetCheck,
     Claim,
     QueuedMessage,
     SessionState,
@@ -56,8 +74,8 @@ from core.store import (
 )
 from core.tokens import TokenCounter
 from core.triggers import Addressed, CommandName, address
-from core.usage import RunningTotals, day_of
-from core.window import Budget, Window, build_window
+from core.usage import RunningTotals
+from core.window import Budget, SystemPart, Window, build_window
 
 log = logging.getLogger("chatbridge.engine")
 _V = TypeVar("_V")
@@ -88,6 +106,7 @@ class Outcome(StrEnum):
     NOT_ADDRESSED = "not_addressed"
     DENIED = "denied"
     RATE_LIMITED = "rate_limited"
+    OVER_BUDGET = "over_budget"
     REFUSED = "refused"
     FAILED = "failed"
     UNAVAILABLE = "unavailable"
@@ -110,6 +129,8 @@ class EngineSettings:
     """How long delivering an answer, and storing its turn, is retried (``server.delivery_timeout_s``)."""
     max_concurrent: int = 1000
     """Turns answered at once by this process (``server.max_concurrent_messages``); more wait in order."""
+    personas: Mapping[str, PersonaSettings] = dataclasses.field(default_factory=dict)
+    """``personas`` of the configuration; ``bot.system_prompt`` is the persona ``default``."""
     extra_admins: tuple[str, ...] = ()
     log_content: bool = False
     """Put the message and reply texts into the per-message log line (``log.content``)."""
@@ -127,6 +148,10 @@ class _Handled:
     model_s: float | None = None
     first_token_s: float | None = None
     reply: str = ""
+    model: str | None = None
+    cost_usd: float = 0.0
+    limit: str | None = None
+    """Which limit refused the message: ``rate``, or the ``user``, ``chat`` or ``total`` token budget."""
 
 
 class Engine:
@@ -134,7 +159,7 @@ class Engine:
         self,
         *,
         store: Store,
-        model: ChatModel,
+        models: ModelCatalog,
         tokens: TokenCounter,
         settings: EngineSettings,
         clock: Callable[[], float] = time.time,
@@ -142,19 +167,20 @@ class Engine:
     ) -> None:
         self._store = store
         self._observer = observer
-        self._model = model
         self._tokens = tokens
         self._settings = settings
         self._clock = clock
         self._access = AccessPolicy(settings.access, settings.extra_admins)
-        self._system_prompt = settings.bot.system_prompt
-        self._system_tokens = tokens.count(self._system_prompt)
+        self._choices = Choices(models, settings.bot, settings.personas, tokens)
         self.totals = RunningTotals()
+        self._calendar = BudgetCalendar(settings.limits.zone)
         self._commands = Commands(
             store=store,
             access=self._access,
             bot=settings.bot,
             session=settings.session,
+            limits=settings.limits,
+            choices=self._choices,
             totals=self.totals,
             clear_session=self.clear_session,
             clock=clock,
@@ -361,14 +387,24 @@ class Engine:
         """
         await ticket.wait_for_earlier()
         limits = self._settings.limits
+        shared = not message.is_private and self._settings.session.scope is not SessionScope.USER
         item = QueuedMessage(
             message.dedupe_key,
             message.platform,
             message.chat_id,
             message.user_id,
-            addressed.text,
+            spoken_by(message, addressed.text) if shared else addressed.text,
             message.received_at,
             channel.route,
+        )
+        now = self._clock()
+        budget = BudgetCheck(
+            self._calendar.day_of(now),
+            message.user_id,
+            message.chat_id,
+            limits.user_tokens_per_day,
+            limits.chat_tokens_per_day,
+            limits.total_tokens_per_day,
         )
         verdict = await self._store.admit(
             self._admission(
@@ -378,6 +414,7 @@ class Engine:
                 rate_key=f"rate:{message.user_id}",
                 rate_window_s=RATE_WINDOW_S,
                 rate_limit=max(limits.user_messages_per_minute, 0),
+                budget=budget,
             )
         )
         ticket.give_back()
@@ -390,9 +427,27 @@ class Engine:
             case Verdict.DENIED:
                 await self._tell_denied(message, addressed, key, channel)
                 return _Handled(Outcome.DENIED, key)
+            case spent if spent in OVER_BUDGET:
+                limit = _BUDGET_LIMITS[spent]
+                await send_text(channel, await self._over_budget(limit, budget, now))
+                return _Handled(Outcome.OVER_BUDGET, key, limit=limit)
             case _:
                 await send_text(channel, texts.RATE_LIMITED.format(limit=limits.user_messages_per_minute))
-                return _Handled(Outcome.RATE_LIMITED, key)
+                return _Handled(Outcome.RATE_LIMITED, key, limit="rate")
+
+    async def _over_budget(self, limit: str, budget: BudgetCheck, now: float) -> str:
+        """The refusal names the limit, its size and when it starts afresh."""
+        identity = {"user": budget.user_id, "chat": budget.chat_id}.get(limit)
+        configured = {"user": budget.user_limit, "chat": budget.chat_limit, "total": budget.total_limit}[limit]
+        runtime = await self._store.budgets([identity]) if identity is not None else {}
+        size = runtime.get(identity, configured) if identity is not None else configured
+        return texts.OVER_BUDGET.format(
+            whose=texts.OVER_BUDGET_WHOSE[limit],
+            limit=texts.tokens(size),
+            zone=self._settings.limits.timezone,
+            wait=texts.wait_of(self._calendar.next_day_starts(now) - now),
+            who_can=texts.OVER_BUDGET_WHO_CAN[limit],
+        )
 
     async def _drain(self, key: str, asker: _Asker | None) -> _Handled:
         """Answer the session's queue, turn by turn, until it is empty, someone else holds it, or
@@ -528,7 +583,7 @@ class Engine:
         return True
 
     @staticmethod
-    async def _delivered(key: str, delivery: Awaitable[None]) -> bool:
+    async def _delivered(key: str, delivery: Awaitable[object]) -> bool:
         """Whether the platform took what a turn shows: False when it kept failing for the whole
         delivery budget. Its final word (the bot blocked, the chat gone) is logged and counts as
         taken, since trying again cannot change it; either way the turn is finished."""
@@ -561,13 +616,20 @@ class Engine:
         answered = len(claim.queued)
         ttl_s = self._settings.session.timeout_s
         now = self._clock()
-        day = day_of(now)
+        day = self._calendar.day_of(now)
         await self._deliver_kept(key, channel)
         history = await self._history(key, now, claim.state)
+        chosen = claim.settings
+        choice = self._choices.of_turn(chosen)
+        card = self._choices.models.card(choice.model)
+        preamble = [choice.persona.system]
+        if chosen.instructions:
+            instructions = f"{texts.INSTRUCTIONS_HEADER}\n{chosen.instructions}"
+            preamble.append(SystemPart(instructions, self._tokens.count(instructions)))
         text = "\n".join(item.text for item in claim.queued)
         user_turn = Turn("user", text, self._tokens.count(text), now)
-        budget = self._budget()
-        window = build_window(self._system_prompt, self._system_tokens, history, user_turn, budget)
+        budget = self._budget(card.prompt_budget(self._settings.context.max_tokens))
+        window = build_window(preamble, history, user_turn, budget)
         if window is None:
             await self._delivered(key, send_text(channel, texts.MESSAGE_OVER_CONTEXT))
             return TurnResult((), answered, None, ttl_s), _Handled(Outcome.REFUSED, key)
@@ -586,7 +648,7 @@ class Engine:
 
         try:
             async with typing_indicator(channel):
-                reply, window = await self._call_model(window, history, user_turn, budget, on_text)
+                reply, window = await self._call_model(choice, window, preamble, history, user_turn, budget, on_text)
         except ModelError as error:
             timing.done()
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
@@ -595,9 +657,14 @@ class Engine:
             await self._delivered(
                 key, renderer.finish(f"{note}{partial}\n\n{notice}" if partial else f"{note}{notice}")
             )
-            usage = UsageDelta(day, newest.user_id, newest.chat_id, errors=1)
+            usage = UsageDelta(day, newest.user_id, newest.chat_id, errors=1, model=choice.model)
             failed = _Handled(
-                Outcome.FAILED, key, error=error.kind, model_s=timing.model_s, first_token_s=timing.first_token_s
+                Outcome.FAILED,
+                key,
+                error=error.kind,
+                model_s=timing.model_s,
+                first_token_s=timing.first_token_s,
+                model=choice.model,
             )
             return TurnResult((), answered, usage, ttl_s), failed
         timing.done()
@@ -615,7 +682,7 @@ class Engine:
 
         assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
-        usage = UsageDelta(day, newest.user_id, newest.chat_id, answered, prompt, completion)
+        usage = UsageDelta(day, newest.user_id, newest.chat_id, answered, prompt, completion, model=choice.model)
         answered_turn = _Handled(
             Outcome.ANSWERED,
             key,
@@ -624,6 +691,8 @@ class Engine:
             model_s=timing.model_s,
             first_token_s=timing.first_token_s,
             reply=reply.text,
+            model=choice.model,
+            cost_usd=card.cost(prompt, completion),
         )
         return TurnResult((user_turn, assistant_turn), answered, usage, ttl_s), answered_turn
 
@@ -636,28 +705,36 @@ class Engine:
             return []
         return state.turns
 
-    def _budget(self) -> Budget:
+    def _budget(self, max_tokens: int) -> Budget:
         context = self._settings.context
-        return Budget(context.max_tokens, context.max_messages, self._tokens.message_overhead, self._tokens.scaled)
+        return Budget(max_tokens, context.max_messages, self._tokens.message_overhead, self._tokens.scaled)
 
     async def _call_model(
-        self, window: Window, history: list[Turn], user_turn: Turn, budget: Budget, on_text: TextSink
+        self,
+        choice: TurnChoice,
+        window: Window,
+        preamble: list[SystemPart],
+        history: list[Turn],
+        user_turn: Turn,
+        budget: Budget,
+        on_text: TextSink,
     ) -> tuple[ModelReply, Window]:
-        """The model's reply to ``window``. A context-length refusal from the server trims the prompt,
-        first to half of it, then to the system prompt and the new message alone; a refusal even of
-        that is passed on, since then the message itself is too long."""
+        """The chosen model's reply to ``window``; when it fails, the failure is the answer (no other
+        model is tried behind the user's back). A context-length refusal from the server trims the
+        prompt, first to half of it, then to the system parts (persona and instructions) and the new
+        message alone; a refusal even of that is passed on, since then the message itself is too long."""
+        model: ChatModel = self._choices.models.client(choice.model)
+        temperature = choice.persona.temperature
         while True:
             try:
-                return await self._model.reply(window.messages, on_text), window
+                return await model.reply(window.messages, on_text, temperature=temperature), window
             except ContextTooLong:
                 if window.history_turns == 0:
                     raise
-                smaller = build_window(
-                    self._system_prompt, self._system_tokens, history, user_turn, budget.tighter_than(window)
-                )
+                smaller = build_window(preamble, history, user_turn, budget.tighter_than(window))
                 if smaller is None or smaller.history_turns >= window.history_turns:
-                    smaller = build_window(self._system_prompt, self._system_tokens, [], user_turn, budget)
-                assert smaller is not None  # the window it was cut from held the same system prompt and message
+                    smaller = build_window(preamble, [], user_turn, budget)
+                assert smaller is not None  # the window it was cut from held the same system parts and message
                 log.info(
                     "server said the context is too long; retrying with %d of %d turns",
                     smaller.history_turns,
@@ -721,10 +798,20 @@ class Engine:
                     error=handled.error,
                     model_s=handled.model_s,
                     first_token_s=handled.first_token_s,
+                    model=handled.model,
+                    cost_usd=handled.cost_usd,
+                    limit=handled.limit,
                 )
             )
         except Exception:  # noqa: BLE001 - metrics must never break message handling
             log.exception("the observer failed")
+
+
+_BUDGET_LIMITS = {
+    Verdict.OVER_USER_BUDGET: "user",
+    Verdict.OVER_CHAT_BUDGET: "chat",
+    Verdict.OVER_TOTAL_BUDGET: "total",
+}
 
 
 class _Stored(StrEnum):

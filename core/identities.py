@@ -18,7 +18,12 @@ _SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
     "discord": (re.compile(r"[1-9][0-9]{15,19}"), "discord:<snowflake>, e.g. discord:80351110224678912"),
     "slack": (re.compile(r"[UWCGDTBE][A-Z0-9]{2,20}"), "slack:<id>, e.g. slack:U024BE7LH or slack:C024BE91L"),
     "console": (re.compile(r"local"), "console:local"),
-    "dingtalk": (re.compile(r"[A-Za-z0-9$_-]{1,64}"), "dingtalk:<staffId>, e.g. dingtalk:manager4220"),
+    "dingtalk": (
+        # a staffId; a sender id (people outside the organisation) or a conversation id, whose
+        # base64 "+" and "/" the adapter turns into "-" and "_"
+        re.compile(r"[A-Za-z0-9$_-]{1,64}|\$:LWCP_v\d+:\$[A-Za-z0-9_=-]{1,128}|cid[A-Za-z0-9_=-]{1,128}"),
+        "dingtalk:<staffId>, e.g. dingtalk:manager4220 (chats: dingtalk:cid…)",
+    ),
     "feishu": (re.compile(r"o[uc]_[0-9a-f]{32}"), "feishu:<open_id>, e.g. feishu:ou_7d8a6e6df7621556ce0d21922b676706"),
     "wechat": (re.compile(r"[A-Za-z0-9_-]{28}"), "wechat:<openid>, e.g. wechat:oLVPpjqs9BhvzwPj5A-vTYAX3GLc"),
     "wecom": (re.compile(r"[A-Za-z0-9_.@-]{1,64}"), "wecom:<UserID>, e.g. wecom:zhangsan"),

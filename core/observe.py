@@ -30,6 +30,12 @@ class MessageRecord:
     error: str | None = None
     model_s: float | None = None
     first_token_s: float | None = None
+    model: str | None = None
+    """The configured model's name (``default`` or a ``models`` key) when one was called."""
+    cost_usd: float = 0.0
+    """From the model's declared prices."""
+    limit: str | None = None
+    """What refused the message: ``rate``, or the ``user``, ``chat`` or ``total`` token budget."""
 
 
 class Observer(Protocol):

@@ -75,9 +75,10 @@ async def send_text(
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
     budget_s: float = DELIVERY_TIMEOUT_S,
-) -> None:
+) -> int:
     """Send a complete answer (command output, an error) as one or more messages; what the
     platform refuses as too long is cut smaller and sent again, from where it was refused.
+    Returns how many messages went out.
 
     Raises ``PlatformTrouble`` only if the platform still fails when ``budget_s`` runs out.
     """
@@ -85,6 +86,7 @@ async def send_text(
     limits = channel.limits
     max_chars = limits.max_message_chars
     pending = _split(text, limits, max_chars)
+    sent = 0
     while pending:
         try:
             await _patiently(functools.partial(channel.send, pending[0]), sleep, clock, deadline)
@@ -93,6 +95,8 @@ async def send_text(
             pending[:1] = _split(pending[0], limits, max_chars)
             continue
         pending.pop(0)
+        sent += 1
+    return sent
 
 
 class StreamRenderer:
@@ -130,11 +134,12 @@ class StreamRenderer:
         that a model slow to start (or a busy bridge) does not use it up before there is anything."""
         self._streamed_chars = 0
         self._edits = 0
+        self._sent_whole = 0
         self._max_chars = self._limits.max_message_chars
 
     @property
     def messages_sent(self) -> int:
-        return len(self._handles)
+        return len(self._handles) + self._sent_whole
 
     @property
     def edits_made(self) -> int:
@@ -172,7 +177,16 @@ class StreamRenderer:
 
         ``final_text`` may differ from what was streamed (a note appended, say). Raises
         ``PlatformTrouble`` only if the platform still fails when the delivery budget runs out.
+
+        A channel that cannot edit has been shown nothing yet, and gets the text as ``send_text``
+        sends it: a message refused as too long is cut again from there on, never by re-cutting
+        (and so resending) the messages already out.
         """
+        if not self._limits.can_edit:
+            self._sent_whole += await send_text(
+                self._channel, final_text, sleep=self._sleep, clock=self._clock, budget_s=self._budget_s
+            )
+            return
         deadline = self._clock() + self._budget_s
         chunks = self._final_chunks(final_text)
         while (index := self._first_stale(chunks)) is not None:

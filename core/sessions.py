@@ -33,3 +33,17 @@ def key_matches(key: str, target: str) -> bool:
     if chat == target:
         return True
     return rest.startswith(_USER[1:]) and rest[len(_USER) - 1 :] == target
+
+
+SPEAKER_NAME_CHARS = 40
+
+
+def spoken_by(message: IncomingMessage, text: str) -> str:
+    """A turn of a session several people share, as the model sees and the store keeps it:
+    ``[Name] text``. A prefix rather than the chat-completions ``name`` field, which many
+    OpenAI-compatible servers drop and which OpenAI restricts to ``[A-Za-z0-9_-]``, so most real
+    names would not survive it. The display name is a hint for the model only; it authorises nothing
+    (anyone can call themselves anything), and brackets and line breaks in it are replaced so that it
+    cannot pose as another turn."""
+    name = " ".join(message.user_name.replace("[", "(").replace("]", ")").split())[:SPEAKER_NAME_CHARS]
+    return f"[{name or message.user_id}] {text}"

@@ -7,11 +7,18 @@ They are plain pydantic models; the file/environment loading lives with the comm
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.identities import identity_problem
+
+NAME_SHAPE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""Model and persona names: typed after /model and /persona, and part of environment variable names."""
+DEFAULT_NAME = "default"
+"""The name of ``model`` among the models and of ``bot.system_prompt`` among the personas."""
 
 
 def _check_identities(values: list[str]) -> list[str]:
@@ -26,8 +33,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_names(names: list[str], what: str) -> None:
+    """Names of ``models`` or ``personas`` entries: lower case, short, and never ``default``."""
+    for name in names:
+        if name == DEFAULT_NAME:
+            raise ValueError(f"{name!r} is the name of the {what} configured outside this section")
+        if NAME_SHAPE.fullmatch(name) is None:
+            raise ValueError(f"{name!r} is not a usable name: 1-32 of a-z 0-9 _ -, starting with a letter or digit")
+
+
+class GroupSettings(StrEnum):
+    """Who may switch a group's model and persona: the bridge's admins, or anyone allowed."""
+
+    ADMINS = "admins"
+    EVERYONE = "everyone"
+
+
 class BotSettings(_Section):
-    system_prompt: str = Field("You are a helpful assistant.", description="always sent first, before the conversation")
+    system_prompt: str = Field(
+        "You are a helpful assistant.", description='the persona "default": always sent first, before the conversation'
+    )
     reset_commands: list[str] = Field(
         default_factory=lambda: ["/reset", "/new"],
         description="commands that clear the caller's session; /reset and /new work whatever this says",
@@ -38,6 +63,18 @@ class BotSettings(_Section):
         "a mention, a reply to the bot and a command always do",
     )
     max_input_chars: int = Field(16000, gt=0, description="longer messages get a short refusal")
+    group_settings: GroupSettings = Field(
+        GroupSettings.ADMINS, description="who may use /model and /persona in groups: admins | everyone"
+    )
+    max_instructions_chars: int = Field(1500, gt=0, description="longest /instructions text a user may store")
+
+
+class PersonaSettings(_Section):
+    """A ``personas.<name>`` entry: the system prompt, and optionally the model and temperature it uses."""
+
+    system_prompt: str = Field(description="the system message of chats that use this persona")
+    model: str | None = Field(None, description="a name from models (or default); a chat's /model choice wins")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="empty = the model's")
 
 
 class TokenizerChoice(StrEnum):
@@ -104,6 +141,27 @@ class LimitsSettings(_Section):
     user_messages_per_minute: int = Field(
         20, ge=0, description="messages to the model per user per minute (fixed windows); 0: unlimited"
     )
+    user_tokens_per_day: int = Field(0, ge=0, description="tokens one user may use a day; 0 = unlimited")
+    chat_tokens_per_day: int = Field(0, ge=0, description="tokens one chat may use a day; 0 = unlimited")
+    total_tokens_per_day: int = Field(0, ge=0, description="tokens the whole bridge may use a day; 0 = unlimited")
+    timezone: str = Field("UTC", description="where a budget day starts and ends, e.g. Europe/Berlin")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone name (e.g. UTC, Europe/Berlin, America/New_York)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def any_budget(self) -> bool:
+        return bool(self.user_tokens_per_day or self.chat_tokens_per_day or self.total_tokens_per_day)
 
 
 class StoreBackend(StrEnum):

@@ -2,7 +2,8 @@
 
 Everything a bridge must share between processes goes through here: sessions, the durable queue of
 each session and the lease that orders it, dedupe marks, rate-limit counters, runtime access
-decisions and usage. A prompt is queued when it is admitted and leaves the queue only when the turn
+decisions and budgets, each chat's model and persona, each user's custom instructions, and usage
+(per day and month, and per model). A prompt is queued when it is admitted and leaves the queue only when the turn
 that answers it is finished, so a process that dies between the two leaves it for another holder
 (``orphans``). The embedded backends (``memory``, ``sqlite``) hold leases inside their one process;
 the ``redis`` backend makes the same guarantees across processes.
@@ -64,17 +65,6 @@ class QueuedMessage:
     route: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A session taken for one turn: ``fence`` is the lease's token that ``finish`` checks; ``queued``
-    are all of its unanswered messages, oldest first; ``state`` is the session as stored (None when it
-    has no turns yet)."""
-
-    fence: int
-    queued: list[QueuedMessage]
-    state: SessionState | None
-
-
 class Verdict(StrEnum):
     """What ``Store.admit`` came to for one message."""
 
@@ -85,6 +75,36 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"
     DENIED = "denied"
     RATE_LIMITED = "rate_limited"
+    OVER_USER_BUDGET = "over_user_budget"
+    """The asker has used their tokens of the day (``BudgetCheck``)."""
+    OVER_CHAT_BUDGET = "over_chat_budget"
+    OVER_TOTAL_BUDGET = "over_total_budget"
+    """The whole bridge has used its tokens of the day."""
+
+
+OVER_BUDGET = frozenset({Verdict.OVER_USER_BUDGET, Verdict.OVER_CHAT_BUDGET, Verdict.OVER_TOTAL_BUDGET})
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    """A prompt's token budgets for ``day``: the configured limits per day (0 = unlimited), which a
+    runtime budget of the user or the chat (``Store.set_budget``) replaces for that identity.
+
+    A limit is reached when the tokens counted for its subject on ``day`` (prompt and completion, as
+    ``finish`` counted them) are at least the limit. Turns still being answered are not counted
+    yet, so a budget is overshot by at most what the messages in flight use.
+    """
+
+    day: str
+    user_id: str
+    chat_id: str
+    user_limit: int = 0
+    chat_limit: int = 0
+    total_limit: int = 0
+
+    @property
+    def any_limit(self) -> bool:
+        return bool(self.user_limit or self.chat_limit or self.total_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +125,13 @@ class Admission:
     rate_key: str = ""
     rate_window_s: float = 60.0
     rate_limit: int = 0
+    budget: BudgetCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UsageDelta:
-    """What one handled message adds to the usage counters of its day, user and chat."""
+    """What one handled message adds to the usage counters of its day, user and chat, and, with a
+    ``model``, to that model's counters of the day and of its month (``day[:7]``)."""
 
     day: str
     user_id: str
@@ -118,6 +140,7 @@ class UsageDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: int = 0
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +164,49 @@ class UsageTotals:
     errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model's usage by one subject in one period (a day ``YYYY-MM-DD`` or a month ``YYYY-MM``)."""
+
+    model: str
+    messages: int
+    prompt_tokens: int
+    completion_tokens: int
+    errors: int
+
+
 ALL_SUBJECTS = "*"
 """The ``subject`` of usage totals over every user and chat."""
+
+
+class ChatSetting(StrEnum):
+    """What ``/model`` and ``/persona`` choose for a chat."""
+
+    MODEL = "model"
+    PERSONA = "persona"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """What a turn is answered with besides its session: the chat's choices (None: none made) and
+    the asker's custom instructions ("" for none)."""
+
+    model: str | None = None
+    persona: str | None = None
+    instructions: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A session taken for one turn: ``fence`` is the lease's token that ``finish`` checks; ``queued``
+    are all of its unanswered messages, oldest first; ``state`` is the session as stored (None when it
+    has no turns yet); ``settings`` are the ``turn_settings`` of the newest queued message's chat and
+    user, which the turn is answered with."""
+
+    fence: int
+    queued: list[QueuedMessage]
+    state: SessionState | None
+    settings: TurnSettings = TurnSettings()
 
 
 class AccessDecision(StrEnum):
@@ -184,7 +248,7 @@ class Store(Protocol):
 
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
         """Take the session's lease and its queued messages, without removing them, with the newest
-        ``max_turns`` turns; None, at once, when it has nothing queued or someone holds it (whoever
+        ``max_turns`` turns and the settings of the newest message's chat and user; None, at once, when it has nothing queued or someone holds it (whoever
         holds it looks at the queue again when they finish). The lease lapses after ``lease_s``
         unless renewed, so a holder that died frees the session."""
         ...
@@ -228,4 +292,30 @@ class Store(Protocol):
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         """Totals of the newest ``days`` days that have any usage, newest first."""
+        ...
+
+    async def usage_by_model(self, period: str, subject: str = ALL_SUBJECTS) -> list[ModelUsage]:
+        """Each model's usage by ``subject`` in ``period`` (a day or a month), by model name."""
+        ...
+
+    # --- per-chat and per-user settings, runtime budgets ------------------------------------------
+    async def turn_settings(self, chat_id: str, user_id: str) -> TurnSettings:
+        """The chat's model and persona and the user's instructions, in one read."""
+        ...
+
+    async def set_chat_setting(self, chat_id: str, setting: ChatSetting, value: str) -> None:
+        """Kept until changed: a session's reset or expiry does not touch it."""
+        ...
+
+    async def set_instructions(self, user_id: str, text: str) -> None:
+        """Store the user's custom instructions; "" removes them."""
+        ...
+
+    async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
+        """A runtime budget for a user or chat: tokens per day (0 = unlimited), or None to go back to
+        the configured limit. ``admit`` uses it from then on, in every process."""
+        ...
+
+    async def budgets(self, identities: Sequence[str]) -> dict[str, int]:
+        """The runtime budgets set for any of ``identities``."""
         ...

@@ -53,8 +53,42 @@ ADMIN_USAGE = (
     "/admin clear all: clear every session\n"
     "/admin allow <identity>: allow a user or chat\n"
     "/admin deny <identity>: deny a user or chat\n"
-    "/admin stats: messages, tokens and errors"
+    "/admin budget <identity> <tokens per day | default | unlimited>: set a user's or chat's token budget\n"
+    "/admin stats: messages, tokens, errors and cost\n"
+    "/admin usage <identity>: one user's or chat's tokens and cost"
 )
+BUDGET_USAGE = (
+    "Usage: /admin budget <identity> <tokens per day | default | unlimited>, "
+    "e.g. /admin budget telegram:123456789 50000. Nothing was changed."
+)
+BUDGET_SET = "{identity} may now use {tokens} tokens a day."
+BUDGET_UNLIMITED = "{identity} now has no token budget (unlimited)."
+BUDGET_DEFAULT = "{identity} is back on the configured token budget."
+ADMIN_USAGE_USAGE = "Usage: /admin usage <identity>, e.g. /admin usage telegram:123456789. Nothing was changed."
+
+OVER_BUDGET = (
+    "{whose} used up today's token budget on this bridge ({limit} tokens a day). "
+    "It starts afresh at midnight ({zone}), in {wait}. Until then I cannot answer{who_can}."
+)
+"""Deliberately unlike MODEL_ACCESS_DENIED: this is the bridge's own limit, not the provider's quota."""
+OVER_BUDGET_WHOSE = {"user": "You have", "chat": "This chat has", "total": "This bridge has"}
+OVER_BUDGET_WHO_CAN = {"user": " you", "chat": " here", "total": ""}
+
+GROUP_SETTINGS_ADMINS_ONLY = "In groups only the bridge's admins can switch the {what}. Nothing was changed."
+UNKNOWN_CHOICE = "There is no {what} called {name!r}. The {what}s are: {names}. Nothing was changed."
+MODEL_SWITCHED = "This chat now uses the model {name}. It applies from your next message."
+PERSONA_SWITCHED = "This chat now uses the persona {name}. It applies from your next message."
+INSTRUCTIONS_SET = "Your instructions are saved ({size} characters). They apply in every chat, from your next message."
+INSTRUCTIONS_CLEARED = "Your instructions are removed."
+INSTRUCTIONS_NONE = (
+    "You have no custom instructions. Set them with /instructions <text>; /instructions clear removes them."
+)
+INSTRUCTIONS_SHOWN = "Your instructions (/instructions clear removes them):\n{text}"
+INSTRUCTIONS_TOO_LONG = (
+    "Those instructions are too long ({size} characters; the limit is {limit}). Nothing was changed."
+)
+INSTRUCTIONS_HEADER = "The user you are talking to asked you to follow these instructions:"
+"""Opens the system message that carries a user's custom instructions, after the persona's prompt."""
 CANNOT_DENY_ADMIN = "{identity} is an admin in the configuration and cannot be denied at runtime."
 ACCESS_ALLOWED = "{identity} is now allowed."
 ACCESS_DENIED = "{identity} is now denied."
@@ -70,9 +104,22 @@ def identity_card(user_id: str, chat_id: str, session_key: str) -> str:
     return f"You: {user_id}\nChat: {chat_id}\nSession: {session_key}"
 
 
-def help_text(reset_commands: Iterable[str], *, is_admin: bool, in_group: bool, prefixes: Iterable[str]) -> str:
+def help_text(
+    reset_commands: Iterable[str], *, is_admin: bool, in_group: bool, prefixes: Iterable[str], may_switch: bool
+) -> str:
     lines = ["Commands:", f"{' or '.join(reset_commands)}: forget this conversation and start fresh"]
     lines += ["/help: this list", "/id: show your identity, this chat's and the session key"]
+    if may_switch:
+        lines += [
+            "/model [name]: list the models, or switch this chat to one",
+            "/persona [name]: the same for personas",
+        ]
+    else:
+        lines += ["/model, /persona: list the models and personas of this chat"]
+    lines += [
+        "/instructions [text | clear]: show, set or remove your own instructions for the bot",
+        "/usage: your tokens and cost today and this month, and what is left of your budget",
+    ]
     if is_admin:
         lines.append("/admin: session, access and usage commands (send /admin for the list)")
     if in_group:
@@ -90,6 +137,29 @@ def sessions_list(lines: list[str], total: int) -> str:
     return f"{total} active session{'s' if total != 1 else ''}:\n{shown}{more}"
 
 
+def choice_list(what: str, rows: Iterable[tuple[str, str, bool]], hint: str) -> str:
+    """``/model`` and ``/persona``: each name with what it is, the chat's current one marked."""
+    lines = [
+        f"{'→' if current else '•'} {name}: {detail}" if detail else f"{'→' if current else '•'} {name}"
+        for name, detail, current in rows
+    ]
+    return f"{what} (→ marks this chat's):\n" + "\n".join(lines) + (f"\n{hint}" if hint else "")
+
+
+def tokens(count: int) -> str:
+    return f"{count:,}"
+
+
+def dollars(amount: float) -> str:
+    return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"
+
+
+def wait_of(seconds: float) -> str:
+    minutes = max(int(seconds // 60), 1)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 def stats_text(since_start: str, per_day: list[str]) -> str:
     days = "\n".join(per_day) if per_day else "no usage recorded yet"
     return f"Since start: {since_start}\nPer day (newest first):\n{days}"
@@ -99,10 +169,17 @@ COMMAND_DESCRIPTIONS = {
     "reset": "Forget this conversation and start fresh",
     "help": "List the commands you may use",
     "id": "Show your identity, this chat's and the session key",
-    "admin": "Admin: sessions, access and usage (try: sessions, stats)",
+    "model": "List the models, or switch this chat to one",
+    "persona": "List the personas, or switch this chat to one",
+    "instructions": "Show, set or clear your own instructions for the bot",
+    "usage": "Your tokens and cost today and this month, and your budget",
+    "admin": "Admin: sessions, access, budgets and usage (try: sessions, stats)",
 }
 """One line per command for platforms that list native commands (Discord and Slack slash commands)."""
-ADMIN_ARGS_HINT = "sessions | clear <key or identity> | clear all | allow <identity> | deny <identity> | stats"
+ADMIN_ARGS_HINT = "sessions | clear <key|identity|all> | allow|deny <identity> | budget <identity> <n> | stats | usage"
+MODEL_ARGS_HINT = "a model's name (empty: list them)"
+PERSONA_ARGS_HINT = "a persona's name (empty: list them)"
+INSTRUCTIONS_ARGS_HINT = "your instructions, or clear (empty: show them)"
 
 ONLY_TEXT_SUPPORTED = "I can only read text messages for now. Please write your question as text."
 """The answer to a photo, sticker, voice message or file in a private chat."""
@@ -167,3 +244,12 @@ messages cannot be taken back through ``ReplyChannel``, and repeating stale text
 
 REPLY_PLACEHOLDER = "Thinking…"
 """What a reply shows until its first words arrive, on platforms that post a placeholder (Slack)."""
+
+WELCOME = "Hello! Write to me and I will answer."
+"""Put before the command list for someone who just followed the bot (WeChat's subscribe event)."""
+ANSWER_WITH_NEXT_MESSAGE = (
+    "This answer is taking a while. Send me any message in a minute and the answer comes as the reply."
+)
+"""Where the platform lets the bot speak only in reply to a message (WeChat without the
+customer-service API) and the answer was not ready in time."""
+MORE_WITH_NEXT_MESSAGE = "(There is more: send any message for the next part.)"

@@ -20,16 +20,24 @@ class CommandName(StrEnum):
     RESET = "reset"
     HELP = "help"
     ID = "id"
+    MODEL = "model"
+    PERSONA = "persona"
+    INSTRUCTIONS = "instructions"
+    USAGE = "usage"
     ADMIN = "admin"
 
 
-_FIXED_COMMANDS = {"/help": CommandName.HELP, "/id": CommandName.ID, "/admin": CommandName.ADMIN}
+_FIXED_COMMANDS = {f"/{name.value}": name for name in CommandName if name is not CommandName.RESET}
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """``args`` are the words after the command; ``rest`` is everything after it as written, line
+    breaks included (``/instructions`` stores it as it is)."""
+
     name: CommandName
     args: tuple[str, ...]
+    rest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +69,11 @@ def parse_command(text: str, bot: BotSettings) -> Command | None:
     if not words:
         return None
     head = words[0].lower()
+    rest = text.strip()[len(words[0]) :].strip()
     if head in (c.lower() for c in reset_commands(bot)):
-        return Command(CommandName.RESET, tuple(words[1:]))
+        return Command(CommandName.RESET, tuple(words[1:]), rest)
     name = _FIXED_COMMANDS.get(head)
-    return Command(name, tuple(words[1:])) if name else None
+    return Command(name, tuple(words[1:]), rest) if name else None
 
 
 def _strip_mentions(text: str, mentions: tuple[str, ...]) -> str:

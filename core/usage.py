@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from core.store import UsageDelta, UsageTotals
-
-
-def day_of(timestamp: float) -> str:
-    """Usage days are UTC days, so every process of a bridge agrees on where a day ends."""
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+from core.store import ModelUsage, UsageDelta, UsageTotals
 
 
 @dataclass(slots=True)
@@ -30,6 +24,9 @@ class RunningTotals:
 
     def of_day(self, day: str) -> UsageTotals:
         return UsageTotals(day, self.messages, self.prompt_tokens, self.completion_tokens, self.errors)
+
+    def of_model(self, model: str) -> ModelUsage:
+        return ModelUsage(model, self.messages, self.prompt_tokens, self.completion_tokens, self.errors)
 
 
 def describe(totals: RunningTotals | UsageTotals) -> str:

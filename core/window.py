@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bots.model import ChatMessage
 from core.store import Turn
+
+
+class SystemPart(NamedTuple):
+    """A system message that opens every window (the persona's prompt, the asker's custom
+    instructions) with its token count; these are never trimmed."""
+
+    content: str
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +53,23 @@ class Budget:
 
 
 def build_window(
-    system_prompt: str, system_tokens: int, history: Sequence[Turn], user_turn: Turn, budget: Budget
+    preamble: Sequence[SystemPart], history: Sequence[Turn], user_turn: Turn, budget: Budget
 ) -> Window | None:
-    """System prompt + the newest whole user/assistant pairs that fit + the new user turn.
+    """The system parts + the newest whole user/assistant pairs that fit + the new user turn.
 
-    ``max_messages`` counts every message but the system prompt, the new one included.
+    ``max_messages`` counts every message but the system parts, the new one included. Empty system
+    parts are left out.
 
-    None when the system prompt and the new message alone exceed the budget: the caller refuses such
-    a message rather than sending the model a prompt without it.
+    None when the system parts and the new message alone exceed the budget: the caller refuses such
+    a message rather than sending the model a prompt without them.
     """
     overhead = budget.message_overhead
     used = budget.cost(user_turn.tokens)
     raw = user_turn.tokens + overhead
-    if system_prompt:
-        used += budget.cost(system_tokens)
-        raw += system_tokens + overhead
+    system = [part for part in preamble if part.content]
+    for part in system:
+        used += budget.cost(part.tokens)
+        raw += part.tokens + overhead
     if used > budget.max_tokens:
         return None
     # Walk back from the newest turn, one (user, assistant) pair at a time, skipping any turn without
@@ -81,6 +92,6 @@ def build_window(
         index -= 2
         pairs_left -= 1
     kept.reverse()
-    messages = [ChatMessage(role="system", content=system_prompt)] if system_prompt else []
+    messages = [ChatMessage(role="system", content=part.content) for part in system]
     messages += [{"role": turn.role, "content": turn.content} for turn in kept]
     return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)

@@ -1,6 +1,6 @@
 """The store backends: how one is chosen from the settings, and the few rules every backend computes
-the same way (which usage rows a delta touches, where a rate window starts, how often to sweep, how a
-queued message is written down).
+the same way (which usage rows a delta touches, when a budget is spent, where a rate window starts,
+how often to sweep, how a queued message is written down).
 
 Backends are imported only when chosen, so a bridge on the memory store never loads a database driver,
 and the backend modules can import the shared rules from here without a cycle.
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import assert_never
 
 from core.settings import StoreBackend, StoreSettings
-from core.store import ALL_SUBJECTS, QueuedMessage, Store, UsageDelta
+from core.store import ALL_SUBJECTS, BudgetCheck, QueuedMessage, Store, UsageDelta, Verdict
 
 
 def create_store(settings: StoreSettings) -> Store:
@@ -42,6 +43,27 @@ def usage_subjects(delta: UsageDelta) -> tuple[str, ...]:
     that row twice would double the user's figures.
     """
     return tuple(dict.fromkeys((ALL_SUBJECTS, delta.user_id, delta.chat_id)))
+
+
+def usage_periods(delta: UsageDelta) -> tuple[str, str]:
+    """The periods a model's usage is counted in: the day and its month."""
+    return delta.day, delta.day[:7]
+
+
+def budget_verdict(check: BudgetCheck, used: Mapping[str, int], runtime_budgets: Mapping[str, int]) -> Verdict | None:
+    """Which budget of ``check`` is spent, given the tokens ``used`` today by each subject (the user,
+    the chat, ``ALL_SUBJECTS``) and the runtime budgets of the user and chat; None when none is.
+    The user's budget is named first, then the chat's, then the bridge's. (The redis store's admit
+    script computes the same in Lua.)"""
+    user_limit = runtime_budgets.get(check.user_id, check.user_limit)
+    if user_limit > 0 and used.get(check.user_id, 0) >= user_limit:
+        return Verdict.OVER_USER_BUDGET
+    chat_limit = runtime_budgets.get(check.chat_id, check.chat_limit)
+    if chat_limit > 0 and used.get(check.chat_id, 0) >= chat_limit:
+        return Verdict.OVER_CHAT_BUDGET
+    if check.total_limit > 0 and used.get(ALL_SUBJECTS, 0) >= check.total_limit:
+        return Verdict.OVER_TOTAL_BUDGET
+    return None
 
 
 @dataclass(frozen=True, slots=True)

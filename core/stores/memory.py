@@ -16,17 +16,21 @@ from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
     Admission,
+    BudgetCheck,
+    ChatSetting,
     Claim,
+    ModelUsage,
     QueuedMessage,
     SessionInfo,
     SessionState,
     Turn,
     TurnResult,
+    TurnSettings,
     UsageDelta,
     UsageTotals,
     Verdict,
 )
-from core.stores import FixedWindow, PruneTimer, usage_subjects
+from core.stores import FixedWindow, PruneTimer, budget_verdict, usage_periods, usage_subjects
 from core.stores.local_leases import InProcessLeases
 from core.usage import RunningTotals
 
@@ -64,6 +68,11 @@ class MemoryStore:
         self._windows: dict[str, _Window] = {}
         self._access: dict[str, AccessDecision] = {}
         self._usage: dict[str, dict[str, RunningTotals]] = {}
+        self._model_usage: dict[tuple[str, str], dict[str, RunningTotals]] = {}
+        """By (subject, day or month), then by model."""
+        self._chat_settings: dict[str, dict[ChatSetting, str]] = {}
+        self._instructions: dict[str, str] = {}
+        self._budgets: dict[str, int] = {}
         self._prune = PruneTimer(prune_interval_s)
 
     async def open(self) -> None:
@@ -86,6 +95,10 @@ class MemoryStore:
             and self._count_hit(admission.rate_key, admission.rate_window_s) > admission.rate_limit
         ):
             return Verdict.RATE_LIMITED
+        if admission.budget is not None:
+            spent = self._spent(admission.budget)
+            if spent is not None:
+                return spent
         if admission.item is None:
             return Verdict.ACCEPTED
         queue = self._queues.setdefault(admission.session_key, deque())
@@ -99,7 +112,11 @@ class MemoryStore:
         fence = self._leases.take(session_key)
         if fence is None:
             return None
-        return Claim(fence, [queued.item for queued in queue], await self.load_session(session_key, max_turns))
+        newest = queue[-1].item
+        settings = await self.turn_settings(newest.chat_id, newest.user_id)
+        return Claim(
+            fence, [queued.item for queued in queue], await self.load_session(session_key, max_turns), settings
+        )
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return self._leases.holds(session_key, fence)
@@ -184,10 +201,51 @@ class MemoryStore:
     async def set_access(self, identity: str, decision: AccessDecision) -> None:
         self._access[identity] = decision
 
+    # --- budgets --------------------------------------------------------------------------------
+    def _spent(self, check: BudgetCheck) -> Verdict | None:
+        used = {}
+        for subject in (check.user_id, check.chat_id, ALL_SUBJECTS):
+            totals = self._usage.get(subject, {}).get(check.day)
+            used[subject] = 0 if totals is None else totals.prompt_tokens + totals.completion_tokens
+        return budget_verdict(check, used, self._budgets)
+
+    async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
+        if tokens_per_day is None:
+            self._budgets.pop(identity, None)
+        else:
+            self._budgets[identity] = tokens_per_day
+
+    async def budgets(self, identities: Sequence[str]) -> dict[str, int]:
+        return {identity: self._budgets[identity] for identity in identities if identity in self._budgets}
+
+    # --- per-chat and per-user settings -----------------------------------------------------------
+    async def turn_settings(self, chat_id: str, user_id: str) -> TurnSettings:
+        chosen = self._chat_settings.get(chat_id, {})
+        return TurnSettings(
+            chosen.get(ChatSetting.MODEL), chosen.get(ChatSetting.PERSONA), self._instructions.get(user_id, "")
+        )
+
+    async def set_chat_setting(self, chat_id: str, setting: ChatSetting, value: str) -> None:
+        self._chat_settings.setdefault(chat_id, {})[setting] = value
+
+    async def set_instructions(self, user_id: str, text: str) -> None:
+        if text:
+            self._instructions[user_id] = text
+        else:
+            self._instructions.pop(user_id, None)
+
     # --- usage ----------------------------------------------------------------------------------
     def _add_usage(self, delta: UsageDelta) -> None:
         for subject in usage_subjects(delta):
             self._usage.setdefault(subject, {}).setdefault(delta.day, RunningTotals()).add(delta)
+            if delta.model:
+                for period in usage_periods(delta):
+                    by_model = self._model_usage.setdefault((subject, period), {})
+                    by_model.setdefault(delta.model, RunningTotals()).add(delta)
+
+    async def usage_by_model(self, period: str, subject: str = ALL_SUBJECTS) -> list[ModelUsage]:
+        by_model = self._model_usage.get((subject, period), {})
+        return [by_model[model].of_model(model) for model in sorted(by_model)]
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         by_day = self._usage.get(subject, {})

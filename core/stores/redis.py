@@ -15,12 +15,24 @@ key (after ``store.redis_key_prefix``)      type        bound
 ``seen:<key>``                              string      dedupe mark, ``SET NX PX``
 ``rate:<key>:<window>``                     string      hit counter, expires at the window's end
 ``access``                                  hash        runtime allow/deny decisions (one field per identity, and ``#version``)
-``usage:{usage}:<day>``                     hash        ``m|p|c|e:<subject>`` counters; ``USAGE_TTL_S``
+``usage:{usage}:<day>``                     hash        ``m|p|c|e:<subject>`` counters, and ``m|p|c|e@<model>:<subject>``
+                                                        per model; ``USAGE_TTL_S``
 ``usage:{usage}:days``                      zset        days with usage, at most ``USAGE_DAYS_KEPT``
+``usage:{usage}:models``                    set         the models with usage (a handful); ``USAGE_TTL_S``
+``usage:{usage}:budgets``                   hash        runtime budgets, identity -> tokens per day
+``settings``                                hash        ``model:<chat>``, ``persona:<chat>``, ``instructions:<user>``:
+                                                        kept, one field per choice made (they outlive sessions)
 =========================================  ==========  =====================================================
 
 ``K`` is the session key in a hash tag, so all keys of one session sit in one Cluster slot; the usage
-keys share the ``{usage}`` tag for the same reason.
+keys and the runtime budgets share the ``{usage}`` tag for the same reason, so that the budget check
+reads one slot.
+
+Budgets: ``admit`` reads the day's token counters of the user, the chat and the bridge and their
+runtime budgets in the same script that queues the message, so no process admits a message once
+``finish`` has counted the tokens that spend a budget. Turns being answered are counted only when they
+finish: a budget is overshot by at most the messages in flight. On a Cluster the budget check is a
+script of its own on the ``{usage}`` slot, between the rate limit and the queue.
 
 The queue: ``admit`` sets the dedupe mark and appends to ``pending`` in one script, and a message
 leaves ``pending`` only in the script that stores the turn answering it (``finish``), so a process
@@ -35,8 +47,9 @@ holds and have not moved for a while: what a dead process left.
 
 Round trips: ``admit``, ``claim``, ``renew``, ``finish`` and ``release`` are one each (one Lua script,
 with the session index sent in the same pipeline), so an answered prompt costs three before the
-model is called and one after it; on a Cluster, where one message's keys live in several slots,
-``admit`` and ``finish`` take a few steps. Redis errors and timeouts surface as ``StoreUnavailable``;
+model is called and one after it; ``claim`` also reads the chat's model and persona and the user's
+instructions from the ``settings`` hash for the turn. On a Cluster, where one message's keys live in
+several slots, ``admit``, ``claim`` and ``finish`` take a few steps. Redis errors and timeouts surface as ``StoreUnavailable``;
 the client reconnects by itself when Redis is back. Scripts are loaded on ``open`` and reloaded
 transparently (``NOSCRIPT``) after a Redis restart.
 """
@@ -44,6 +57,7 @@ transparently (``NOSCRIPT``) after a Redis restart.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import json
 import logging
@@ -63,13 +77,17 @@ from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
     Admission,
+    BudgetCheck,
+    ChatSetting,
     Claim,
+    ModelUsage,
     SessionInfo,
     SessionState,
     StaleLease,
     StoreUnavailable,
     Turn,
     TurnResult,
+    TurnSettings,
     UsageDelta,
     UsageTotals,
     Verdict,
@@ -116,11 +134,29 @@ local clock = redis.call('TIME')
 local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
+# Which budget is spent (core.stores.budget_verdict, in Lua), or nothing. Needs: usage_day (the
+# day's usage hash), budgets (the runtime budgets hash), and ARGV[b], ARGV[b + 1..5]: the user,
+# the chat, their configured limits and the bridge's (0: none).
+_BUDGET_CHECK = """
+local user, chat = ARGV[b], ARGV[b + 1]
+local set = redis.call('HMGET', budgets, user, chat)
+local used = redis.call('HMGET', usage_day, 'p:' .. user, 'c:' .. user, 'p:' .. chat, 'c:' .. chat, 'p:*', 'c:*')
+local function n(value) return tonumber(value or '0') end
+local user_limit = tonumber(set[1] or ARGV[b + 2])
+if user_limit > 0 and n(used[1]) + n(used[2]) >= user_limit then return {'over_user_budget'} end
+local chat_limit = tonumber(set[2] or ARGV[b + 3])
+if chat_limit > 0 and n(used[3]) + n(used[4]) >= chat_limit then return {'over_chat_budget'} end
+local total_limit = tonumber(ARGV[b + 4])
+if total_limit > 0 and n(used[5]) + n(used[6]) >= total_limit then return {'over_total_budget'} end
+"""
+
 # A new message's checks, then the queue. KEYS: dedupe mark, access hash, rate counter, pending,
-# the queued index. ARGV: the access version the caller decided with, 1 when it found the message
-# allowed, the mark's ttl ms, the rate limit (0: none), when the rate counter expires (ms since the
-# epoch), the message ('' to only check), the pending ttl s and the session key. Returns {'stale',
-# the access hash} when the decisions changed since (nothing else is done), or a verdict.
+# the queued index, the day's usage hash, the budgets hash. ARGV: the access version the caller
+# decided with, 1 when it found the message allowed, the mark's ttl ms, the rate limit (0: none),
+# when the rate counter expires (ms since the epoch), the message ('' to only check), the pending
+# ttl s, the session key, 1 to check the budgets, then the budget arguments (_BUDGET_CHECK).
+# Returns {'stale', the access hash} when the decisions changed since (nothing else is done), or a
+# verdict.
 _ADMIT = _Script(
     """
 if (redis.call('HGET', KEYS[2], '#version') or '0') ~= ARGV[1] then  -- ACCESS_VERSION
@@ -134,6 +170,12 @@ if limit > 0 then
   if hits == 1 then redis.call('PEXPIREAT', KEYS[3], ARGV[5]) end
   if hits > limit then return {'rate_limited'} end
 end
+if ARGV[9] == '1' then
+  local usage_day, budgets, b = KEYS[6], KEYS[7], 10
+"""
+    + _BUDGET_CHECK
+    + """
+end
 if ARGV[6] == '' then return {'accepted'} end
 redis.call('RPUSH', KEYS[4], ARGV[6])
 redis.call('EXPIRE', KEYS[4], ARGV[7])
@@ -145,6 +187,10 @@ return {'queued'}
 """
 )
 
+# The budget check alone, for a Cluster. KEYS: the day's usage hash, the budgets hash. ARGV: those of
+# _BUDGET_CHECK. Returns {'ok'} or a verdict.
+_BUDGET = _Script("local usage_day, budgets, b = KEYS[1], KEYS[2], 1" + _BUDGET_CHECK + "return {'ok'}")
+
 # KEYS: pending. ARGV: the message, the pending ttl s.
 _ENQUEUE = _Script(
     """
@@ -154,12 +200,14 @@ return 1
 """
 )
 
-# KEYS: lease, fence counter, pending, turns, meta. ARGV: lease ttl ms, counter ttl s, turns to take,
-# the gen and turn count this process has a window of (redis_windows.py). Returns {0} when the
-# session is held, {2} when nothing is queued, else {1, token, items} (no session) or {1, token,
-# items, last_active, gen, turn_count, position of the first turn sent, turns}, the turns as one
-# string, their JSON joined by commas; only those after the known count when the session is still
-# the known gen.
+# KEYS: lease, fence counter, pending, turns, meta, and the settings hash (left out on a Cluster,
+# where it sits in another slot). ARGV: lease ttl ms, counter ttl s, turns to take, the gen and turn
+# count this process has a window of (redis_windows.py). Returns {0} when the session is held, {2}
+# when nothing is queued, else {1, token, items, chosen} (no session) or {1, token, items, chosen,
+# last_active, gen, turn_count, position of the first turn sent, turns}, the turns as one string,
+# their JSON joined by commas; only those after the known count when the session is still the
+# known gen. ``chosen`` is the newest item's chat's model and persona and its user's instructions
+# (queued_to_json: the chat is the item's third field, the user its fourth), {} without the hash.
 _CLAIM = _Script(
     """
 local lease, fence, pending, turns, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -174,14 +222,20 @@ local last = tonumber(redis.call('GET', fence) or '0')
 local token = string.format('%d', math.max(last + 1, now_ms))
 redis.call('SET', fence, token, 'EX', ARGV[2])
 redis.call('SET', lease, token, 'PX', ARGV[1])
+local chosen = {}
+if #KEYS >= 6 then
+  local newest = cjson.decode(items[#items])
+  local chat, user = newest[3], newest[4]
+  chosen = redis.call('HMGET', KEYS[6], 'model:' .. chat, 'persona:' .. chat, 'instructions:' .. user)
+end
 local m = redis.call('HMGET', meta, 'last_active', 'gen', 'turn_count')
-if not m[1] then return {1, token, items} end
+if not m[1] then return {1, token, items, chosen} end
 local count = tonumber(m[3] or '0')
 local from = math.max(count - take, 0)
 if m[2] and m[2] == known_gen and known_count <= count and known_count >= from then from = known_count end
 local window = ''
 if from < count then window = table.concat(redis.call('LRANGE', turns, from, -1), ',') end
-return {1, token, items, m[1], m[2] or '', count, from, window}
+return {1, token, items, chosen, m[1], m[2] or '', count, from, window}
 """
 )
 
@@ -225,23 +279,30 @@ end
 redis.call('DEL', KEYS[1])
 """
 
-# Adds the field/increment pairs ARGV[pairs_from..pairs_to] to the day's usage hash and records the
-# day in the index of days, which keeps the newest ``days_kept``.
+# Adds the field/increment pairs ARGV[pairs_from..pairs_to] to the day's usage hash, records the
+# day in the index of days, which keeps the newest ``days_kept``, and the model ('' for none) in the
+# set of models.
 _ADD_TO_USAGE = """
 for i = pairs_from, pairs_to, 2 do redis.call('HINCRBY', usage_day, ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', usage_day, usage_ttl)
 redis.call('ZADD', usage_days, 0, day)
 redis.call('ZREMRANGEBYRANK', usage_days, 0, -(tonumber(days_kept) + 1))
 redis.call('EXPIRE', usage_days, usage_ttl)
+if model ~= '' then
+  redis.call('SADD', usage_models, model)
+  redis.call('EXPIRE', usage_models, usage_ttl)
+end
 """
 
 # The session's part alone, for a Cluster. KEYS, ARGV: those of _FINISH_SESSION, then the turns.
 _FINISH_IN_SLOT = _Script("local turns_from = 6" + _FINISH_SESSION + "return committed")
 
-# KEYS: the day's hash, the days index. ARGV: day, ttl s, days kept, then field/increment pairs.
+# KEYS: the day's hash, the days index, the models set. ARGV: day, ttl s, days kept, model, then
+# field/increment pairs.
 _ADD_USAGE = _Script(
-    "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]\n"
-    "local pairs_from, pairs_to = 4, #ARGV" + _ADD_TO_USAGE + "return 1"
+    "local usage_day, usage_days, usage_models = KEYS[1], KEYS[2], KEYS[3]\n"
+    "local day, usage_ttl, days_kept, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local pairs_from, pairs_to = 5, #ARGV" + _ADD_TO_USAGE + "return 1"
 )
 
 # A whole finished turn: _FINISH_SESSION, the queued index, then the usage counters (none when the
@@ -249,9 +310,10 @@ _ADD_USAGE = _Script(
 # _ADD_USAGE. ARGV: those of _FINISH_SESSION, the session key, then those of _ADD_USAGE before the
 # pairs, the number of pair values, the pairs, the turns.
 _FINISH = _Script(
-    "local usage_day, usage_days, day, usage_ttl, days_kept = KEYS[6], KEYS[7], ARGV[7], ARGV[8], ARGV[9]\n"
-    "local pairs_from = 11\n"
-    "local pairs_to = pairs_from + tonumber(ARGV[10]) - 1\n"
+    "local usage_day, usage_days, usage_models = KEYS[6], KEYS[7], KEYS[8]\n"
+    "local day, usage_ttl, days_kept, model = ARGV[7], ARGV[8], ARGV[9], ARGV[10]\n"
+    "local pairs_from = 12\n"
+    "local pairs_to = pairs_from + tonumber(ARGV[11]) - 1\n"
     "local turns_from = pairs_to + 1"
     + _FINISH_SESSION
     + _NOW_MS
@@ -277,7 +339,7 @@ return {last, table.concat(redis.call('LRANGE', KEYS[1], -n, -1), ',')}
 """
 )
 
-_SCRIPTS = (_ADMIT, _ENQUEUE, _CLAIM, _RENEW, _RELEASE, _FINISH_IN_SLOT, _ADD_USAGE, _FINISH, _LOAD)
+_SCRIPTS = (_ADMIT, _BUDGET, _ENQUEUE, _CLAIM, _RENEW, _RELEASE, _FINISH_IN_SLOT, _ADD_USAGE, _FINISH, _LOAD)
 
 
 def _ms(seconds: float) -> int:
@@ -294,6 +356,10 @@ def _turns_from_json(joined: str) -> list[Turn]:
     """The scripts join the stored turns' JSON with commas: one parse for the whole window is about
     four times cheaper than one per turn, and a window is read for every answered message."""
     return [Turn(role, content, tokens, created_at) for role, content, tokens, created_at in json.loads(f"[{joined}]")]
+
+
+def _budget_args(check: BudgetCheck) -> list[Any]:
+    return [check.user_id, check.chat_id, check.user_limit, check.chat_limit, check.total_limit]
 
 
 def _access_from_flat(flat: Sequence[str]) -> tuple[str, dict[str, AccessDecision]]:
@@ -453,18 +519,22 @@ class RedisStore:
             return await self._admit_in_steps(admission)
         counter, counter_expires_ms = self._rate_counter(admission.rate_key, admission.rate_window_s)
         item = "" if admission.item is None else queued_to_json(admission.item)
+        budget = admission.budget
         keys = [
             f"{self._prefix}seen:{admission.dedupe_key}",
             f"{self._prefix}access",
             counter,
             self._session(admission.session_key, "pending"),
             self._queued,
+            self._usage_day(budget.day if budget is not None else "-"),
+            self._budgets,
         ]
+        checks = [0] if budget is None else [1, *_budget_args(budget)]
         while True:
             version, overrides = self._access_known
             args = [
                 version, int(admission.allowed(overrides)), _ms(admission.dedupe_ttl_s), admission.rate_limit,
-                counter_expires_ms, item, PENDING_TTL_S, admission.session_key,
+                counter_expires_ms, item, PENDING_TTL_S, admission.session_key, *checks,
             ]  # fmt: skip
             result = await self._eval(_ADMIT, keys, args)
             if result[0] != "stale":
@@ -493,6 +563,11 @@ class RedisStore:
                 hits, _ = await pipe.execute()
                 if int(hits) > admission.rate_limit:
                     return Verdict.RATE_LIMITED
+        if admission.budget is not None:
+            keys = [self._usage_day(admission.budget.day), self._budgets]
+            spent = await self._eval(_BUDGET, keys, _budget_args(admission.budget))
+            if spent[0] != "ok":
+                return Verdict(spent[0])
         if admission.item is None:
             return Verdict.ACCEPTED
         pending = self._session(admission.session_key, "pending")
@@ -504,19 +579,24 @@ class RedisStore:
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
         take = max(max_turns, 0)
         keys = [self._session(session_key, part) for part in ("lease", "fence", "pending", "turns", "meta")]
+        if not self._cluster:
+            keys.append(self._settings)
         args = [_ms(lease_s), FENCE_TTL_S, take, *self._windows.known(session_key, take)]
         result = await self._eval(_CLAIM, keys, args)
         if result[0] != 1:
             return None
         token, items = int(result[1]), [queued_from_json(raw) for raw in result[2]]
         state = None
-        if len(result) > 3:
-            _, _, _, last_active, gen, count, start, raw_turns = result
+        if len(result) > 4:
+            _, _, _, _, last_active, gen, count, start, raw_turns = result
             turns = self._windows.loaded(session_key, take, gen, int(count), int(start), _turns_from_json(raw_turns))
             state = SessionState(session_key, turns, float(last_active))
         else:
             self._windows.absent(session_key, take)
-        return Claim(token, items, state)
+        if self._cluster:  # the settings hash is in another slot: a second step
+            return Claim(token, items, state, await self.turn_settings(items[-1].chat_id, items[-1].user_id))
+        model, persona, instructions = result[3]
+        return Claim(token, items, state, TurnSettings(model, persona, instructions or ""))
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return bool(await self._eval(_RENEW, [self._session(session_key, "lease")], [fence, _ms(lease_s)]))
@@ -554,10 +634,11 @@ class RedisStore:
             await asyncio.gather(*followers)
             return committed
         # Without usage the script is sent no pairs and leaves the usage keys alone.
-        usage_keys, usage_args, pairs = [self._usage_day("-"), self._usage_days], ["-", 0, 0], list[Any]()
+        usage_keys = [self._usage_day("-"), self._usage_days, self._usage_models]
+        usage_args, pairs = ["-", 0, 0, ""], list[Any]()
         if result.usage is not None:
-            usage_keys, (day, ttl, kept, *pairs) = self._usage_call(result.usage)
-            usage_args = [day, ttl, kept]
+            usage_keys, (day, ttl, kept, model, *pairs) = self._usage_call(result.usage)
+            usage_args = [day, ttl, kept, model]
         keys += [self._queued, *usage_keys]
         args += [session_key, *usage_args, len(pairs), *pairs, *turns]
         if not result.turns:
@@ -697,17 +778,28 @@ class RedisStore:
     def _usage_days(self) -> str:
         return f"{self._prefix}usage:{{usage}}:days"
 
+    @property
+    def _usage_models(self) -> str:
+        return f"{self._prefix}usage:{{usage}}:models"
+
+    @property
+    def _budgets(self) -> str:
+        return f"{self._prefix}usage:{{usage}}:budgets"
+
     def _usage_call(self, delta: UsageDelta) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of ``_ADD_USAGE`` for ``delta``: its day, then every subject's
-        counter names and increments."""
+        """The keys and arguments of ``_ADD_USAGE`` for ``delta``: its day and model, then every
+        subject's counter names and increments (and the model's, with a model)."""
         figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
+        prefixes = ("",) if not delta.model else ("", f"@{delta.model}")
         pairs = [
             value
             for subject in usage_subjects(delta)
+            for of_model in prefixes
             for name, figure in zip(_USAGE_FIELDS, figures, strict=True)
-            for value in (f"{name}:{subject}", figure)
+            for value in (f"{name}{of_model}:{subject}", figure)
         ]
-        return [self._usage_day(delta.day), self._usage_days], [delta.day, USAGE_TTL_S, USAGE_DAYS_KEPT, *pairs]
+        keys = [self._usage_day(delta.day), self._usage_days, self._usage_models]
+        return keys, [delta.day, USAGE_TTL_S, USAGE_DAYS_KEPT, delta.model, *pairs]
 
     async def usage_by_day(self, days: int, subject: str = ALL_SUBJECTS) -> list[UsageTotals]:
         if days <= 0:
@@ -726,3 +818,69 @@ class RedisStore:
             if any(value is not None for value in row)
         ]
         return totals[:days]
+
+    async def usage_by_model(self, period: str, subject: str = ALL_SUBJECTS) -> list[ModelUsage]:
+        """A month is the sum of its days (one pipeline): the days' hashes hold the per-model counters."""
+        days = _days_of(period)
+        with _translated("usage_by_model"):
+            models = sorted(await self._redis.smembers(self._usage_models))
+            if not models:
+                return []
+            fields = [f"{name}@{model}:{subject}" for model in models for name in _USAGE_FIELDS]
+            pipe = self._redis.pipeline(transaction=False)
+            for day in days:
+                pipe.hmget(self._usage_day(day), *fields)
+            rows = await pipe.execute()
+        sums = [sum(int(row[i] or 0) for row in rows) for i in range(len(fields))]
+        width = len(_USAGE_FIELDS)
+        figures = [(model, sums[i * width : (i + 1) * width]) for i, model in enumerate(models)]
+        return [ModelUsage(model, *counts) for model, counts in figures if any(counts)]
+
+    # --- per-chat and per-user settings, runtime budgets ------------------------------------------
+    @property
+    def _settings(self) -> str:
+        return f"{self._prefix}settings"
+
+    async def turn_settings(self, chat_id: str, user_id: str) -> TurnSettings:
+        """One ``HMGET``: the chats' choices and the users' instructions share one hash."""
+        fields = (
+            f"{ChatSetting.MODEL.value}:{chat_id}",
+            f"{ChatSetting.PERSONA.value}:{chat_id}",
+            f"instructions:{user_id}",
+        )
+        with _translated("turn_settings"):
+            model, persona, instructions = await self._redis.hmget(self._settings, *fields)
+        return TurnSettings(model, persona, instructions or "")
+
+    async def set_chat_setting(self, chat_id: str, setting: ChatSetting, value: str) -> None:
+        with _translated("set_chat_setting"):
+            await self._redis.hset(self._settings, f"{setting.value}:{chat_id}", value)
+
+    async def set_instructions(self, user_id: str, text: str) -> None:
+        with _translated("set_instructions"):
+            if text:
+                await self._redis.hset(self._settings, f"instructions:{user_id}", text)
+            else:
+                await self._redis.hdel(self._settings, f"instructions:{user_id}")
+
+    async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
+        with _translated("set_budget"):
+            if tokens_per_day is None:
+                await self._redis.hdel(self._budgets, identity)
+            else:
+                await self._redis.hset(self._budgets, identity, tokens_per_day)
+
+    async def budgets(self, identities: Sequence[str]) -> dict[str, int]:
+        if not identities:
+            return {}
+        with _translated("budgets"):
+            values = await self._redis.hmget(self._budgets, *identities)
+        return {identity: int(value) for identity, value in zip(identities, values, strict=True) if value is not None}
+
+
+def _days_of(period: str) -> list[str]:
+    """A day is itself; a month (``YYYY-MM``) is each of its days."""
+    if len(period) != 7:
+        return [period]
+    year, month = int(period[:4]), int(period[5:])
+    return [f"{period}-{day:02d}" for day in range(1, calendar.monthrange(year, month)[1] + 1)]

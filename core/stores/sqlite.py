@@ -28,6 +28,7 @@ idle and clears it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -43,7 +44,10 @@ from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
     Admission,
+    BudgetCheck,
+    ChatSetting,
     Claim,
+    ModelUsage,
     QueuedMessage,
     Role,
     SessionInfo,
@@ -51,11 +55,20 @@ from core.store import (
     StoreUnavailable,
     Turn,
     TurnResult,
+    TurnSettings,
     UsageDelta,
     UsageTotals,
     Verdict,
 )
-from core.stores import FixedWindow, PruneTimer, queued_from_json, queued_to_json, usage_subjects
+from core.stores import (
+    FixedWindow,
+    PruneTimer,
+    budget_verdict,
+    queued_from_json,
+    queued_to_json,
+    usage_periods,
+    usage_subjects,
+)
 from core.stores.local_leases import InProcessLeases
 
 _T = TypeVar("_T")
@@ -122,6 +135,30 @@ CREATE TABLE IF NOT EXISTS usage (
     errors            INTEGER NOT NULL,
     PRIMARY KEY (subject, day)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_usage (
+    subject           TEXT NOT NULL,
+    period            TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    messages          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    PRIMARY KEY (subject, period, model)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chat_settings (
+    chat_id TEXT NOT NULL,
+    setting TEXT NOT NULL CHECK (setting IN ('model', 'persona')),
+    value   TEXT NOT NULL,
+    PRIMARY KEY (chat_id, setting)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS instructions (
+    user_id TEXT PRIMARY KEY,
+    text    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budgets (
+    identity TEXT PRIMARY KEY,
+    tokens   INTEGER NOT NULL
+) WITHOUT ROWID;
 COMMIT;
 """
 
@@ -160,6 +197,21 @@ ON CONFLICT (subject, day) DO UPDATE SET
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
     completion_tokens = completion_tokens + excluded.completion_tokens,
     errors = errors + excluded.errors
+"""
+
+_ADD_MODEL_USAGE = """
+INSERT INTO model_usage (subject, period, model, messages, prompt_tokens, completion_tokens, errors)
+VALUES {rows}
+ON CONFLICT (subject, period, model) DO UPDATE SET
+    messages = messages + excluded.messages,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    errors = errors + excluded.errors
+"""
+_ADD_MODEL_USAGE_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+
+_TOKENS_USED = """
+SELECT subject, prompt_tokens + completion_tokens FROM usage WHERE day = ? AND subject IN (?, ?, ?)
 """
 
 _PRUNE = (
@@ -207,6 +259,9 @@ class SqliteStore:
         self._checkpoint: asyncio.Future[None] | None = None
         self._leases = InProcessLeases()
         self._prune = PruneTimer(prune_interval_s)
+        self._any_runtime_budget = True
+        """Whether the ``budgets`` table has a row; this process is the file's only writer, so it
+        knows, and a prompt with no configured limit then skips the budget's reads."""
 
     async def open(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -225,6 +280,7 @@ class SqliteStore:
             self._db = _connect(self._path, busy_timeout_ms=0)
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             await self._write(lambda db: None)
+            await self._note_runtime_budgets()
             if self._exclusive:
                 self._housekeeping = asyncio.create_task(self._keep_house())
         except sqlite3.Error as exc:
@@ -279,6 +335,9 @@ class SqliteStore:
     async def admit(self, admission: Admission) -> Verdict:
         """One transaction: the dedupe mark and the queue row land together or not at all."""
         window = FixedWindow.at(time.time(), admission.rate_window_s)
+        check = admission.budget
+        if check is not None and not self._any_runtime_budget and not check.any_limit:
+            admission = dataclasses.replace(admission, budget=None)  # nothing could refuse it
         return await self._write(lambda db: _admit(db, admission, window))
 
     async def claim(self, session_key: str, lease_s: float, max_turns: int) -> Claim | None:
@@ -291,8 +350,7 @@ class SqliteStore:
         fence = self._leases.take(session_key)
         if fence is None:  # another task took it while this one read
             return None
-        queued, state = read
-        return Claim(fence, queued, state)
+        return Claim(fence, *read)
 
     async def renew(self, session_key: str, fence: int, lease_s: float) -> bool:
         return self._leases.holds(session_key, fence)
@@ -362,6 +420,61 @@ class SqliteStore:
             ).fetchall()
         )
         return [UsageTotals(*row) for row in rows]
+
+    async def usage_by_model(self, period: str, subject: str = ALL_SUBJECTS) -> list[ModelUsage]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT model, messages, prompt_tokens, completion_tokens, errors FROM model_usage"
+                " WHERE subject = ? AND period = ? ORDER BY model",
+                (subject, period),
+            ).fetchall()
+        )
+        return [ModelUsage(*row) for row in rows]
+
+    # --- per-chat and per-user settings, runtime budgets ------------------------------------------
+    async def turn_settings(self, chat_id: str, user_id: str) -> TurnSettings:
+        return await self._run(lambda db: _turn_settings(db, chat_id, user_id))
+
+    async def set_chat_setting(self, chat_id: str, setting: ChatSetting, value: str) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO chat_settings (chat_id, setting, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (chat_id, setting) DO UPDATE SET value = excluded.value",
+                (chat_id, setting.value, value),
+            )
+        )
+
+    async def set_instructions(self, user_id: str, text: str) -> None:
+        if not text:
+            await self._write(lambda db: db.execute("DELETE FROM instructions WHERE user_id = ?", (user_id,)))
+            return
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO instructions (user_id, text) VALUES (?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET text = excluded.text",
+                (user_id, text),
+            )
+        )
+
+    async def set_budget(self, identity: str, tokens_per_day: int | None) -> None:
+        if tokens_per_day is None:
+            await self._write(lambda db: db.execute("DELETE FROM budgets WHERE identity = ?", (identity,)))
+        else:
+            await self._write(
+                lambda db: db.execute(
+                    "INSERT INTO budgets (identity, tokens) VALUES (?, ?)"
+                    " ON CONFLICT (identity) DO UPDATE SET tokens = excluded.tokens",
+                    (identity, tokens_per_day),
+                )
+            )
+        await self._note_runtime_budgets()
+
+    async def _note_runtime_budgets(self) -> None:
+        row = await self._run(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM budgets)").fetchone())
+        self._any_runtime_budget = bool(row[0])
+
+    async def budgets(self, identities: Sequence[str]) -> dict[str, int]:
+        return await self._run(lambda db: _budgets(db, identities))
 
     # --- plumbing -------------------------------------------------------------------------------
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -523,6 +636,10 @@ def _admit(db: sqlite3.Connection, admission: Admission, window: FixedWindow) ->
             params = {"key": admission.rate_key, "index": window.index, "ends_at": window.ends_at}
             if db.execute(_COUNT_HIT, params).fetchone()[0] > admission.rate_limit:
                 return Verdict.RATE_LIMITED
+        if admission.budget is not None:
+            spent = _spent(db, admission.budget)
+            if spent is not None:
+                return spent
         if admission.item is None:
             return Verdict.ACCEPTED
         db.execute(
@@ -530,6 +647,25 @@ def _admit(db: sqlite3.Connection, admission: Admission, window: FixedWindow) ->
             (admission.session_key, time.time(), queued_to_json(admission.item)),
         )
         return Verdict.QUEUED
+
+
+def _spent(db: sqlite3.Connection, check: BudgetCheck) -> Verdict | None:
+    used = dict(db.execute(_TOKENS_USED, (check.day, check.user_id, check.chat_id, ALL_SUBJECTS)).fetchall())
+    return budget_verdict(check, used, _budgets(db, (check.user_id, check.chat_id)))
+
+
+def _budgets(db: sqlite3.Connection, identities: Sequence[str]) -> dict[str, int]:
+    if not identities:
+        return {}
+    marks = ", ".join("?" * len(identities))
+    rows = db.execute(f"SELECT identity, tokens FROM budgets WHERE identity IN ({marks})", tuple(identities))
+    return dict(rows.fetchall())
+
+
+def _turn_settings(db: sqlite3.Connection, chat_id: str, user_id: str) -> TurnSettings:
+    chosen = dict(db.execute("SELECT setting, value FROM chat_settings WHERE chat_id = ?", (chat_id,)).fetchall())
+    row = db.execute("SELECT text FROM instructions WHERE user_id = ?", (user_id,)).fetchone()
+    return TurnSettings(chosen.get("model"), chosen.get("persona"), row[0] if row else "")
 
 
 def _access(db: sqlite3.Connection) -> dict[str, AccessDecision]:
@@ -552,13 +688,15 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
 
 def _queued_and_session(
     db: sqlite3.Connection, session_key: str, max_turns: int
-) -> tuple[list[QueuedMessage], SessionState | None] | None:
+) -> tuple[list[QueuedMessage], SessionState | None, TurnSettings] | None:
     """None when nothing is queued; reads are consistent without a transaction, since this
     process is the file's only writer and every call runs whole."""
     rows = db.execute("SELECT message FROM queue WHERE session_key = ? ORDER BY seq", (session_key,)).fetchall()
     if not rows:
         return None
-    return [queued_from_json(message) for (message,) in rows], _load_session(db, session_key, max_turns)
+    queued = [queued_from_json(message) for (message,) in rows]
+    settings = _turn_settings(db, queued[-1].chat_id, queued[-1].user_id)
+    return queued, _load_session(db, session_key, max_turns), settings
 
 
 def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expires_at: float) -> int:
@@ -596,6 +734,10 @@ def _add_usage(db: sqlite3.Connection, delta: UsageDelta) -> None:
     figures = (delta.messages, delta.prompt_tokens, delta.completion_tokens, delta.errors)
     params = [value for subject in subjects for value in (subject, delta.day, *figures)]
     db.execute(_ADD_USAGE.format(rows=", ".join([_ADD_USAGE_ROW] * len(subjects))), params)
+    if delta.model:
+        rows = [(subject, period) for subject in subjects for period in usage_periods(delta)]
+        params = [value for subject, period in rows for value in (subject, period, delta.model, *figures)]
+        db.execute(_ADD_MODEL_USAGE.format(rows=", ".join([_ADD_MODEL_USAGE_ROW] * len(rows))), params)
 
 
 def _clear_session(db: sqlite3.Connection, session_key: str) -> bool:

@@ -175,6 +175,17 @@ def test_an_error_that_is_no_connection_failure_is_said_as_it_is() -> None:
 def test_the_menu_lists_core_commands_a_platform_accepts_configured_resets_included() -> None:
     commands = command_list(BotSettings(reset_commands=["/reset", "/Forget", "/not-valid!"]))
     listed = menu(commands, re.compile(r"[a-z0-9_]{1,32}"))
-    assert [c.name for c in listed] == ["reset", "new", "forget", "help", "id", "admin"]
+    assert [c.name for c in listed] == [
+        "reset",
+        "new",
+        "forget",
+        "help",
+        "id",
+        "model",
+        "persona",
+        "instructions",
+        "usage",
+        "admin",
+    ]
     assert [c.name for c in listed if c.admin_only] == ["admin"]
     assert all(c.description for c in listed)

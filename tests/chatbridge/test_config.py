@@ -29,7 +29,7 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 def _document_keys(document: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for name, value in document.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             keys |= _document_keys(value, f"{prefix}{name}.")
         else:
             keys.add(f"{prefix}{name}")
@@ -103,3 +103,66 @@ def test_every_environment_variable_the_docs_mention_names_a_setting() -> None:
     mentioned = docs.variables_named(files)
     assert len(mentioned) > 10
     assert unknown_environment(dict.fromkeys(mentioned, "x")) == []
+
+
+def test_named_models_fall_back_to_model_and_take_their_key_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model: {name: cheap, temperature: 0.2}\n"
+        "models:\n"
+        "  vision: {name: big, vision: true, price_in_per_mtok: 2.5}\n"
+        "  local: {base_url: 'http://127.0.0.1:11434/v1', name: llama}\n"
+        "  other: {base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    monkeypatch.setenv("CHATBRIDGE_MODEL__API_KEY", "sk-main")
+    monkeypatch.setenv("CHATBRIDGE_MODELS__LOCAL__API_KEY", "sk-local")
+    models = load_config(path).all_models()
+    assert list(models) == ["default", "vision", "local", "other"]
+    assert (models["vision"].name, models["vision"].temperature, models["vision"].vision) == ("big", 0.2, True)
+    assert models["vision"].api_key.get_secret_value() == "sk-main"  # same server: the same key
+    assert models["local"].api_key.get_secret_value() == "sk-local"
+    assert models["other"].api_key.get_secret_value() == ""  # another server never gets model's key
+    assert models["default"].vision is False
+
+
+def test_a_key_of_a_model_entry_is_checked_in_the_environment() -> None:
+    assert unknown_environment({"CHATBRIDGE_MODELS__LOCAL__API_KEY": "x", "CHATBRIDGE_PERSONAS__T__MODEL": "x"}) == []
+    assert unknown_environment({"CHATBRIDGE_MODELS__LOCAL__APIKEY": "x"}) != []
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("models: {Big: {name: x}}", "models: 'Big' is not a usable name"),
+        ("models: {default: {name: x}}", "models: 'default' is the name of the model configured outside"),
+        ("personas: {t: {system_prompt: x, model: nope}}", "personas: t.model: 'nope' is not a model"),
+        ("personas: {t: {model: default}}", "personas.t.system_prompt: Field required"),
+        ("limits: {timezone: Mars/Base}", "limits.timezone: 'Mars/Base' is not a time zone name"),
+        ("limits: {user_tokens_per_day: -1}", "limits.user_tokens_per_day: Input should be greater than or equal"),
+        ("bot: {group_settings: all}", "bot.group_settings: Input should be 'admins' or 'everyone'"),
+    ],
+)
+def test_bad_model_persona_and_budget_keys_are_named(tmp_path: Path, document: str, expected: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(document + "\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert expected in str(raised.value)
+
+
+def test_the_worked_example_of_the_models_page_is_a_valid_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = (EXAMPLE.parent / "docs" / "models-personas-budgets.md").read_text()
+    document = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "config.yaml"
+    path.write_text(document)
+    monkeypatch.setenv("CHATBRIDGE_MODELS__LOCAL__API_KEY", "ollama")
+    config = load_config(path)
+    models = config.all_models()
+    assert list(models) == ["default", "vision", "local"]
+    assert models["vision"].vision and models["local"].api_key.get_secret_value() == "ollama"
+    assert config.personas["translator"].model == "local"
+    assert config.limits.user_tokens_per_day == 50_000

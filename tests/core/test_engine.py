@@ -329,7 +329,7 @@ async def test_allow_lists_admit_only_listed_users_and_chats(
     assert (await say(engine, private("not in list", user="telegram:3"))).messages == []
     assert (
         await say(engine, group("@bot in allowed chat", user="telegram:2", mentioned=True, mention_texts=("@bot",)))
-    ).text == "echo: in allowed chat"
+    ).text == "echo: [telegram:2] in allowed chat"
     assert (
         await say(
             engine,
@@ -343,8 +343,8 @@ async def test_allow_lists_admit_only_listed_users_and_chats(
                 "@bot admin anywhere", user="telegram:9", chat="telegram:-200", mentioned=True, mention_texts=("@bot",)
             ),
         )
-    ).text == "echo: admin anywhere"
-    assert fake_model.user_texts() == ["in list", "in allowed chat", "admin anywhere"]
+    ).text == "echo: [telegram:9] admin anywhere"
+    assert fake_model.user_texts() == ["in list", "[telegram:2] in allowed chat", "[telegram:9] admin anywhere"]
 
 
 async def test_on_denied_reply_answers_once_and_id_still_works(
@@ -385,11 +385,11 @@ async def test_group_triggers(store: MemoryStore, model: OpenAIChatModel, fake_m
     prefix = await say(engine, group("!ai and 4+4?"))
     command = await say(engine, group("/id"))
 
-    assert mention.text == "echo: what is 2+2"
-    assert reply.text == "echo: and 3+3?"
-    assert prefix.text == "echo: and 4+4?"
+    assert mention.text == "echo: [telegram:1] what is 2+2"
+    assert reply.text == "echo: [telegram:1] and 3+3?"
+    assert prefix.text == "echo: [telegram:1] and 4+4?"
     assert command.text.startswith("You: telegram:1\nChat: telegram:-100")
-    assert fake_model.user_texts() == ["what is 2+2", "and 3+3?", "and 4+4?"]
+    assert fake_model.user_texts() == ["[telegram:1] what is 2+2", "[telegram:1] and 3+3?", "[telegram:1] and 4+4?"]
 
 
 async def test_a_bare_mention_asks_for_a_question(engine: Engine, fake_model: FakeModel) -> None:
@@ -536,14 +536,20 @@ async def test_a_cancelled_answer_is_withdrawn_and_a_cancelled_shutdown_keeps_it
 ) -> None:
     """The terminal's Ctrl-C cancels one answer: that question is neither stored nor answered later.
     A shutdown's cancellation is the other case: the message waits for the next process."""
-    fake_model.script(Reply(text="a long answer that never ends", chunk_chars=2, chunk_delay_s=0.2))
-    channel = RecordingChannel()
-    withdrawn = asyncio.create_task(engine.handle(private("stop me"), channel))
-    while not channel.messages:
-        await asyncio.sleep(0.01)
-    withdrawn.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await withdrawn
+
+    async def cancelled_while_streaming(text: str, *, closing: bool) -> None:
+        fake_model.script(Reply(text="a long answer that never ends", chunk_chars=2, chunk_delay_s=0.2))
+        channel = RecordingChannel()
+        answering = asyncio.create_task(engine.handle(private(text), channel))
+        while not channel.messages:
+            await asyncio.sleep(0.01)
+        if closing:
+            engine.close()
+        answering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await answering
+
+    await cancelled_while_streaming("stop me", closing=False)
     assert await store.orphans(0.0, 10) == []
     assert await stored(store, "telegram:1") == []
 
@@ -553,15 +559,7 @@ async def test_a_cancelled_answer_is_withdrawn_and_a_cancelled_shutdown_keeps_it
         "next question",
     ]
 
-    fake_model.script(Reply(text="cut by shutdown", chunk_chars=2, chunk_delay_s=0.2))
-    channel = RecordingChannel()
-    kept = asyncio.create_task(engine.handle(private("keep me"), channel))
-    while not channel.messages:
-        await asyncio.sleep(0.01)
-    engine.close()
-    kept.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await kept
+    await cancelled_while_streaming("keep me", closing=True)
     assert await store.orphans(0.0, 10) == ["telegram:1"]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from core.channel import PlatformLimits, PlatformRateLimited, PlatformUnavailable
+from core.channel import PlatformLimits, PlatformRateLimited, PlatformTooLong, PlatformUnavailable
 from core.render import WORTH_SHOWING_CHARS, StreamRenderer, send_text, typing_indicator
 from core.splitter import split_message
 from tests.kit.replies import long_reply
@@ -282,6 +282,25 @@ async def test_a_channel_that_cannot_edit_gets_only_the_finished_reply() -> None
     await renderer.finish(text)
     assert chan.messages == split_message(text, 50)
     assert {call.kind for call in chan.calls} == {"send"}
+    assert renderer.edits_made == 0 and renderer.messages_sent == len(chan.messages)
+
+
+async def test_a_channel_that_cannot_edit_and_refuses_a_part_as_too_long_gets_no_part_twice() -> None:
+    """Its markup grew the second part past the limit: only that part and the rest are cut again."""
+
+    @dataclass
+    class Refusing(FakeChannel):
+        async def send(self, text: str) -> object:
+            if "grown" in text and len(text) > 120:
+                raise PlatformTooLong("too long after markup")
+            return await super().send(text)
+
+    chan = Refusing(PlatformLimits(200, 0.5, can_edit=False))
+    renderer = renderer_for(chan)
+    text = "first part " * 16 + "\n\n" + "grown " * 60
+    await renderer.finish(text)
+    assert "".join(chan.messages).replace(" ", "") == text.replace(" ", "").replace("\n", "")
+    assert chan.messages[0] == split_message(text, 200)[0] and len(chan.messages) > 3
     assert renderer.edits_made == 0 and renderer.messages_sent == len(chan.messages)
 
 

@@ -157,3 +157,12 @@ def test_utf16_limits_count_characters_outside_the_bmp_twice() -> None:
     assert all(LengthUnit.UTF16.measure(chunk) <= 20 for chunk in chunks)
     assert "".join(chunk.replace(" ", "") for chunk in chunks) == text.replace(" ", "")
     assert split_message(text, 20) != chunks  # by characters the same text needs fewer messages
+
+
+def test_utf8_byte_limits_count_a_chinese_character_three_times() -> None:
+    text = "你好，" * 40 + " and some ASCII words after it"
+    chunks = split_message(text, 64, LengthUnit.UTF8_BYTES)
+    assert all(LengthUnit.UTF8_BYTES.measure(chunk) <= 64 for chunk in chunks)
+    assert max(LengthUnit.UTF8_BYTES.measure(chunk) for chunk in chunks) > 60  # chunks are kept full
+    assert "".join(chunk.replace(" ", "") for chunk in chunks) == text.replace(" ", "")
+    assert len(chunks) > len(split_message(text, 64))  # by characters the same text needs fewer messages

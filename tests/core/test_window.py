@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from core.store import Turn
-from core.window import Budget, build_window
+from core.window import Budget, SystemPart, build_window
+
+SYS = [SystemPart("sys", 5)]
 
 
 def _turn(role: str, content: str, tokens: int) -> Turn:
@@ -22,7 +24,7 @@ def _budget(max_tokens: int = 1000, max_messages: int = 100, overhead: int = 0) 
 
 
 def test_everything_fits() -> None:
-    window = build_window("sys", 5, _history(3), _turn("user", "new", 5), _budget())
+    window = build_window(SYS, _history(3), _turn("user", "new", 5), _budget())
     assert window is not None
     assert [m["content"] for m in window.messages] == ["sys", "q0", "a0", "q1", "a1", "q2", "a2", "new"]
     assert window.history_turns == 6
@@ -30,19 +32,19 @@ def test_everything_fits() -> None:
 
 
 def test_token_budget_keeps_the_newest_whole_pairs() -> None:
-    window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_tokens=55))
+    window = build_window(SYS, _history(5), _turn("user", "new", 5), _budget(max_tokens=55))
     assert window is not None
     assert [m["content"] for m in window.messages] == ["sys", "q3", "a3", "q4", "a4", "new"]
 
 
 def test_a_pair_that_does_not_fit_whole_is_left_out_whole() -> None:
-    window = build_window("sys", 5, _history(2), _turn("user", "new", 5), _budget(max_tokens=29))
+    window = build_window(SYS, _history(2), _turn("user", "new", 5), _budget(max_tokens=29))
     assert window is not None
     assert [m["content"] for m in window.messages] == ["sys", "new"]
 
 
 def test_message_budget_counts_the_new_message() -> None:
-    window = build_window("sys", 5, _history(5), _turn("user", "new", 5), _budget(max_messages=4))
+    window = build_window(SYS, _history(5), _turn("user", "new", 5), _budget(max_messages=4))
     assert window is not None
     assert [m["content"] for m in window.messages] == ["sys", "q4", "a4", "new"]
 
@@ -50,7 +52,7 @@ def test_message_budget_counts_the_new_message() -> None:
 def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
     history = [_turn("user", "lost question", 1), *_history(2)]
     history.insert(3, _turn("user", "unanswered", 1))
-    window = build_window("", 0, history, _turn("user", "new", 1), _budget())
+    window = build_window([], history, _turn("user", "new", 1), _budget())
     assert window is not None
     assert [(m["role"], m["content"]) for m in window.messages] == [
         ("user", "q0"),
@@ -62,12 +64,12 @@ def test_orphan_turns_are_skipped_and_pairs_stay_aligned() -> None:
 
 
 def test_a_new_message_over_the_budget_gives_none() -> None:
-    assert build_window("sys", 5, [], _turn("user", "huge", 100), _budget(max_tokens=50)) is None
+    assert build_window(SYS, [], _turn("user", "huge", 100), _budget(max_tokens=50)) is None
 
 
 def test_overhead_and_calibration_count_against_the_budget() -> None:
     doubled = Budget(100, 100, 2, lambda tokens: tokens * 2)
-    window = build_window("sys", 5, _history(3), _turn("user", "new", 5), doubled)
+    window = build_window(SYS, _history(3), _turn("user", "new", 5), doubled)
     assert window is not None
     assert window.history_turns == 2
     assert window.raw_tokens == (5 + 2) + (5 + 2) + 2 * (10 + 2)
@@ -75,9 +77,20 @@ def test_overhead_and_calibration_count_against_the_budget() -> None:
 
 def test_a_tighter_budget_keeps_about_half_of_what_was_sent() -> None:
     budget = _budget(max_tokens=1000)
-    full = build_window("sys", 5, _history(10), _turn("user", "new", 5), budget)
+    full = build_window(SYS, _history(10), _turn("user", "new", 5), budget)
     assert full is not None and full.tokens == 210
-    half = build_window("sys", 5, _history(10), _turn("user", "new", 5), budget.tighter_than(full))
+    half = build_window(SYS, _history(10), _turn("user", "new", 5), budget.tighter_than(full))
     assert half is not None
     assert half.tokens <= 105
     assert half.history_turns == 8
+
+
+def test_every_system_part_is_kept_in_order_and_counts_in_the_budget() -> None:
+    preamble = [SystemPart("persona", 5), SystemPart("", 0), SystemPart("instructions", 10)]
+    window = build_window(preamble, _history(5), _turn("user", "new", 5), _budget(max_tokens=50))
+    assert window is not None
+    assert [m["content"] for m in window.messages[:2]] == ["persona", "instructions"]
+    assert window.messages[2]["role"] != "system"
+    # 5 + 10 + 5 for the parts and the new message leave 30 of 50: room for one pair of 20 tokens.
+    assert window.history_turns == 2
+    assert build_window(preamble, [], _turn("user", "new", 36), _budget(max_tokens=50)) is None

@@ -374,7 +374,10 @@ class FakeDiscord:
         self._ready.set()
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
-        assert self._socket is not None, "no client is connected"
+        """Events go to the connected gateway session; with none (a REST-only client, as in
+        bench/clients.py) there is nobody to tell, as on Discord."""
+        if self._socket is None:
+            return
         self._seq += 1
         await self._socket.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
 

@@ -6,7 +6,9 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from bots.model import ModelCatalog
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from bots.settings import ModelSettings
 from core.engine import Engine, EngineSettings
 from core.events import ChatKind, IncomingMessage
@@ -15,6 +17,7 @@ from core.settings import (
     BotSettings,
     ContextSettings,
     LimitsSettings,
+    PersonaSettings,
     SessionSettings,
 )
 from core.store import Store
@@ -36,8 +39,10 @@ def model_settings(base_url: str, **overrides: Any) -> ModelSettings:
 
 
 def engine_settings(lease_s: float = 15.0, delivery_timeout_s: float = 10.0, **sections: Any) -> EngineSettings:
-    """Keyword arguments are section overrides, e.g. ``access={"admins": ["telegram:1"]}``."""
+    """Keyword arguments are section overrides, e.g. ``access={"admins": ["telegram:1"]}``;
+    ``personas`` is a mapping of name to persona settings."""
     return EngineSettings(
+        personas={name: PersonaSettings(**values) for name, values in sections.get("personas", {}).items()},
         bot=BotSettings(**sections.get("bot", {})),
         context=ContextSettings(**{"tokenizer": "estimate", **sections.get("context", {})}),
         session=SessionSettings(**sections.get("session", {})),
@@ -51,15 +56,17 @@ def engine_settings(lease_s: float = 15.0, delivery_timeout_s: float = 10.0, **s
 
 def make_engine(
     store: Store,
-    model: OpenAIChatModel,
+    model: OpenAIChatModel | ModelCatalog,
     clock: Callable[[], float] | None = None,
     **sections: Any,
 ) -> Engine:
+    """``model`` is one client (the model ``default``) or a catalog of several."""
     kwargs: dict[str, Any] = {}
     if clock is not None:
         kwargs["clock"] = clock
+    models = ModelRegistry.single(model) if isinstance(model, OpenAIChatModel) else model
     return Engine(
-        store=store, model=model, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs
+        store=store, models=models, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs
     )
 
 

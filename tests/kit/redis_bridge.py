@@ -1,6 +1,10 @@
 """One bridge process on the redis store, driven through stdin/stdout, for the multi-process tests.
 
     python -m tests.kit.redis_bridge --redis-url URL --prefix P --model-url URL [--lease-s S]
+        [--settings JSON] [--model NAME=URL ...]
+
+``--settings`` are section overrides of the engine's settings (``{"limits": {...}}``); each
+``--model`` adds a model NAME served at URL, with the API key ``sk-NAME``.
 
 It prints ``{"ready": pid}`` once the engine is built, then reads one JSON object per line::
 
@@ -25,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.process import run, tune_garbage_collector
 from core.channel import Receipt
 from core.engine import Engine
@@ -92,18 +96,25 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--model-url", required=True)
     parser.add_argument("--lease-s", type=float, default=15.0)
+    parser.add_argument("--settings", type=json.loads, default={})
+    parser.add_argument("--model", action="append", default=[])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     store = RedisStore(args.redis_url, args.prefix)
     await store.open()
-    model = OpenAIChatModel(model_settings(args.model_url, max_retries=0, stream=True))
-    settings = engine_settings(
-        lease_s=args.lease_s,
-        context={"max_messages": 1000, "max_tokens": 1_000_000},
-        limits={"user_messages_per_minute": 0},
-    )
-    engine = Engine(store=store, model=model, tokens=TokenCounter.estimate(), settings=settings)
+    models = {"default": model_settings(args.model_url, max_retries=0, stream=True)}
+    for named in args.model:
+        name, _, url = named.partition("=")
+        models[name] = model_settings(url, max_retries=0, stream=True, api_key=f"sk-{name}")
+    registry = ModelRegistry.from_settings(models)
+    sections = {
+        "context": {"max_messages": 1000, "max_tokens": 1_000_000},
+        "limits": {"user_messages_per_minute": 0},
+        **args.settings,
+    }
+    settings = engine_settings(lease_s=args.lease_s, **sections)
+    engine = Engine(store=store, models=registry, tokens=TokenCounter.estimate(), settings=settings)
     engine.attach("telegram", lambda route: _ReopenedChannel(route=route))
     _write({"ready": os.getpid()})
 
@@ -117,7 +128,7 @@ async def main(argv: list[str] | None = None) -> None:
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks)
-    await model.aclose()
+    await registry.aclose()
     await store.close()
 
 

@@ -155,9 +155,9 @@ async def then_only_the_sentinel_is_answered(bridge: Bridge, earlier: tuple[str,
     """After messages that must stay unanswered, a mention that must be answered: events are
     handled in order, so once its answer is there the earlier ones have been decided. ``earlier``
     are the answers given before the messages under test."""
-    await say_and_wait(bridge.discord, f"{MENTION} sentinel", "echo: sentinel", mentions=(BOT,))
-    assert bridge.discord.bot_messages() == [*earlier, "echo: sentinel"]
-    assert bridge.model.user_texts()[len(earlier) :] == ["sentinel"]
+    await say_and_wait(bridge.discord, f"{MENTION} sentinel", "echo: [alice] sentinel", mentions=(BOT,))
+    assert bridge.discord.bot_messages() == [*earlier, "echo: [alice] sentinel"]
+    assert bridge.model.user_texts()[len(earlier) :] == ["[alice] sentinel"]
 
 
 async def test_guild_message_without_a_mention_is_not_answered(start_bridge: StartBridge) -> None:
@@ -171,37 +171,37 @@ async def test_guild_mention_is_answered_without_the_mention(start_bridge: Start
     bridge = await start_bridge()
     fake = bridge.discord
 
-    asked = await say_and_wait(fake, f"{MENTION} what is 2+2?", "echo: what is 2+2?", mentions=(BOT,))
+    asked = await say_and_wait(fake, f"{MENTION} what is 2+2?", "echo: [alice] what is 2+2?", mentions=(BOT,))
 
-    assert bridge.model.user_texts() == ["what is 2+2?"]
+    assert bridge.model.user_texts() == ["[alice] what is 2+2?"]  # the speaker, and no mention
     assert fake.bot_posts()[0]["message_reference"]["message_id"] == asked["id"]
     await bridge.assert_stored(
-        f"discord:{wire.CHANNEL_ID}", [("user", "what is 2+2?"), ("assistant", "echo: what is 2+2?")]
+        f"discord:{wire.CHANNEL_ID}", [("user", "[alice] what is 2+2?"), ("assistant", "echo: [alice] what is 2+2?")]
     )
 
 
 async def test_mention_of_the_bots_managed_role_triggers(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
     await say_and_wait(
-        bridge.discord, f"<@&{wire.BOT_ROLE_ID}> hi role", "echo: hi role", role_mentions=(wire.BOT_ROLE_ID,)
+        bridge.discord, f"<@&{wire.BOT_ROLE_ID}> hi role", "echo: [alice] hi role", role_mentions=(wire.BOT_ROLE_ID,)
     )
-    assert bridge.model.user_texts() == ["hi role"]
+    assert bridge.model.user_texts() == ["[alice] hi role"]
 
 
 async def test_reply_to_one_of_the_bots_messages_triggers(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
     fake = bridge.discord
-    await say_and_wait(fake, f"{MENTION} first", "echo: first", mentions=(BOT,))
+    await say_and_wait(fake, f"{MENTION} first", "echo: [alice] first", mentions=(BOT,))
     bots_answer = fake.bot_posts()[0]
 
-    await say_and_wait(fake, "and a follow-up", "echo: and a follow-up", reply_to=bots_answer)
+    await say_and_wait(fake, "and a follow-up", "echo: [alice] and a follow-up", reply_to=bots_answer)
     await fake.say("a reply to a person is not for the bot", reply_to=await fake.say("hi", author=BOB))
-    await then_only_the_sentinel_is_answered(bridge, ("echo: first", "echo: and a follow-up"))
+    await then_only_the_sentinel_is_answered(bridge, ("echo: [alice] first", "echo: [alice] and a follow-up"))
 
 
 async def test_text_commands_work_in_a_guild_without_a_mention(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
-    await say_and_wait(bridge.discord, f"{MENTION} remember this", "echo: remember this", mentions=(BOT,))
+    await say_and_wait(bridge.discord, f"{MENTION} remember this", "echo: [alice] remember this", mentions=(BOT,))
     await say_and_wait(bridge.discord, "/reset", "Conversation cleared. Let's start fresh.")
     assert await bridge.stored(f"discord:{wire.CHANNEL_ID}") == []
 
@@ -214,12 +214,12 @@ async def test_a_thread_is_its_own_session_and_replies_stay_in_it(start_bridge: 
     fake = bridge.discord
 
     await say_and_wait(
-        fake, f"{MENTION} in the thread", "echo: in the thread", channel_id=wire.THREAD_ID, mentions=(BOT,)
+        fake, f"{MENTION} in the thread", "echo: [alice] in the thread", channel_id=wire.THREAD_ID, mentions=(BOT,)
     )
 
     assert fake.bot_messages(wire.CHANNEL_ID) == []
     key = f"discord:{wire.CHANNEL_ID}/thread:{wire.THREAD_ID}"
-    await bridge.assert_stored(key, [("user", "in the thread"), ("assistant", "echo: in the thread")])
+    await bridge.assert_stored(key, [("user", "[alice] in the thread"), ("assistant", "echo: [alice] in the thread")])
     assert await bridge.stored(f"discord:{wire.CHANNEL_ID}") == []
 
 
@@ -229,18 +229,18 @@ async def test_auto_thread_answers_in_a_thread_that_keeps_the_conversation(start
 
     asked = await fake.say(f"{MENTION} plan a trip", mentions=(BOT,))
     thread_id = int(asked["id"])
-    await fake.wait_until(lambda: fake.bot_messages(thread_id) == ["echo: plan a trip"])
+    await fake.wait_until(lambda: fake.bot_messages(thread_id) == ["echo: [alice] plan a trip"])
     assert fake.calls_to("POST", f"/messages/{thread_id}/threads")[0].body["name"] == "@chatbridge plan a trip"
-    await say_and_wait(fake, f"{MENTION} to Rome", "echo: to Rome", channel_id=thread_id, mentions=(BOT,))
+    await say_and_wait(fake, f"{MENTION} to Rome", "echo: [alice] to Rome", channel_id=thread_id, mentions=(BOT,))
 
     assert fake.bot_messages(wire.CHANNEL_ID) == []
     await bridge.assert_stored(
         f"discord:{wire.CHANNEL_ID}/thread:{thread_id}",
         [
-            ("user", "plan a trip"),
-            ("assistant", "echo: plan a trip"),
-            ("user", "to Rome"),
-            ("assistant", "echo: to Rome"),
+            ("user", "[alice] plan a trip"),
+            ("assistant", "echo: [alice] plan a trip"),
+            ("user", "[alice] to Rome"),
+            ("assistant", "echo: [alice] to Rome"),
         ],
     )
     assert len(fake.calls_to("POST", "/threads")) == 1
@@ -250,7 +250,7 @@ async def test_auto_thread_without_permission_answers_in_the_channel(start_bridg
     bridge = await start_bridge(discord={"auto_thread": True})
     bridge.discord.may_create_threads = False
 
-    asked = await say_and_wait(bridge.discord, f"{MENTION} hello", "echo: hello", mentions=(BOT,))
+    asked = await say_and_wait(bridge.discord, f"{MENTION} hello", "echo: [alice] hello", mentions=(BOT,))
 
     assert bridge.discord.bot_posts()[0]["message_reference"]["message_id"] == asked["id"]
     assert len(bridge.discord.calls_to("POST", "/threads")) == 1  # tried once, not again for the message
@@ -330,7 +330,17 @@ async def test_bots_webhooks_and_system_messages_are_ignored(start_bridge: Start
 async def test_slash_commands_are_registered(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
     commands = bridge.discord.commands
-    assert sorted(command["name"] for command in commands) == ["admin", "help", "id", "new", "reset"]
+    assert sorted(command["name"] for command in commands) == [
+        "admin",
+        "help",
+        "id",
+        "instructions",
+        "model",
+        "new",
+        "persona",
+        "reset",
+        "usage",
+    ]
     descriptions = [command["description"] for command in commands]
     descriptions += [option["description"] for command in commands for option in command.get("options", [])]
     assert all(0 < len(text) <= 100 for text in descriptions)  # Discord refuses the whole sync otherwise
@@ -478,9 +488,9 @@ async def test_reply_in_flight_survives_a_gateway_reconnect_once(start_bridge: S
 
 async def test_a_redelivered_message_is_answered_once(start_bridge: StartBridge) -> None:
     bridge = await start_bridge()
-    asked = await say_and_wait(bridge.discord, f"{MENTION} once please", "echo: once please", mentions=(BOT,))
+    asked = await say_and_wait(bridge.discord, f"{MENTION} once please", "echo: [alice] once please", mentions=(BOT,))
     await bridge.discord.redeliver(asked)
-    await then_only_the_sentinel_is_answered(bridge, ("echo: once please",))
+    await then_only_the_sentinel_is_answered(bridge, ("echo: [alice] once please",))
 
 
 async def test_a_process_runs_only_its_shards(start_bridge: StartBridge) -> None:

@@ -214,12 +214,15 @@ async def test_mention_in_a_channel_is_answered_once_in_its_thread(fake_model: F
         ts = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> hello there", ts))
         await b.deliver(message(f"<@{BOT_USER}> hello there", ts))  # the same post as a message event
-        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: hello there"])
+        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: [slack:U1] hello there"])
         await settled()
 
-        assert b.slack.in_thread("C1", ts) == ["echo: hello there"]
-        assert fake_model.user_texts() == ["hello there"]
-        assert await b.session(f"slack:C1/thread:{ts}") == [("user", "hello there"), ("assistant", "echo: hello there")]
+        assert b.slack.in_thread("C1", ts) == ["echo: [slack:U1] hello there"]
+        assert fake_model.user_texts() == ["[slack:U1] hello there"]
+        assert await b.session(f"slack:C1/thread:{ts}") == [
+            ("user", "[slack:U1] hello there"),
+            ("assistant", "echo: [slack:U1] hello there"),
+        ]
         assert b.slack.tokens == {"Bearer xoxb-test-token", "Bearer xapp-test-token"}
 
 
@@ -251,26 +254,30 @@ async def test_a_thread_the_bot_answered_in_is_followed_without_a_mention(fake_m
     async with bridge(fake_model) as b:
         root = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> first", root))
-        await until(lambda: b.slack.in_thread("C1", root) == ["echo: first"])
+        await until(lambda: b.slack.in_thread("C1", root) == ["echo: [slack:U1] first"])
         await b.deliver(message("second", next_ts(), thread_ts=root))
-        await until(lambda: b.slack.in_thread("C1", root) == ["echo: first", "echo: second"])
+        await until(lambda: b.slack.in_thread("C1", root) == ["echo: [slack:U1] first", "echo: [slack:U1] second"])
         other = next_ts()
         await b.deliver(message("not for the bot", next_ts(), thread_ts=other))
         await settled()
 
         assert b.slack.in_thread("C1", other) == []
-        assert [m["content"] for m in fake_model.requests[-1]["messages"][1:]] == ["first", "echo: first", "second"]
+        assert [m["content"] for m in fake_model.requests[-1]["messages"][1:]] == [
+            "[slack:U1] first",
+            "echo: [slack:U1] first",
+            "[slack:U1] second",
+        ]
 
 
 async def test_thread_follow_can_be_turned_off(fake_model: FakeModel) -> None:
     async with bridge(fake_model, adapter={"thread_follow": False}) as b:
         root = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> first", root))
-        await until(lambda: b.slack.in_thread("C1", root) == ["echo: first"])
+        await until(lambda: b.slack.in_thread("C1", root) == ["echo: [slack:U1] first"])
         await b.deliver(message("second", next_ts(), thread_ts=root))
         await settled()
 
-        assert b.slack.in_thread("C1", root) == ["echo: first"]
+        assert b.slack.in_thread("C1", root) == ["echo: [slack:U1] first"]
 
 
 async def test_bot_messages_edits_and_deletions_are_ignored(fake_model: FakeModel) -> None:
@@ -312,7 +319,7 @@ async def test_events_are_acked_before_the_model_answers(fake_model: FakeModel) 
         await b.deliver(mention(f"<@{BOT_USER}> slow one", ts))
         acked_after = time.monotonic() - started
         await until(lambda: b.slack.in_thread("C1", ts) == [PLACEHOLDER])
-        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: slow one"])
+        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: [slack:U1] slow one"])
 
         assert acked_after < 0.5
         assert b.slack.count("chat.postMessage") == 1
@@ -336,11 +343,11 @@ async def test_socket_mode_redeliveries_are_answered_once(fake_model: FakeModel)
         await b.deliver(event, event_id="Ev1")  # the same event id again
         await b.deliver(event, event_id="Ev1", retry_attempt=1, retry_reason="timeout")
         await b.deliver(event, event_id="Ev1", retry_attempt=2, retry_reason="http_error")
-        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: once please"])
+        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: [slack:U1] once please"])
         await settled()
 
-        assert b.slack.in_thread("C1", ts) == ["echo: once please"]
-        assert fake_model.user_texts() == ["once please"]
+        assert b.slack.in_thread("C1", ts) == ["echo: [slack:U1] once please"]
+        assert fake_model.user_texts() == ["[slack:U1] once please"]
 
 
 def test_only_a_nonzero_retry_number_for_a_late_ack_is_dropped() -> None:
@@ -358,7 +365,7 @@ async def test_http_signed_event_is_acked_and_answered(fake_model: FakeModel) ->
         ts = next_ts()
         body = json.dumps(callback(mention(f"<@{BOT_USER}> over http", ts)))
         assert await b.post(body, signed(body)) == 200
-        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: over http"])
+        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: [slack:U1] over http"])
 
 
 async def test_http_bad_or_stale_signatures_get_401_and_nothing_happens(fake_model: FakeModel) -> None:
@@ -389,7 +396,7 @@ async def test_http_retries_never_give_a_second_answer(fake_model: FakeModel) ->
         answered, late, lost = next_ts(), next_ts(), next_ts()
         body = json.dumps(callback(mention(f"<@{BOT_USER}> first", answered)))
         assert await b.post(body, signed(body)) == 200
-        await until(lambda: b.slack.in_thread("C1", answered) == ["echo: first"])
+        await until(lambda: b.slack.in_thread("C1", answered) == ["echo: [slack:U1] first"])
         assert (
             await b.post(body, signed(body, extra={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"}))
             == 200
@@ -410,12 +417,12 @@ async def test_http_retries_never_give_a_second_answer(fake_model: FakeModel) ->
             )
             == 200
         )
-        await until(lambda: b.slack.in_thread("C1", lost) == ["echo: lost"])
+        await until(lambda: b.slack.in_thread("C1", lost) == ["echo: [slack:U1] lost"])
         await settled()
 
-        assert b.slack.in_thread("C1", answered) == ["echo: first"]
+        assert b.slack.in_thread("C1", answered) == ["echo: [slack:U1] first"]
         assert b.slack.in_thread("C1", late) == []
-        assert fake_model.user_texts() == ["first", "lost"]
+        assert fake_model.user_texts() == ["[slack:U1] first", "[slack:U1] lost"]
 
 
 async def test_http_slash_command_is_answered_ephemerally(fake_model: FakeModel) -> None:
@@ -519,7 +526,7 @@ async def test_socket_mode_reconnects_on_its_own_and_reports_readiness(fake_mode
         await until(lambda: b.adapter.ready)
         ts = next_ts()
         await b.deliver(mention(f"<@{BOT_USER}> still there?", ts))
-        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: still there?"])
+        await until(lambda: b.slack.in_thread("C1", ts) == ["echo: [slack:U1] still there?"])
 
         assert b.slack.count("apps.connections.open") == 2
     assert not b.adapter.ready
@@ -668,7 +675,7 @@ async def test_chatbridge_run_serves_slack_over_http_and_stops_on_sigterm(
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.1)
         assert status == 200
-        await until(lambda: fake.in_thread("C1", ts) == ["echo: from the cli"])
+        await until(lambda: fake.in_thread("C1", ts) == ["echo: [slack:U1] from the cli"])
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 20)

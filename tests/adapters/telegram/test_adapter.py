@@ -26,7 +26,9 @@ from adapters.telegram.adapter import (
     TelegramLimits,
 )
 from adapters.telegram.settings import TelegramSettings
+from bots.model import ModelCatalog
 from bots.openai_client import OpenAIChatModel
+from bots.registry import ModelRegistry
 from chatbridge.config import Config, ConfigError, load_config
 from chatbridge.http_server import HttpServer
 from chatbridge.registry import enabled_adapters
@@ -37,7 +39,7 @@ from core.engine import Engine
 from core.splitter import split_message
 from core.store import Admission, StoreUnavailable, Verdict
 from core.stores.memory import MemoryStore
-from tests.fakes.fake_model import FakeModel, Reply
+from tests.fakes.fake_model import FakeModel, Reply, _usage
 from tests.fakes.telegram_api import (
     BOT_ID,
     BOT_USERNAME,
@@ -45,7 +47,7 @@ from tests.fakes.telegram_api import (
     FakeTelegram,
     entity,
 )
-from tests.kit.engine import make_engine
+from tests.kit.engine import make_engine, model_settings
 
 SECRET = "s3cret-Token_1"
 GROUP = -1001
@@ -88,12 +90,20 @@ async def bridge(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatMo
     """Start the adapter (polling unless ``mode="webhook"``) and wait until it listens."""
     running: list[Bridge] = []
 
-    async def start(*, mode: str = "polling", limits: TelegramLimits = FAST, **sections: Any) -> Bridge:
-        engine = make_engine(store, model, **sections)
+    async def start(
+        *,
+        mode: str = "polling",
+        platform_limits: TelegramLimits = FAST,
+        models: ModelCatalog | None = None,
+        **sections: Any,
+    ) -> Bridge:
+        """``models``: several models instead of the one fake model (as ``default``); ``sections``
+        are the engine's (``limits`` is the engine's section, ``platform_limits`` Telegram's)."""
+        engine = make_engine(store, models or model, **sections)
         server = HttpServer("127.0.0.1", 0)
         webhook = {"webhook_url": "https://bridge.example/telegram/webhook", "webhook_secret": SECRET}
         config = settings(telegram, mode=mode, **(webhook if mode == "webhook" else {}))
-        adapter = TelegramAdapter(config, server, limits=limits, poll_timeout_s=1.0)
+        adapter = TelegramAdapter(config, server, limits=platform_limits, poll_timeout_s=1.0)
         if server.has_routes:
             await server.start()
         started = Bridge(adapter, engine, server, asyncio.create_task(adapter.run(engine)))
@@ -165,7 +175,17 @@ async def test_private_chat_holds_a_conversation(bridge: Start, telegram: FakeTe
 async def test_start_registers_the_menu_and_polls_without_a_webhook(bridge: Start, telegram: FakeTelegram) -> None:
     await bridge(bot={"reset_commands": ["/reset", "/new", "/forget", "!clear"]})
     menu = telegram.calls_of("setMyCommands")[0]["commands"]
-    assert [command["command"] for command in menu] == ["reset", "new", "forget", "help", "id"]
+    assert [command["command"] for command in menu] == [
+        "reset",
+        "new",
+        "forget",
+        "help",
+        "id",
+        "model",
+        "persona",
+        "instructions",
+        "usage",
+    ]
     assert telegram.calls_of("deleteWebhook")
     assert telegram.calls_of("getUpdates")[0]["allowed_updates"] == ["message"]
 
@@ -210,9 +230,9 @@ async def test_what_is_neither_text_nor_a_file_gets_a_note_in_private_once_per_a
     telegram.user_message(None, media=STICKER, media_group_id="album")
     await expect(telegram, 1, texts.ONLY_TEXT_SUPPORTED)
     telegram.user_message("@ChatBridgeBot ping", **in_group(entities=[entity("@ChatBridgeBot ping", "@ChatBridgeBot")]))
-    await expect(telegram, GROUP, "echo: ping")
+    await expect(telegram, GROUP, "echo: [User1] ping")
     assert telegram.texts(1) == [texts.ONLY_TEXT_SUPPORTED]
-    assert fake_model.user_texts() == ["ping"]
+    assert fake_model.user_texts() == ["[User1] ping"]
 
 
 async def test_messages_from_bots_are_ignored(bridge: Start, telegram: FakeTelegram, fake_model: FakeModel) -> None:
@@ -254,8 +274,8 @@ async def test_group_message_without_mention_gets_nothing(
     await bridge()
     telegram.user_message(f"talking about {BOT_USERNAME} without addressing it", **in_group())
     asked = telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} what is two plus two?")))
-    await expect(telegram, GROUP, "echo: what is two plus two?")
-    assert fake_model.user_texts() == ["what is two plus two?"]
+    await expect(telegram, GROUP, "echo: [User1] what is two plus two?")
+    assert fake_model.user_texts() == ["[User1] what is two plus two?"]
     assert telegram.sent[0].reply_to == asked["message"]["message_id"]
 
 
@@ -266,12 +286,12 @@ async def test_text_mention_and_reply_to_the_bot_trigger(
     text = "ChatBridge, first question"
     bot_user = {"id": BOT_ID, "is_bot": True, "first_name": "ChatBridge"}
     telegram.user_message(text, **in_group(entities=[entity(text, "ChatBridge", "text_mention", user=bot_user)]))
-    await expect(telegram, GROUP, "echo: , first question")
+    await expect(telegram, GROUP, "echo: [User1] , first question")
     other = telegram.update("a human message", user=3, **in_group())["message"]
     telegram.user_message("replying to a human", **in_group(reply_to=other))
     telegram.user_message("follow-up", **in_group(reply_to=telegram.bot_message(telegram.sent[0])))
-    await expect(telegram, GROUP, "echo: , first question", "echo: follow-up")
-    assert fake_model.user_texts() == [", first question", "follow-up"]
+    await expect(telegram, GROUP, "echo: [User1] , first question", "echo: [User1] follow-up")
+    assert fake_model.user_texts() == ["[User1] , first question", "[User1] follow-up"]
 
 
 async def test_reset_addressed_to_this_bot_works_and_to_another_bot_is_ignored(
@@ -279,10 +299,10 @@ async def test_reset_addressed_to_this_bot_works_and_to_another_bot_is_ignored(
 ) -> None:
     await bridge()
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} remember this")))
-    await expect(telegram, GROUP, "echo: remember this")
+    await expect(telegram, GROUP, "echo: [User1] remember this")
     telegram.user_message("/reset@OtherBot", **in_group())
     telegram.user_message(f"/reset@{BOT_USERNAME}", **in_group())
-    await expect(telegram, GROUP, "echo: remember this", texts.SESSION_CLEARED)
+    await expect(telegram, GROUP, "echo: [User1] remember this", texts.SESSION_CLEARED)
     await eventually_stored(store, f"telegram:{GROUP}")
     await asyncio.sleep(0.1)
     assert len(telegram.sent) == 2
@@ -294,13 +314,15 @@ async def test_forum_topic_is_its_own_session_and_gets_the_reply(
     await bridge(session={"scope": "thread"})
     asked = telegram.user_message(**in_group(thread_id=7, **mention(f"@{BOT_USERNAME} in the topic")))
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} in general")))
-    await telegram.wait_for(lambda: sorted(telegram.texts(GROUP)) == ["echo: in general", "echo: in the topic"])
+    await telegram.wait_for(
+        lambda: sorted(telegram.texts(GROUP)) == ["echo: [User1] in general", "echo: [User1] in the topic"]
+    )
     topic = next(message for message in telegram.sent if message.thread_id == 7)
-    assert topic.text == "echo: in the topic"
+    assert topic.text == "echo: [User1] in the topic"
     assert topic.reply_to == asked["message"]["message_id"]
     assert 7 in [call.get("message_thread_id") for call in telegram.calls_of("sendChatAction")]
-    await eventually_stored(store, f"telegram:{GROUP}/thread:7", "in the topic", "echo: in the topic")
-    await eventually_stored(store, f"telegram:{GROUP}", "in general", "echo: in general")
+    await eventually_stored(store, f"telegram:{GROUP}/thread:7", "[User1] in the topic", "echo: [User1] in the topic")
+    await eventually_stored(store, f"telegram:{GROUP}", "[User1] in general", "echo: [User1] in general")
 
 
 async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
@@ -309,8 +331,8 @@ async def test_a_reply_in_a_topic_to_the_topic_itself_is_not_a_reply_to_the_bot(
     await bridge()
     telegram.user_message("chatting in the topic", **in_group(thread_id=9))
     telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} sync")))
-    await expect(telegram, GROUP, "echo: sync")
-    assert fake_model.user_texts() == ["sync"]
+    await expect(telegram, GROUP, "echo: [User1] sync")
+    assert fake_model.user_texts() == ["[User1] sync"]
 
 
 # --- replies ------------------------------------------------------------------------------------
@@ -362,7 +384,7 @@ async def test_streamed_edits_wait_out_a_429_and_the_final_text_lands(
     answer = " ".join(f"token{i}" for i in range(80))
     fake_model.script(Reply(text=answer, chunk_chars=12, chunk_delay_s=0.005))
     limits = PlatformLimits(4000, 0.05)
-    await bridge(limits=TelegramLimits(private=limits, group=limits))
+    await bridge(platform_limits=TelegramLimits(private=limits, group=limits))
     telegram.fail("editMessageText", 429, "Too Many Requests: retry after 0.2", retry_after=0.2)
     started = time.monotonic()
     telegram.user_message("stream it")
@@ -601,3 +623,106 @@ async def test_polling_survives_a_lost_connection(bridge: Start, telegram: FakeT
     await telegram.wait_for(lambda: len(telegram.calls_of("getUpdates")) >= 2, 3)
     telegram.user_message("still there?")
     await expect(telegram, 1, "echo: still there?", timeout=4)
+
+
+# --- models, personas, instructions, budgets (through the real library) -------------------------
+
+ADMIN = 9
+
+
+@pytest_asyncio.fixture
+async def two_models(fake_model: FakeModel) -> AsyncIterator[tuple[ModelRegistry, FakeModel]]:
+    """``default`` is the usual fake model; ``local`` another server with its own key."""
+    async with FakeModel() as local:
+        registry = ModelRegistry.from_settings(
+            {
+                "default": model_settings(fake_model.base_url, price_in_per_mtok=0.15, price_out_per_mtok=0.6),
+                "local": model_settings(local.base_url, api_key="sk-local-key", name="llama3.1"),
+            }
+        )
+        yield registry, local
+        await registry.aclose()
+
+
+async def test_model_switches_a_chat_to_another_server_and_key_and_groups_need_an_admin(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel, two_models: tuple[ModelRegistry, FakeModel]
+) -> None:
+    models, local = two_models
+    await bridge(models=models, access={"admins": [f"telegram:{ADMIN}"]})
+    telegram.user_message("/model local")
+    await expect(telegram, 1, texts.MODEL_SWITCHED.format(name="local"))
+    telegram.user_message("hello local")
+    await expect(telegram, 1, texts.MODEL_SWITCHED.format(name="local"), "echo: hello local")
+    assert local.user_texts() == ["hello local"]
+    assert local.auth_headers == ["Bearer sk-local-key"]
+    assert local.requests[0]["model"] == "llama3.1"
+    assert fake_model.requests == []
+
+    telegram.user_message("/model local", **in_group())
+    await expect(telegram, GROUP, texts.GROUP_SETTINGS_ADMINS_ONLY.format(what="model"))
+    telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} which model?")))
+    await expect(telegram, GROUP, texts.GROUP_SETTINGS_ADMINS_ONLY.format(what="model"), "echo: [User1] which model?")
+    assert fake_model.user_texts() == ["[User1] which model?"]
+    telegram.user_message(f"/model@{BOT_USERNAME} local", user=ADMIN, **in_group())
+    await telegram.wait_for(lambda: texts.MODEL_SWITCHED.format(name="local") in telegram.texts(GROUP))
+    telegram.user_message(**in_group(**mention(f"@{BOT_USERNAME} and now?")))
+    await telegram.wait_for(lambda: "echo: [User1] and now?" in telegram.texts(GROUP))
+    assert local.user_texts()[-1] == "[User1] and now?"
+
+
+async def test_persona_and_instructions_shape_the_prompt_and_survive_reset(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    personas = {"translator": {"system_prompt": "Translate the user's message into English."}}
+    await bridge(personas=personas)
+    for command in ("/persona translator", "/instructions Keep names untranslated.", "/reset"):
+        telegram.user_message(command)
+    await expect(
+        telegram,
+        1,
+        texts.PERSONA_SWITCHED.format(name="translator"),
+        texts.INSTRUCTIONS_SET.format(size=len("Keep names untranslated.")),
+        texts.SESSION_WAS_EMPTY,
+    )
+    telegram.user_message("Guten Morgen, Anna")
+    await telegram.wait_for(lambda: "echo: Guten Morgen, Anna" in telegram.texts(1))
+    system = [m for m in fake_model.requests[-1]["messages"] if m["role"] == "system"]
+    assert [m["content"] for m in system] == [
+        "Translate the user's message into English.",
+        f"{texts.INSTRUCTIONS_HEADER}\nKeep names untranslated.",
+    ]
+    telegram.user_message("/reset")
+    await telegram.wait_for(lambda: texts.SESSION_CLEARED in telegram.texts(1))
+    telegram.user_message("Bis bald")
+    await telegram.wait_for(lambda: "echo: Bis bald" in telegram.texts(1))
+    assert [m["content"] for m in fake_model.requests[-1]["messages"]][:2] == [m["content"] for m in system]
+
+
+async def test_over_budget_is_refused_without_the_model_and_usage_shows_the_reported_figures(
+    bridge: Start,
+    telegram: FakeTelegram,
+    fake_model: FakeModel,
+    store: MemoryStore,
+    two_models: tuple[ModelRegistry, FakeModel],
+) -> None:
+    models, _ = two_models
+    await bridge(models=models, limits={"user_tokens_per_day": 20})
+    question = "tell me something long enough to use the budget"
+    telegram.user_message(question)
+    # Tokens count once the turn is stored: a message that arrives while it is answered still gets in.
+    await eventually_stored(store, "telegram:1", question, f"echo: {question}")
+    telegram.user_message("and more?")
+    await telegram.wait_for(lambda: len(telegram.texts(1)) == 2)
+    refusal = telegram.texts(1)[1]
+    assert refusal.startswith("You have used up today's token budget on this bridge (20 tokens a day).")
+    assert "midnight (UTC)" in refusal
+    assert len(fake_model.requests) == 1
+
+    figures = _usage(fake_model.requests[0], "echo: " + fake_model.user_texts()[0])
+    spent_in, spent_out = figures["prompt_tokens"], figures["completion_tokens"]
+    telegram.user_message("/usage")
+    await telegram.wait_for(lambda: len(telegram.texts(1)) == 3)
+    report = telegram.texts(1)[2]
+    cost = texts.dollars((spent_in * 0.15 + spent_out * 0.6) / 1e6)
+    assert f"default: {spent_in + spent_out} tokens ({spent_in} in, {spent_out} out), {cost}" in report
+    assert "you: 0 of 20 tokens left today" in report

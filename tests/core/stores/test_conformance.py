@@ -22,12 +22,17 @@ import pytest
 from core.settings import StoreBackend, StoreSettings
 from core.store import (
     AccessDecision,
+    BudgetCheck,
+    ChatSetting,
+    ModelUsage,
+    QueuedMessage,
     SessionInfo,
     StaleLease,
     Store,
     StoreUnavailable,
     Turn,
     TurnResult,
+    TurnSettings,
     UsageDelta,
     UsageTotals,
     Verdict,
@@ -387,6 +392,125 @@ async def test_usage_is_totalled_per_day_for_all_the_user_and_the_chat(store: St
     assert await store.usage_by_day(10, "telegram:404") == []
 
 
+async def test_usage_is_totalled_per_model_by_day_and_by_month(store: Store) -> None:
+    async def add_usage(delta: UsageDelta) -> None:
+        await store_turns(store, delta.chat_id, (), usage=delta)
+
+    group = "telegram:-100"
+    await add_usage(UsageDelta("2024-05-01", "telegram:1", group, 1, 100, 10, model="default"))
+    await add_usage(UsageDelta("2024-05-01", "telegram:1", group, 1, 200, 20, model="vision"))
+    await add_usage(UsageDelta("2024-05-02", "telegram:1", group, 1, 300, 30, model="default"))
+    await add_usage(UsageDelta("2024-05-02", "telegram:2", group, 0, 0, 0, errors=1, model="default"))
+    await add_usage(UsageDelta("2024-06-01", "telegram:1", group, 1, 400, 40, model="default"))
+    await add_usage(UsageDelta("2024-05-02", "telegram:1", group, 1, 7, 7))  # no model: only the day's totals
+
+    assert await store.usage_by_model("2024-05-01", "telegram:1") == [
+        ModelUsage("default", 1, 100, 10, 0),
+        ModelUsage("vision", 1, 200, 20, 0),
+    ]
+    assert await store.usage_by_model("2024-05", "telegram:1") == [
+        ModelUsage("default", 2, 400, 40, 0),
+        ModelUsage("vision", 1, 200, 20, 0),
+    ]
+    assert await store.usage_by_model("2024-05") == [
+        ModelUsage("default", 2, 400, 40, 1),
+        ModelUsage("vision", 1, 200, 20, 0),
+    ]
+    assert await store.usage_by_model("2024-05", group) == await store.usage_by_model("2024-05")
+    assert await store.usage_by_model("2024-05", "telegram:2") == [ModelUsage("default", 0, 0, 0, 1)]
+    assert await store.usage_by_model("2024-06-01", "telegram:1") == [ModelUsage("default", 1, 400, 40, 0)]
+    assert await store.usage_by_model("2024-07", "telegram:1") == []
+    assert (await store.usage_by_day(1, "telegram:1"))[0].prompt_tokens == 400
+
+
+def budget(
+    day: str = "2024-05-01", user: str = "telegram:1", chat: str = "telegram:-100", **limits: int
+) -> BudgetCheck:
+    return BudgetCheck(day, user, chat, **limits)
+
+
+async def spend(store: Store, user: str, chat: str, tokens: int, day: str = "2024-05-01") -> None:
+    await store_turns(store, chat, (), usage=UsageDelta(day, user, chat, 1, tokens - tokens // 4, tokens // 4))
+
+
+async def test_a_prompt_is_refused_once_a_budget_is_spent_and_nothing_is_queued(store: Store) -> None:
+    group = "telegram:-100"
+
+    async def verdict(check: BudgetCheck) -> Verdict:
+        return await store.admit(admission(group, queued(user_id=check.user_id), budget=check))
+
+    assert await verdict(budget(user_limit=100, chat_limit=1000, total_limit=10_000)) is Verdict.QUEUED
+    await spend(store, "telegram:1", group, 99)
+    assert await verdict(budget(user_limit=100)) is Verdict.QUEUED  # 99 of 100: not spent yet
+    await spend(store, "telegram:1", group, 1)
+    assert await verdict(budget(user_limit=100, chat_limit=100, total_limit=100)) is Verdict.OVER_USER_BUDGET
+    assert await verdict(budget(user="telegram:2", user_limit=100, chat_limit=100)) is Verdict.OVER_CHAT_BUDGET
+    assert await verdict(budget(user="telegram:2", chat="telegram:-200", total_limit=100)) is Verdict.OVER_TOTAL_BUDGET
+    assert await verdict(budget(day="2024-05-02", user_limit=100, chat_limit=100, total_limit=100)) is Verdict.QUEUED
+    assert await verdict(budget()) is Verdict.QUEUED  # no limits: unlimited
+    # Commands are checked without a budget.
+    assert await store.admit(admission(group, None)) is Verdict.ACCEPTED
+
+    claim = await store.claim(group, LEASE_S, 10)  # the last ``spend`` answered what was queued before
+    assert claim is not None and len(claim.queued) == 2
+
+
+async def test_runtime_budgets_replace_the_configured_limit_of_their_identity(store: Store) -> None:
+    group = "telegram:-100"
+    await spend(store, "telegram:1", group, 500)
+
+    async def verdict(user_limit: int = 0, chat_limit: int = 0) -> Verdict:
+        check = budget(user_limit=user_limit, chat_limit=chat_limit)
+        return await store.admit(admission(group, queued(), budget=check))
+
+    await store.set_budget("telegram:1", 400)
+    assert await verdict() is Verdict.OVER_USER_BUDGET
+    await store.set_budget("telegram:1", 0)  # unlimited, whatever the configuration says
+    assert await verdict(user_limit=100) is Verdict.QUEUED
+    await store.set_budget("telegram:1", None)  # back to the configured limit
+    assert await verdict(user_limit=100) is Verdict.OVER_USER_BUDGET
+    await store.set_budget(group, 600)
+    assert await verdict(chat_limit=100) is Verdict.QUEUED
+    assert await store.budgets(["telegram:1", group, "telegram:9"]) == {group: 600}
+    assert await store.budgets([]) == {}
+
+
+async def test_chat_settings_and_instructions_are_kept_apart_and_survive_a_reset(store: Store) -> None:
+    assert await store.turn_settings("telegram:-100", "telegram:1") == TurnSettings()
+    await store.set_chat_setting("telegram:-100", ChatSetting.MODEL, "vision")
+    await store.set_chat_setting("telegram:-100", ChatSetting.PERSONA, "translator")
+    await store.set_chat_setting("telegram:-100", ChatSetting.MODEL, "local")
+    await store.set_instructions("telegram:1", "Answer in French.")
+    await commit(store, "telegram:-100", user("q"), assistant("a"))
+    await store.clear_session("telegram:-100")
+
+    assert await store.turn_settings("telegram:-100", "telegram:1") == TurnSettings(
+        "local", "translator", "Answer in French."
+    )
+    assert await store.turn_settings("telegram:-200", "telegram:1") == TurnSettings(instructions="Answer in French.")
+    assert await store.turn_settings("telegram:-100", "telegram:2") == TurnSettings("local", "translator")
+    await store.set_instructions("telegram:1", "")
+    assert (await store.turn_settings("telegram:-100", "telegram:1")).instructions == ""
+
+
+async def test_a_claim_brings_the_settings_of_its_newest_messages_chat_and_user(store: Store) -> None:
+    group = "telegram:-100"
+    await store.set_chat_setting(group, ChatSetting.PERSONA, "translator")
+    await store.set_instructions("telegram:2", "Be brief.")
+    first = QueuedMessage("telegram:-100/1", "telegram", group, "telegram:1", "one", 1.0)
+    second = QueuedMessage("telegram:-100/2", "telegram", group, "telegram:2", "two", 2.0)
+    for item in (first, second):
+        assert await store.admit(admission(group, item)) is Verdict.QUEUED
+    claim = await store.claim(group, LEASE_S, 10)
+    assert claim is not None and claim.settings == TurnSettings(None, "translator", "Be brief.")
+    await store.finish(group, claim.fence, TurnResult((user("q"), assistant("a")), 2, None, SESSION_TTL_S))
+    await store.set_chat_setting(group, ChatSetting.MODEL, "local")
+    third = QueuedMessage("telegram:-100/3", "telegram", group, "telegram:1", "three", 3.0)
+    assert await store.admit(admission(group, third)) is Verdict.QUEUED
+    claim = await store.claim(group, LEASE_S, 10)
+    assert claim is not None and claim.settings == TurnSettings("local", "translator")
+
+
 # --- embedded stores: in-process ordering and sweeping ------------------------------------------
 
 
@@ -463,6 +587,12 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
     await commit(first, "telegram:1", user("q", 10.0), assistant("a", 11.0))
     await first.set_access("telegram:7", AccessDecision.DENY)
     await store_turns(first, "telegram:1", (), usage=UsageDelta("2024-05-01", "telegram:1", "telegram:1", 1, 9))
+    await store_turns(
+        first, "telegram:1", (), usage=UsageDelta("2024-05-01", "telegram:1", "telegram:1", 1, 5, 1, 0, "x")
+    )
+    await first.set_chat_setting("telegram:-100", ChatSetting.MODEL, "vision")
+    await first.set_instructions("telegram:1", "Be brief.")
+    await first.set_budget("telegram:1", 5)
     assert await first.admit(admission("telegram:1", None, dedupe_key="msg:1")) is Verdict.ACCEPTED
     assert await first.admit(admission("telegram:2", queued("unanswered"))) is Verdict.QUEUED
     await first.close()
@@ -474,7 +604,11 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
         assert await second.list_sessions() == [SessionInfo("telegram:1", 11.0, 2)]
         denied = admission("telegram:7", None, allowed=lambda overrides: "telegram:7" not in overrides)
         assert await second.admit(denied) is Verdict.DENIED
-        assert await second.usage_by_day(7) == [UsageTotals("2024-05-01", 1, 9, 0, 0)]
+        assert await second.usage_by_day(7) == [UsageTotals("2024-05-01", 2, 14, 1, 0)]
+        assert await second.usage_by_model("2024-05") == [ModelUsage("x", 1, 5, 1, 0)]
+        assert await second.turn_settings("telegram:-100", "telegram:1") == TurnSettings("vision", None, "Be brief.")
+        over = admission("telegram:1", queued(), budget=budget(day="2024-05-01", chat="telegram:1"))
+        assert await second.admit(over) is Verdict.OVER_USER_BUDGET
         assert await second.admit(admission("telegram:1", None, dedupe_key="msg:1")) is Verdict.DUPLICATE
         assert await second.orphans(0.0, 10) == ["telegram:2"]
         left = await second.claim("telegram:2", LEASE_S, 10)

@@ -9,12 +9,9 @@ every key is bounded.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -45,88 +42,10 @@ from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.redis_server import RedisServer
 from tests.kit.channel import RecordingChannel
 from tests.kit.engine import make_engine, model_settings, private
+from tests.kit.redis_processes import BridgeProcess
 from tests.kit.stores import admission
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-class BridgeProcess:
-    """A ``tests/kit/redis_bridge.py`` process: send it messages, collect what each came to."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.results: dict[str, dict[str, Any]] = {}
-        self.enqueued: set[str] = set()
-        self.reopened: dict[str, list[str]] = {}
-        """What each message answered on a reopened channel shows now, by its key (its route)."""
-        self._arrived = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def start(cls, redis_url: str, prefix: str, model_url: str, lease_s: float = 15.0) -> BridgeProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.kit.redis_bridge",
-            "--redis-url", redis_url, "--prefix", prefix, "--model-url", model_url, "--lease-s", str(lease_s),
-            cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert process.stdout is not None
-        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
-        assert ready == {"ready": process.pid}
-        return cls(process)
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            record = json.loads(line)
-            if "enqueued" in record:
-                self.enqueued.add(record["enqueued"])
-            elif "reopened" in record:
-                self.reopened[record["reopened"]] = record["replies"]
-            else:
-                self.results[record["tag"]] = record
-            self._arrived.set()
-
-    def send(self, tag: str, user: str, text: str, message_id: str | None = None) -> None:
-        assert self.process.stdin is not None
-        line = {"tag": tag, "user": user, "message_id": message_id or tag, "text": text}
-        self.process.stdin.write((json.dumps(line) + "\n").encode())
-
-    async def result(self, tag: str, timeout_s: float = 15.0) -> dict[str, Any]:
-        await self._until(lambda: tag in self.results, timeout_s)
-        return self.results[tag]
-
-    async def reopened_reply(self, message_key: str, text: str, timeout_s: float = 15.0) -> list[str]:
-        """Until the answer on the channel reopened for ``message_key`` shows ``text`` in full."""
-        await self._until(lambda: text in self.reopened.get(message_key, []), timeout_s)
-        return self.reopened[message_key]
-
-    async def queued(self, message_key: str, timeout_s: float = 15.0) -> None:
-        """Until the message (``<chat>/<message_id>``) is in its session's queue in Redis."""
-        await self._until(lambda: message_key in self.enqueued, timeout_s)
-
-    async def _until(self, condition: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None
-
-    async def stop(self) -> int:
-        """Close stdin: the bridge finishes what it has and exits."""
-        if self.alive and self.process.stdin is not None:
-            self.process.stdin.close()
-        code = await asyncio.wait_for(self.process.wait(), 15)
-        await self._reader
-        return code
-
-    async def kill(self) -> None:
-        if self.alive:
-            os.kill(self.process.pid, signal.SIGKILL)
-        await self.process.wait()
-        await self._reader
 
 
 @pytest.fixture
@@ -416,7 +335,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 ROUND_TRIPS_PER_MESSAGE = 3
 """The figure in the README: an answered message in a session nobody else is using (admit, claim,
-finish)."""
+finish); the claim brings the chat's model and persona and the asker's instructions along."""
 
 
 async def test_an_answered_message_costs_a_fixed_number_of_round_trips(
@@ -458,6 +377,8 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
         for n in range(3):
             await engine.handle(private(f"q{n}", "telegram:1"), RecordingChannel())
         await engine.handle(private("/admin deny telegram:9", "telegram:1"), RecordingChannel())
+        for command in ("/model default", "/persona default", "/instructions Be brief.", "/admin budget telegram:2 9"):
+            await engine.handle(private(command, "telegram:1"), RecordingChannel())
     finally:
         await model_client.aclose()
 
@@ -466,8 +387,9 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
     without_expiry = {key.removeprefix(prefix) for key in keys if await client.ttl(key) == -1}
     # The session index is trimmed of expired sessions on every commit, the queued index holds only
     # sessions with a queue (none now: everything was answered); access holds one field per identity
-    # an admin decided about.
-    assert without_expiry == {"sessions", "access"}
+    # an admin decided about; settings one field per chat's choice and user's instructions, budgets
+    # one per identity given a runtime budget: these are kept until changed, as a user expects.
+    assert without_expiry == {"sessions", "access", "settings", "usage:{usage}:budgets"}
     assert {key.removeprefix(prefix).split(":")[0] for key in keys} == {
         "session",
         "sessions",
@@ -475,6 +397,7 @@ async def test_every_key_carries_an_expiry_or_is_bounded(
         "rate",
         "access",
         "usage",
+        "settings",
     }
     assert await client.zcard(f"{prefix}queued") == 0
 
