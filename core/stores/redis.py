@@ -57,6 +57,7 @@ transparently (``NOSCRIPT``) after a Redis restart.
 from __future__ import annotations
 
 import asyncio
+import base64
 import calendar
 import hashlib
 import json
@@ -84,6 +85,7 @@ from core.store import (
     SessionInfo,
     SessionState,
     StaleLease,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -347,15 +349,24 @@ def _ms(seconds: float) -> int:
 
 
 def _turn_to_json(turn: Turn) -> str:
-    return json.dumps(
-        [turn.role, turn.content, turn.tokens, turn.created_at], ensure_ascii=False, separators=(",", ":")
-    )
+    """A turn's pictures go with it, base64 in the same list entry, so they expire with the session."""
+    fields: list[object] = [turn.role, turn.content, turn.tokens, turn.created_at]
+    if turn.images:
+        fields.append([[i.mime_type, base64.b64encode(i.data).decode("ascii"), i.tokens] for i in turn.images])
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
 def _turns_from_json(joined: str) -> list[Turn]:
     """The scripts join the stored turns' JSON with commas: one parse for the whole window is about
     four times cheaper than one per turn, and a window is read for every answered message."""
-    return [Turn(role, content, tokens, created_at) for role, content, tokens, created_at in json.loads(f"[{joined}]")]
+    return [
+        Turn(role, content, tokens, created_at, _images_from_json(images[0]) if images else ())
+        for role, content, tokens, created_at, *images in json.loads(f"[{joined}]")
+    ]
+
+
+def _images_from_json(images: list[list[Any]]) -> tuple[StoredImage, ...]:
+    return tuple(StoredImage(mime, base64.b64decode(data), tokens) for mime, data, tokens in images)
 
 
 def _budget_args(check: BudgetCheck) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import time
@@ -29,6 +30,7 @@ from core.store import (
     SessionInfo,
     StaleLease,
     Store,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -752,3 +754,33 @@ async def test_sqlite_sweeps_and_shrinks_on_a_timer_without_any_write(tmp_path: 
         assert Path(f"{path}-wal").stat().st_size == 0
     finally:
         await store.close()
+
+
+# --- media: attachments in the queue, pictures with the session -----------------------------------
+
+
+async def test_a_queued_message_keeps_its_attachment_records(store: Store) -> None:
+    record: dict[str, str | int | bool | None] = {
+        "kind": "image",
+        "mime_type": "image/jpeg",
+        "name": "p.jpg",
+        "size": 12,
+        "source": "f1",
+        "voice": False,
+    }
+    item = dataclasses.replace(queued("what is this?"), attachments=(record,))
+    assert await store.admit(admission("telegram:1", item)) is Verdict.QUEUED
+    claim = await store.claim("telegram:1", LEASE_S, 10)
+    assert claim is not None and [dict(r) for r in claim.queued[0].attachments] == [record]
+
+
+async def test_a_turns_pictures_are_stored_with_it_and_cleared_with_the_session(store: Store) -> None:
+    picture = StoredImage("image/jpeg", bytes(range(256)) * 4, 85)
+    asked = Turn("user", "what is this?", 4, 10.0, (picture, StoredImage("image/png", b"\x89PNG", 85)))
+    await commit(store, "telegram:1", asked, assistant("a cat", 11.0), user("and its colour?", 12.0))
+    assert await stored(store, "telegram:1") == [asked, assistant("a cat", 11.0), user("and its colour?", 12.0)]
+    state = await store.load_session("telegram:1", 2)
+    assert state is not None and [t.images for t in state.turns] == [(), ()]
+    assert await store.clear_session("telegram:1")
+    await commit(store, "telegram:1", user("fresh", 50.0))
+    assert await stored(store, "telegram:1") == [user("fresh", 50.0)], "a cleared session's pictures came back"
