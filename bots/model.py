@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict
 
+from bots.parts import ContentPart
+
 MessageRole = Literal["system", "user", "assistant"]
 
 
@@ -18,7 +20,8 @@ class ChatMessage(TypedDict):
     rebuilt from dozens of these for every message, and this way they go into the body as they are."""
 
     role: MessageRole
-    content: str
+    content: str | list[ContentPart]
+    """A string, or the text and pictures of a user message as parts (``bots.parts``)."""
 
 
 @dataclass(frozen=True, slots=True)

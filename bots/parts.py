@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from typing import Literal, TypedDict
+from typing import Literal, Protocol, TypedDict
 
-from bots.images import PreparedImage
+
+class Picture(Protocol):
+    """An image ready to send: ``bots.images.PreparedImage``, or one stored with a session."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def mime_type(self) -> str: ...
 
 
 class TextPart(TypedDict):
@@ -31,15 +39,15 @@ class ImagePart(TypedDict):
 ContentPart = TextPart | ImagePart
 
 
-def data_url(image: PreparedImage) -> str:
+def data_url(image: Picture) -> str:
     return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
-def image_part(image: PreparedImage) -> ImagePart:
+def image_part(image: Picture) -> ImagePart:
     return {"type": "image_url", "image_url": {"url": data_url(image)}}
 
 
-def with_images(text: str, images: Iterable[PreparedImage]) -> list[ContentPart]:
+def with_images(text: str, images: Iterable[Picture]) -> list[ContentPart]:
     """``text`` and then the images; an empty text is left out (a photo sent without a caption)."""
     parts: list[ContentPart] = [{"type": "text", "text": text}] if text else []
     parts.extend(image_part(image) for image in images)

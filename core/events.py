@@ -43,6 +43,11 @@ Raises ``AttachmentTooLarge`` past the limit (having read at most one byte more)
 token or a URL with one in it."""
 
 
+Refetch = Callable[[str], Fetch]
+"""An adapter's download of a file by its ``Attachment.source`` alone: a queued message's files
+after a restart, or in another process."""
+
+
 class AttachmentError(Exception):
     """A download that did not give the bytes. ``kind`` keys its user-facing text in
     ``core.texts.ATTACHMENT_ERRORS``; the message is for logs and has no secret in it."""

@@ -181,7 +181,7 @@ MODEL_ARGS_HINT = "a model's name (empty: list them)"
 PERSONA_ARGS_HINT = "a persona's name (empty: list them)"
 INSTRUCTIONS_ARGS_HINT = "your instructions, or clear (empty: show them)"
 
-ONLY_TEXT_SUPPORTED = "I can only read text messages for now. Please write your question as text."
+ONLY_TEXT_SUPPORTED = "I cannot read this kind of message here. Please write your question as text."
 """The answer to a photo, sticker, voice message or file in a private chat."""
 
 # --- pictures, voice notes and files: what the user is told when one cannot be used -------------

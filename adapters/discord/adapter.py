@@ -503,7 +503,7 @@ class DiscordAdapter:
             await self._on_message(client, handler, message)
 
         async def on_ready() -> None:
-            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route))
+            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route), self.files.fetch)
 
         client.event(on_message)
         client.event(on_ready)

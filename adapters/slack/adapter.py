@@ -374,7 +374,7 @@ class SlackAdapter:
             if self._settings.mode == "socket":
                 self._socket = await self._open_socket()
             log.info("receiving events as @%s in %s (%s mode)", bot.name, bot.team, self._settings.mode)
-            handler.attach(PLATFORM, self._reopen)
+            handler.attach(PLATFORM, self._reopen, self.files.fetch)
             await self._stopped.wait()
         finally:
             try:

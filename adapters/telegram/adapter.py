@@ -416,7 +416,7 @@ class TelegramAdapter:
         else:
             await self._start_polling()
         self._listening = True
-        handler.attach(PLATFORM, self._reopen)
+        handler.attach(PLATFORM, self._reopen, self.files.fetch)
         log.info("connected as @%s (%s)", self._bot.username, self._settings.mode)
 
     async def _start_polling(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from core.channel import Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
 from core.engine import Engine
-from core.events import IncomingMessage
+from core.events import IncomingMessage, Refetch
 
 
 class Recorder:
@@ -23,8 +23,8 @@ class Recorder:
     def commands(self) -> Sequence[CommandSpec]:
         return self.engine.commands
 
-    def attach(self, platform: str, reopen: Reopen) -> None:
-        self.engine.attach(platform, reopen)
+    def attach(self, platform: str, reopen: Reopen, refetch: Refetch | None = None) -> None:
+        self.engine.attach(platform, reopen, refetch)
 
     async def handle(self, message: IncomingMessage, channel: ReplyChannel, receipt: Receipt | None = None) -> object:
         async with self._arrived:
