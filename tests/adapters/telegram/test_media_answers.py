@@ -4,14 +4,11 @@ Bot API, the real engine and store, the fake model server (which also transcribe
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from PIL import Image
 
 from adapters.telegram.adapter import TelegramAdapter
 from bots.audio import AudioClient
@@ -20,13 +17,13 @@ from bots.openai_client import OpenAIChatModel
 from chatbridge.http_server import HttpServer
 from chatbridge.runtime import stop_adapters
 from core import texts
-from core.store import SessionState
 from core.stores.memory import MemoryStore
 from tests.adapters.telegram.test_adapter import FAST, GROUP, settings
 from tests.fakes.fake_model import FakeModel, Status
 from tests.fakes.telegram_api import FakeTelegram, entity
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.media import OGG_VOICE, pdf, photo
+from tests.kit.media_answers import decoded, part_kinds, stored_session, user_parts
 from tests.kit.recorder import Recorder
 
 Start = Callable[..., Awaitable[Recorder]]
@@ -76,19 +73,6 @@ def sizes(telegram: FakeTelegram, data: bytes, width: int = 400, height: int = 3
     return [{**thumb, "width": 90, "height": 60}, {**full, "width": width, "height": height}]
 
 
-def user_parts(request: dict[str, Any], index: int = -1) -> list[dict[str, Any]]:
-    """The content parts of a request's user message (the newest by default)."""
-    users = [m for m in request["messages"] if m["role"] == "user"]
-    content = users[index]["content"]
-    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-
-
-def decoded(part: dict[str, Any]) -> Image.Image:
-    url = part["image_url"]["url"]
-    assert url.startswith("data:image/jpeg;base64,")
-    return Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2])))
-
-
 async def answered(
     telegram: FakeTelegram, chat: int, count: int, last: Callable[[str], bool] | None = None
 ) -> list[str]:
@@ -97,17 +81,6 @@ async def answered(
     done = last or (lambda text: True)
     await telegram.wait_for(lambda: len(telegram.texts(chat)) >= count and done(telegram.texts(chat)[count - 1]))
     return telegram.texts(chat)
-
-
-async def stored_session(store: MemoryStore, turns: int) -> SessionState:
-    """The one session, once it holds ``turns`` turns."""
-    async with asyncio.timeout(3):
-        while True:
-            sessions = await store.list_sessions()
-            state = await store.load_session(sessions[0].key, 100) if sessions else None
-            if state is not None and len(state.turns) >= turns:
-                return state
-            await asyncio.sleep(0.01)
 
 
 async def test_a_captioned_photo_reaches_the_model_as_an_image_next_to_its_text_scaled_down(
@@ -135,8 +108,7 @@ async def test_a_follow_up_two_turns_later_still_carries_the_photo(
     for count, question in enumerate(["is it old?", "and what colour is the car?", "anything else?"], 2):
         telegram.user_message(question)
         await answered(telegram, 1, count)
-    first_user_turn = [user_parts(request, 0) for request in fake_model.requests]
-    kinds = [[part["type"] for part in parts] for parts in first_user_turn]
+    kinds = [part_kinds(request, 0) for request in fake_model.requests]
     assert kinds == [["text", "image_url"], ["text", "image_url"], ["text", "image_url"], ["text"]]
     assert telegram.downloads == ["photos/file_1.jpg"], "the stored picture was not used again"
     state = await stored_session(store, 8)
@@ -157,7 +129,7 @@ async def test_a_group_photo_is_answered_only_when_addressed(
     telegram.user_message(question, user=6, entities=[entity(question, MENTION)], reply_to=posted["message"], **group)
     await answered(telegram, GROUP, 1)
     [request] = fake_model.requests
-    assert [part["type"] for part in user_parts(request)] == ["text", "image_url"]
+    assert part_kinds(request) == ["text", "image_url"]
     assert "what is this?" in user_parts(request)[0]["text"]
 
 
