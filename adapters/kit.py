@@ -36,6 +36,11 @@ adapter closes its platform client under them."""
 # --- the contract ---------------------------------------------------------------------------------
 
 
+SPOKEN_FILE_NAME = "answer.ogg"
+"""The file name of a spoken answer sent as a file: the speech server sends OGG with Opus inside
+(``bots.audio``)."""
+
+
 class MessageHandler(Protocol):
     """What an adapter hands its translated messages to (the engine, in a running bridge)."""
 

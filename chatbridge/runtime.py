@@ -49,6 +49,7 @@ def engine_settings(config: Config) -> EngineSettings:
         extra_admins=(CONSOLE_USER,) if config.adapters.console.user_is_admin else (),
         log_content=config.log.content,
         media=config.media,
+        speak=config.audio.speak,
     )
 
 

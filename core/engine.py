@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from bots.audio import AudioClient
+from bots.audio_settings import Speak
 from bots.errors import (
     ContextTooLong,
     ModelError,
@@ -138,6 +139,8 @@ class EngineSettings:
     log_content: bool = False
     """Put the message and reply texts into the per-message log line (``log.content``)."""
     media: MediaSettings = dataclasses.field(default_factory=MediaSettings)
+    speak: Speak = Speak.NEVER
+    """``audio.speak``: when answers are also sent as speech."""
 
 
 @dataclass(slots=True)
@@ -177,7 +180,7 @@ class Engine:
         self._clock = clock
         self._access = AccessPolicy(settings.access, settings.extra_admins)
         self._choices = Choices(models, settings.bot, settings.personas, tokens)
-        self._media = Media(settings.media, tokens, models, audio)
+        self._media = Media(settings.media, tokens, models, audio, settings.speak)
         self.totals = RunningTotals()
         self._calendar = BudgetCalendar(settings.limits.zone)
         self._commands = Commands(
@@ -702,6 +705,8 @@ class Engine:
         if not await self._delivered(key, renderer.finish(f"{note}{shown}")):
             # Paid for and complete: stored like any answer, and shown once the platform is back.
             self._undelivered.keep(key, _Undelivered(newest.platform, newest.route, shown))
+        else:
+            await self._media.speak(channel, reply.text, spoken=media.spoken)
 
         assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
         prompt, completion = self._usage_figures(reply, window, assistant_turn)

@@ -19,14 +19,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bots.audio import AudioClient, AudioUnsupported
+from bots.audio import SPEECH_MIME_TYPE, AudioClient, AudioUnsupported
+from bots.audio_settings import Speak
 from bots.documents import DocumentError, NoTextLayer, UnsupportedDocument, extract_text, is_supported
 from bots.errors import ModelError
 from bots.images import ImageUnreadable, image_tokens, prepare_image
 from bots.model import ModelCard, ModelCatalog
 from core import texts
+from core.channel import ReplyChannel, VoiceChannel
 from core.events import Attachment, AttachmentError, AttachmentKind, AttachmentTooLarge, Refetch
 from core.media_settings import MediaSettings
+from core.render import send_text
 from core.store import QueuedMessage, StoredImage
 from core.tokens import TokenCounter
 
@@ -76,8 +79,10 @@ class Media:
         tokens: TokenCounter,
         models: ModelCatalog,
         audio: AudioClient | None = None,
+        speak: Speak = Speak.NEVER,
     ) -> None:
         self._settings = settings
+        self._speak = speak
         self._tokens = tokens
         self._models = models
         self._audio = audio
@@ -133,6 +138,23 @@ class Media:
             any(read.spoken for read in kept),
         )
 
+    async def speak(self, channel: ReplyChannel, text: str, *, spoken: bool) -> None:
+        """The answer also as speech, as ``audio.speak`` says: always, or when the question was
+        audio. A failure to speak is said in one line; the text answer is already out."""
+        wanted = self._speak is Speak.ALWAYS or (self._speak is Speak.WHEN_SPOKEN_TO and spoken)
+        if not wanted or self._audio is None or not isinstance(channel, VoiceChannel):
+            return
+        try:
+            speech = await self._audio.speak(text)
+        except ModelError as error:
+            log.warning("could not read an answer aloud: %s: %s", type(error).__name__, error.detail)
+            await send_text(channel, texts.SPEECH_FAILED)
+            return
+        try:
+            await channel.send_voice(speech, SPEECH_MIME_TYPE)
+        except Exception as error:  # noqa: BLE001 - the platform's refusal; the text answer stands
+            log.warning("the platform did not take a spoken answer: %s", type(error).__name__)
+
     def _rebuilt(self, item: QueuedMessage) -> tuple[Attachment, ...]:
         refetch = self._refetch.get(item.platform)
         if refetch is None:
@@ -143,10 +165,8 @@ class Media:
         refused = self.refusal(attachments)  # again: a record from before a restart is checked too
         if refused is not None:
             raise MediaRefused(refused)
-        if any(a.kind is AttachmentKind.IMAGE for a in attachments) and not card.vision:
-            raise MediaRefused(
-                texts.cannot_see(card.name, [n for n in self._models.names if self._models.card(n).vision])
-            )
+        for attachment in attachments:  # what can be told without the bytes, before any download
+            self._check_usable(attachment, card)
         read = _Read(item.text)
         for attachment in attachments:
             data = await self._fetch(attachment)
@@ -163,13 +183,21 @@ class Media:
                         read.footnotes.append(cut)
         return read
 
+    def _check_usable(self, attachment: Attachment, card: ModelCard) -> None:
+        match attachment.kind:
+            case AttachmentKind.IMAGE if not card.vision:
+                seeing = [name for name in self._models.names if self._models.card(name).vision]
+                raise MediaRefused(texts.cannot_see(card.name, seeing))
+            case AttachmentKind.AUDIO if self._audio is None:
+                raise MediaRefused(texts.AUDIO_UNSUPPORTED)
+            case AttachmentKind.DOCUMENT if not is_supported(attachment.name, attachment.mime_type):
+                raise MediaRefused(texts.UNSUPPORTED_FILE.format(name=attachment.name or "that file"))
+
     def _limit(self, attachment: Attachment) -> int:
         image = attachment.kind is AttachmentKind.IMAGE
         return self._settings.max_image_bytes if image else self._settings.max_file_bytes
 
     async def _fetch(self, attachment: Attachment) -> bytes:
-        if attachment.kind is AttachmentKind.DOCUMENT and not is_supported(attachment.name, attachment.mime_type):
-            raise MediaRefused(texts.UNSUPPORTED_FILE.format(name=attachment.name or "that file"))
         limit = self._limit(attachment)
         try:
             return await attachment.fetch(limit)
@@ -189,8 +217,7 @@ class Media:
         return StoredImage(image.mime_type, image.data, image_tokens(image.width, image.height))
 
     async def _transcript(self, attachment: Attachment, data: bytes) -> str:
-        if self._audio is None:
-            raise MediaRefused(texts.AUDIO_UNSUPPORTED)
+        assert self._audio is not None  # checked before the download
         try:
             return await self._audio.transcribe(data, file_name=attachment.name, mime_type=attachment.mime_type)
         except AudioUnsupported:

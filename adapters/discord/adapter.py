@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import re
@@ -40,6 +41,7 @@ from adapters.discord.media import DiscordFiles
 from adapters.discord.settings import DiscordSettings
 from adapters.downloads import Downloader
 from adapters.kit import (
+    SPOKEN_FILE_NAME,
     MessageHandler,
     UpdatesInFlight,
     menu,
@@ -309,6 +311,11 @@ class _ChannelReplies(ABC):
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
         await platform_call(handle.edit(content=to_discord(text)), _trouble)
+
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """The spoken answer as an audio file where the text answer went (the app plays it inline)."""
+        target = await self._destination()
+        await platform_call(target.send(file=discord.File(io.BytesIO(audio), filename=SPOKEN_FILE_NAME)), _trouble)
 
     async def typing(self) -> None:
         target = await self._destination()

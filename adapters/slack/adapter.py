@@ -49,6 +49,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.downloads import Downloader
 from adapters.kit import (
+    SPOKEN_FILE_NAME,
     MessageHandler,
     Routes,
     UpdatesInFlight,
@@ -232,6 +233,13 @@ class ThreadChannel:
         await platform_call(
             self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)), _trouble
         )
+
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """The spoken answer as an audio file in the answer's thread (needs the ``files:write`` scope)."""
+        upload = self._client.files_upload_v2(
+            channel=self._channel, thread_ts=self._thread_ts, file=audio, filename=SPOKEN_FILE_NAME
+        )
+        await platform_call(upload, _trouble)
 
     async def discard_placeholder(self) -> None:
         """Remove a placeholder no answer took over (the turn was cancelled at shutdown, say)."""

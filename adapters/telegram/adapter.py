@@ -163,6 +163,12 @@ class TelegramChannel:
         self._reply_to = None
         return sent.message_id
 
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """A voice note (Telegram plays OGG with Opus inside as one), under the text answer."""
+        await platform_call(
+            self._bot.send_voice(self._chat_id, voice=audio, message_thread_id=self._thread_id), _trouble
+        )
+
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, int)
         try:

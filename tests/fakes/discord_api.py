@@ -112,6 +112,19 @@ def _role(role_id: int, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+_BODY: web.RequestKey[Any] = web.RequestKey("body", object)
+"""A request's body as ``_recorded`` read it (JSON, or a multipart message's ``payload_json``)."""
+
+
+@dataclass
+class Upload:
+    """A file the bot sent with a message."""
+
+    channel_id: int
+    filename: str
+    data: bytes
+
+
 @dataclass
 class Call:
     """One REST request as the bridge made it."""
@@ -152,6 +165,7 @@ class FakeDiscord:
         self.api_base_url = ""
         self.gateway_url = ""
         self.cdn_requests: list[str] = []
+        self.uploads: list[Upload] = []
         self._files: dict[str, bytes] = {}
         self._ids = itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
         self._seq = 0
@@ -385,7 +399,11 @@ class FakeDiscord:
 
     def _recorded(self, handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
         async def record(request: web.Request) -> web.StreamResponse:
-            body = await request.json() if request.can_read_body else None
+            if request.content_type == "multipart/form-data":
+                body = await self._multipart(request)
+            else:
+                body = await request.json() if request.can_read_body else None
+            request[_BODY] = body
             self.calls.append(Call(request.method, request.path, body))
             authorised = request.path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/"))
             if not authorised and request.headers.get("Authorization") != f"Bot {TOKEN}":
@@ -436,8 +454,17 @@ class FakeDiscord:
         ]
         return _json(self.commands)
 
+    async def _multipart(self, request: web.Request) -> Any:
+        """A message with files, as discord.py sends one: ``payload_json`` and ``files[n]``; the
+        files are kept in ``uploads``."""
+        form = await request.post()
+        for name, value in form.items():
+            if name.startswith("files[") and isinstance(value, web.FileField):
+                self.uploads.append(Upload(int(request.match_info["channel"]), value.filename, value.file.read()))
+        return json.loads(str(form["payload_json"]))
+
     async def _create_message(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = request[_BODY]
         channel_id = int(request.match_info["channel"])
         reference = body.get("message_reference")
         replied = self.messages.get(int(reference["message_id"])) if reference else None

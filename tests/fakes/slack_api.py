@@ -26,8 +26,18 @@ from aiohttp import WSMsgType, web
 
 BOT_USER = "UBOT"
 BOT_ID = "BBOT"
-ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,files:read,groups:history,im:history"
+ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,files:read,files:write,groups:history,im:history"
 BOT_TOKEN = "xoxb-test-token"
+
+
+@dataclass
+class SharedFile:
+    """A file the bot shared with files_upload_v2 (get an upload URL, post the bytes, complete)."""
+
+    channel: str
+    thread_ts: str | None
+    filename: str
+    data: bytes
 
 
 @dataclass
@@ -70,6 +80,8 @@ class FakeSlack:
         self.tokens: set[str] = set()
         self.files_url = ""
         self.file_requests: list[FileRequest] = []
+        self.shared_files: list[SharedFile] = []
+        self._uploading: dict[str, tuple[str, bytes | None]] = {}
         self._files: dict[str, bytes] = {}
         self._rate_limits: dict[str, list[float]] = defaultdict(list)
         self._ts = itertools.count(1)
@@ -117,6 +129,7 @@ class FakeSlack:
         app.router.add_get("/socket", self._socket_handler)
         app.router.add_get("/files-pri/{team_file}/{name}", self._private_file)
         app.router.add_get("/files-tmb/{file}/{name}", self._file_content)
+        app.router.add_post("/upload/{file}", self._upload)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         for _ in range(2):  # the API's host and the files host: one app on two ports
@@ -229,6 +242,29 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "message_not_found"})
         self.messages.remove(posted)
         return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
+
+    async def _files_getUploadURLExternal(self, args: dict[str, Any]) -> web.Response:
+        if "files:write" not in self.scopes.split(","):
+            return web.json_response({"ok": False, "error": "missing_scope", "needed": "files:write"})
+        file_id = f"FU{len(self._uploading) + 1}"
+        self._uploading[file_id] = (str(args["filename"]), None)
+        upload_url = f"{self.files_url}upload/{file_id}"
+        return web.json_response({"ok": True, "upload_url": upload_url, "file_id": file_id})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file"]
+        if file_id not in self._uploading:
+            return web.Response(status=404, text="no such upload")
+        self._uploading[file_id] = (self._uploading[file_id][0], await request.read())
+        return web.Response(text="OK - 1")
+
+    async def _files_completeUploadExternal(self, args: dict[str, Any]) -> web.Response:
+        files = json.loads(args["files"])
+        for file in files:
+            filename, data = self._uploading.pop(file["id"])
+            assert data is not None, "completed before the bytes were uploaded"
+            self.shared_files.append(SharedFile(args["channel_id"], args.get("thread_ts") or None, filename, data))
+        return web.json_response({"ok": True, "files": [{"id": file["id"]} for file in files]})
 
     async def _private_file(self, request: web.Request) -> web.Response:
         authorization = request.headers.get("Authorization")

@@ -86,6 +86,8 @@ class FakeTelegram:
 
     downloads: list[str] = field(default_factory=list)
     """The ``file_path`` of every file download, in order."""
+    voices: list[tuple[int, bytes]] = field(default_factory=list)
+    """The chat and the bytes of every voice note the bot sent (sendVoice), in order."""
 
     def __post_init__(self) -> None:
         self._files: dict[str, tuple[str, bytes]] = {}
@@ -315,6 +317,17 @@ class FakeTelegram:
         )
         self.sent.append(sent)
         return self._message(sent)
+
+    async def _sendVoice(self, params: dict[str, Any]) -> Any:
+        """Telegram takes the voice note as an uploaded file (multipart), OGG with Opus inside."""
+        upload = params.get("voice")
+        if not isinstance(upload, web.FileField):
+            return _error(400, "Bad Request: there is no voice in the request")
+        chat_id = int(params["chat_id"])
+        self.voices.append((chat_id, upload.file.read()))
+        message_id = next(self._message_ids[chat_id])
+        message = {"message_id": message_id, "date": int(time.time()), "chat": _chat(chat_id, "private"), "from": _me()}
+        return message | {"voice": {"file_id": f"v{message_id}", "file_unique_id": "u", "duration": 1}}
 
     async def _editMessageText(self, params: dict[str, Any]) -> Any:
         chat_id, message_id = int(params["chat_id"]), int(params["message_id"])

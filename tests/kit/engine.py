@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bots.audio import AudioClient
+from bots.audio_settings import Speak
 from bots.model import ModelCard, ModelCatalog
 from bots.openai_client import OpenAIChatModel
 from bots.registry import ModelRegistry
@@ -54,6 +55,7 @@ def engine_settings(lease_s: float = 15.0, delivery_timeout_s: float = 10.0, **s
         delivery_timeout_s=delivery_timeout_s,
         extra_admins=tuple(sections.get("extra_admins", ())),
         media=MediaSettings(**sections.get("media", {})),
+        speak=Speak(sections.get("speak", "never")),
     )
 
 

@@ -20,7 +20,7 @@ from core.stores.memory import MemoryStore
 from tests.adapters.discord.test_adapter import settings_for
 from tests.fakes import discord_api as wire
 from tests.fakes.discord_api import FakeDiscord
-from tests.fakes.fake_model import FakeModel
+from tests.fakes.fake_model import SPEECH_BYTES, FakeModel
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.media import OGG_VOICE, pdf, photo
 from tests.kit.media_answers import decoded, part_kinds, stored_session, user_parts
@@ -141,3 +141,13 @@ async def test_a_denied_users_photo_is_never_downloaded(
     await discord_fake.say("what is this?", channel_id=DM, attachments=(upload,))
     assert await shown(discord_fake, DM, 1) == [texts.DENIED]
     assert discord_fake.cdn_requests == [] and fake_model.requests == []
+
+
+async def test_with_speak_always_the_answer_also_comes_as_an_audio_file(
+    bridge: Start, discord_fake: FakeDiscord, fake_model: FakeModel
+) -> None:
+    await bridge(speak="always")
+    await discord_fake.say("say hello", channel_id=DM)
+    await discord_fake.wait_until(lambda: bool(discord_fake.uploads))
+    assert [(u.channel_id, u.filename, u.data) for u in discord_fake.uploads] == [(DM, "answer.ogg", SPEECH_BYTES)]
+    assert discord_fake.bot_messages(DM)[0] == "echo: say hello"

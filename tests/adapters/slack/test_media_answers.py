@@ -19,7 +19,7 @@ from core import texts
 from core.engine import Engine
 from core.stores.memory import MemoryStore
 from tests.adapters.slack.test_adapter import BOT_USER, _started, callback, mention, message, next_ts, slack_settings
-from tests.fakes.fake_model import FakeModel
+from tests.fakes.fake_model import SPEECH_BYTES, FakeModel
 from tests.fakes.slack_api import FakeSlack
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.media import OGG_VOICE, pdf, photo
@@ -139,3 +139,19 @@ async def test_a_denied_users_image_is_never_downloaded(start: Any, fake_model: 
     await bridge.share("what is this?", bridge.slack.upload(photo(), "shot.jpg", "image/jpeg"))
     assert await bridge.shown(1) == [texts.DENIED]
     assert bridge.slack.file_requests == [] and fake_model.requests == []
+
+
+async def test_with_speak_a_voice_clip_is_also_answered_with_an_audio_file_in_its_thread(
+    start: Any, fake_model: FakeModel
+) -> None:
+    bridge: Running = await start(speak="when_spoken_to")
+    fake_model.transcripts.append("read me the news")
+    clip = bridge.slack.upload(OGG_VOICE, "audio_message.webm", "audio/webm", subtype="slack_audio")
+    await bridge.share("", clip)
+    await bridge.shown(1, "echo: read me the news".__eq__)
+    async with asyncio.timeout(3):
+        while not bridge.slack.shared_files:
+            await asyncio.sleep(0.01)
+    [shared] = bridge.slack.shared_files
+    assert (shared.channel, shared.filename, shared.data) == ("D1", "answer.ogg", SPEECH_BYTES)
+    assert shared.thread_ts == bridge.slack.messages[0].thread_ts

@@ -19,7 +19,7 @@ from chatbridge.runtime import stop_adapters
 from core import texts
 from core.stores.memory import MemoryStore
 from tests.adapters.telegram.test_adapter import FAST, GROUP, settings
-from tests.fakes.fake_model import FakeModel, Status
+from tests.fakes.fake_model import SPEECH_BYTES, FakeModel, Status
 from tests.fakes.telegram_api import FakeTelegram, entity
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.media import OGG_VOICE, pdf, photo
@@ -254,3 +254,18 @@ async def test_a_denied_users_photo_is_never_downloaded(
     [shown] = await answered(telegram, 1, 1)
     assert shown == texts.DENIED
     assert telegram.downloads == [] and telegram.calls_of("getFile") == [] and fake_model.requests == []
+
+
+async def test_with_speak_a_voice_note_is_also_answered_with_a_voice_note(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    await bridge(speak="when_spoken_to")
+    telegram.user_message("written question")
+    await answered(telegram, 1, 1, "echo: written question".__eq__)
+    fake_model.transcripts.append("spoken question")
+    voice = {**telegram.upload(OGG_VOICE, "voice/file_2.oga"), "duration": 2, "mime_type": "audio/ogg"}
+    telegram.user_message(None, media={"voice": voice})
+    await answered(telegram, 1, 2, "echo: spoken question".__eq__)
+    await telegram.wait_for(lambda: bool(telegram.voices))
+    assert telegram.voices == [(1, SPEECH_BYTES)]
+    assert [(s.input, s.response_format) for s in fake_model.speeches] == [("echo: spoken question", "opus")]
