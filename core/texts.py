@@ -208,6 +208,8 @@ DOCUMENT_CUT = "(Only the first {limit} tokens of {name} were read: the rest did
 """Shown under the answer when a document was cut at ``media.max_document_tokens``."""
 DOCUMENT_CUT_FOR_MODEL = "[{name} was cut here: only its first {limit} tokens are shown.]"
 """Put after the cut text, so the model knows it has not seen the whole document."""
+ATTACH_USAGE = "Usage: /attach PATH [question] (quote a PATH with spaces in it)."
+ATTACH_NO_FILE = "There is no file I can read at {path}."
 ATTACHMENT_ERRORS = {
     "attachment_fetch_failed": DOWNLOAD_FAILED,
     "attachment_fetch_timeout": DOWNLOAD_TIMEOUT,
