@@ -39,6 +39,7 @@ from bots.errors import (
 from bots.model import ChatModel, ModelCatalog, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
+from core.albums import Albums
 from core.arrivals import Arrivals, Ticket, TurnLine
 from core.calendar import BudgetCalendar
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
@@ -180,6 +181,7 @@ class Engine:
         self._clock = clock
         self._access = AccessPolicy(settings.access, settings.extra_admins)
         self._choices = Choices(models, settings.bot, settings.personas, tokens)
+        self._albums = Albums()
         self._media = Media(settings.media, tokens, models, audio, settings.speak)
         self.totals = RunningTotals()
         self._calendar = BudgetCalendar(settings.limits.zone)
@@ -303,6 +305,10 @@ class Engine:
         for why the pure checks 2 and 4 come first)."""
         if message.from_bot:  # 2. ignore bots, the bridge itself included
             return _Handled(Outcome.IGNORED_BOT)
+        album = await self._albums.gathered(message, receipt)  # an album's parts: one question
+        if album is None:
+            return _Handled(Outcome.JOINED)
+        message = album
         addressed = address(message, self._settings.bot)  # 4. trigger
         if addressed is None:
             return _Handled(Outcome.NOT_ADDRESSED)

@@ -269,3 +269,25 @@ async def test_with_speak_a_voice_note_is_also_answered_with_a_voice_note(
     await telegram.wait_for(lambda: bool(telegram.voices))
     assert telegram.voices == [(1, SPEECH_BYTES)]
     assert [(s.input, s.response_format) for s in fake_model.speeches] == [("echo: spoken question", "opus")]
+
+
+async def test_an_albums_pictures_become_one_question(
+    bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
+) -> None:
+    await bridge()
+    caption = f"{MENTION} which is older?"
+    album: dict[str, Any] = {"chat": GROUP, "chat_type": "supergroup", "media_group_id": "album-7"}
+    telegram.user_message(
+        None,
+        caption=caption,
+        caption_entities=[entity(caption, MENTION)],
+        media={"photo": sizes(telegram, photo())},
+        **album,
+    )
+    telegram.user_message(None, media={"photo": sizes(telegram, photo(seed=2))}, **album)
+    telegram.user_message(None, media={"photo": sizes(telegram, photo(seed=3))}, **album)
+    await answered(telegram, GROUP, 1)
+    await asyncio.sleep(0.2)
+    [request] = fake_model.requests
+    assert part_kinds(request) == ["text", "image_url", "image_url", "image_url"]
+    assert "which is older?" in user_parts(request)[0]["text"]
