@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.store import Turn
+from core.store import StoredImage, Turn
 from core.window import Budget, SystemPart, build_window
 
 SYS = [SystemPart("sys", 5)]
@@ -94,3 +94,24 @@ def test_every_system_part_is_kept_in_order_and_counts_in_the_budget() -> None:
     # 5 + 10 + 5 for the parts and the new message leave 30 of 50: room for one pair of 20 tokens.
     assert window.history_turns == 2
     assert build_window(preamble, [], _turn("user", "new", 36), _budget(max_tokens=50)) is None
+
+
+def test_pictures_go_with_the_newest_turns_and_count_in_the_budget() -> None:
+    picture = StoredImage("image/png", b"\x89PNG", 100)
+    history = [
+        Turn("user", "first photo", 5, 1.0, (picture,)),
+        _turn("assistant", "a cat", 5),
+        Turn("user", "second photo", 5, 3.0, (picture,)),
+        _turn("assistant", "a dog", 5),
+    ]
+    new = Turn("user", "third photo", 5, 5.0, (picture,))
+    window = build_window([], history, new, _budget(), keep_images_turns=1)
+    assert window is not None
+    kinds = [
+        m["content"] if isinstance(m["content"], str) else [p["type"] for p in m["content"]] for m in window.messages
+    ]
+    assert kinds == ["first photo", "a cat", ["text", "image_url"], "a dog", ["text", "image_url"]]
+    assert window.tokens == 5 * 5 + 2 * 100
+    # The second photo's pair no longer fits with its picture; the pair before it is not reached.
+    tight = build_window([], history, new, _budget(max_tokens=5 + 100 + 5 + 5 + 50), keep_images_turns=1)
+    assert tight is not None and tight.history_turns == 0
