@@ -64,8 +64,8 @@ def build_window(
     """The system parts + the newest whole user/assistant pairs that fit + the new user turn.
 
     Pictures go with the new turn and with the user turns of the ``keep_images_turns`` newest pairs
-    (``media.keep_images_turns``), each counted at its stored token estimate; older pictures stay
-    stored but are no longer sent.
+    (``media.keep_images_turns``), each counted at its stored token estimate, calibrated like text
+    (the server's usage figure covers both); older pictures stay stored but are no longer sent.
 
     ``max_messages`` counts every message but the system parts, the new one included. Empty system
     parts are left out.
@@ -74,7 +74,7 @@ def build_window(
     a message rather than sending the model a prompt without them.
     """
     overhead = budget.message_overhead
-    used = budget.cost(user_turn.tokens) + image_tokens(user_turn)
+    used = budget.cost(user_turn.tokens + image_tokens(user_turn))
     raw = user_turn.tokens + overhead + image_tokens(user_turn)
     system = [part for part in preamble if part.content]
     for part in system:
@@ -95,7 +95,7 @@ def build_window(
             index -= 1
             continue
         pictures = image_tokens(user) if pairs_with_images > 0 else 0
-        pair_cost = scale(user.tokens) + scale(assistant.tokens) + pair_overhead + pictures
+        pair_cost = scale(user.tokens + pictures) + scale(assistant.tokens) + pair_overhead
         if used + pair_cost > budget.max_tokens:
             break
         used += pair_cost
