@@ -30,6 +30,7 @@ from redis.asyncio.connection import Connection
 from bench.burst import burst, sequential
 from bench.clients import client_costs
 from bench.media import media_costs
+from bench.tools import tool_round
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
 from bots.openai_client import OpenAIChatModel
@@ -765,6 +766,13 @@ async def media_section(folder: Path) -> list[Row]:
     ]
 
 
+# --- 12. tools ---------------------------------------------------------------------------------
+
+
+async def tools_section(folder: Path) -> list[Row]:
+    return [Row("12 tools", metric, value, target) for metric, value, target in await tool_round()]
+
+
 SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "overhead": overhead_section,
     "window": window_section,
@@ -778,6 +786,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "burst": burst_section,
     "sequential": sequential_section,
     "media": media_section,
+    "tools": tools_section,
 }
 ISOLATED = {"concurrency", "memory", "burst"}
 

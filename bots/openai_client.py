@@ -23,13 +23,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from bots.errors import ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
 from bots.http_client import model_http_client
-from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, Usage
+from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, ToolSpec, Usage
 from bots.redaction import Redactor
 from bots.server_errors import ServerError as _ServerError
 from bots.server_errors import Transient as _Transient
 from bots.server_errors import backoff_s, status_failure
 from bots.server_errors import network_failures as _network_failures
 from bots.settings import ModelSettings
+from bots.tools import ToolCallAssembler, calls_of_message, request_tools
 
 logger = logging.getLogger("chatbridge.model")
 
@@ -65,9 +66,16 @@ class OpenAIChatModel:
         """Parsed once: httpx parses a URL given as a string on every request."""
 
     async def reply(
-        self, messages: Sequence[ChatMessage], on_text: TextSink | None = None, *, temperature: float | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        on_text: TextSink | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        temperature: float | None = None,
     ) -> ModelReply:
         body = self._completion_body(messages, stream=self._settings.stream, max_tokens=self._settings.max_tokens)
+        if tools:
+            body["tools"] = request_tools(tools)
         if temperature is not None:
             body["temperature"] = temperature
         try:
@@ -154,7 +162,8 @@ class OpenAIChatModel:
         content = message.get("content") if isinstance(message, dict) else None
         text = content if isinstance(content, str) else ""
         await sink(text)
-        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload))
+        calls = calls_of_message(message) if isinstance(message, dict) else ()
+        return ModelReply(text=text, finish_reason=_finish_reason(choice), usage=_usage(payload), tool_calls=calls)
 
     async def _stream(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         async with contextlib.AsyncExitStack() as stack:
@@ -220,7 +229,7 @@ class OpenAIChatModel:
         )
 
     def _not_found(self, error: _ServerError) -> str:
-        answered = f"model.base_url {self._base_url} answered 404 at /models and /chat/completions"
+        answered = f"{self._base_url} answered 404 at /models and /chat/completions"
         if not urlsplit(self._base_url).path.endswith("/v1"):
             return f"{answered}: add /v1?"
         message = self._clean(error.message)
@@ -323,6 +332,7 @@ class _StreamedReply:
     """The pieces of a streamed reply as they arrive; usage comes last, in a chunk without choices."""
 
     parts: list[str] = field(default_factory=list)
+    calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
     finish_reason: str | None = None
     usage: Usage | None = None
 
@@ -338,10 +348,14 @@ class _StreamedReply:
         content = delta.get("content") if isinstance(delta, dict) else None
         text = content if isinstance(content, str) else ""
         self.parts.append(text)
+        if isinstance(delta, dict):
+            self.calls.add(delta.get("tool_calls"))
         return text
 
     def result(self) -> ModelReply:
-        return ModelReply(text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage)
+        return ModelReply(
+            text="".join(self.parts), finish_reason=self.finish_reason, usage=self.usage, tool_calls=self.calls.result()
+        )
 
 
 async def _sse_data(source: EventSource) -> AsyncGenerator[str, None]:

@@ -20,6 +20,7 @@ import httpx
 from adapters.kit import AdapterStartupError, connection_trouble, unreachable
 from bots.errors import ModelError
 from bots.openai_client import OpenAIChatModel
+from bots.settings import ModelSettings
 from chatbridge.audio_check import check_audio
 from chatbridge.config import Config, ConfigError
 from chatbridge.exit_status import EXIT_FAILED, EXIT_OK
@@ -28,7 +29,8 @@ from chatbridge.logging_setup import redact
 from chatbridge.registry import AdaptersSettings, enabled_adapters
 from chatbridge.runtime import build_store
 from chatbridge.spending import spending_warning
-from core.settings import StoreBackend
+from chatbridge.tooling import tool_rows
+from core.settings import DEFAULT_NAME, StoreBackend
 from core.store import StoreUnavailable
 
 NO_ADAPTER = (
@@ -73,8 +75,12 @@ class Endpoint:
 async def check(config: Config) -> int:
     rows = [Row("config", Status.OK, "valid")]
     rows.append(await _row("store", _check_store(config), _store_endpoint(config)))
-    model_endpoint = Endpoint("model.base_url", config.model.base_url)
-    rows.append(await _row(f"model {config.model.name}", _check_model(config), model_endpoint))
+    for key, settings in _models(config):
+        rows.append(
+            await _row(
+                f"model {settings.name}", _check_model(settings, key), Endpoint(f"{key}.base_url", settings.base_url)
+            )
+        )
     rows.append(await _row("audio", check_audio(config)))
     adapters = enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port))
     if not adapters:
@@ -84,6 +90,7 @@ async def check(config: Config) -> int:
         # The adapter's error line starts with its name, which the row already shows.
         rows.append(Row(row.name, row.status, row.detail.removeprefix(f"{adapter.name}: ")))
     rows.append(await _row("server", check_port(config.server.host, config.server.port)))
+    rows += [Row(name, Status(status), detail) for name, status, detail in await tool_rows(config)]
     spending = spending_warning(config)
     if spending is not None:  # a warning: `run` starts all the same
         rows.append(Row("budgets", Status.WARN, spending))
@@ -91,22 +98,30 @@ async def check(config: Config) -> int:
     return EXIT_FAILED if any(row.status is Status.FAIL for row in rows) else EXIT_OK
 
 
-async def _check_model(config: Config) -> str | Caveat:
-    model = OpenAIChatModel(config.model)
+def _models(config: Config) -> list[tuple[str, ModelSettings]]:
+    """Every model a chat can be answered by, with the key it is configured under."""
+    return [
+        ("model" if name == DEFAULT_NAME else f"models.{name}", settings)
+        for name, settings in config.all_models().items()
+    ]
+
+
+async def _check_model(settings: ModelSettings, key: str) -> str | Caveat:
+    model = OpenAIChatModel(settings)
     try:
         checked = await model.check()
     finally:
         await model.aclose()
-    name = config.model.name
+    name = settings.name
     if checked.listed is None:
         return checked.detail
     if not checked.leaves_out(name):
-        return f"{checked.detail}, model.name {name} among them"
+        return f"{checked.detail}, {key}.name {name} among them"
     if not checked.listed:
-        return Caveat(f"the server lists no models, so not model.name {name} either")
+        return Caveat(f"the server lists no models, so not {key}.name {name} either")
     count = len(checked.listed)
     return Caveat(
-        f"model.name {name} is not among the {count} model{'' if count == 1 else 's'} the server lists: "
+        f"{key}.name {name} is not among the {count} model{'' if count == 1 else 's'} the server lists: "
         f"{_some(checked.listed)}"
     )
 
@@ -188,7 +203,10 @@ def _failure(error: Exception, endpoint: Endpoint | None) -> str:
     """A connection failure is said by the key that points at the server; other failures as raised."""
     if endpoint is not None and connection_trouble(error) is not None:
         return unreachable(endpoint.key, endpoint.url, error)
-    return str(error) if isinstance(error, _REPORTED) else f"{type(error).__name__}: {error}"
+    said = str(error) if isinstance(error, _REPORTED) else f"{type(error).__name__}: {error}"
+    if endpoint is not None and said.startswith(endpoint.url):
+        return f"{endpoint.key} {said}"  # a failure of the URL itself (a 404 for a missing /v1)
+    return said
 
 
 def print_rows(rows: Sequence[Row]) -> None:

@@ -34,6 +34,7 @@ from core.settings import (
     StoreSettings,
     check_names,
 )
+from core.tool_settings import McpServerName, McpServerSettings, ToolsSettings, stdio_problems
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
@@ -102,6 +103,12 @@ class Config(BaseSettings):
     log: LogSettings = LogSettings()
     audio: AudioSettings = AudioSettings()
     media: MediaSettings = MediaSettings()
+    tools: ToolsSettings = ToolsSettings()
+    mcp_servers: dict[McpServerName, McpServerSettings] = Field(
+        default_factory=dict,
+        description="MCP servers whose tools are offered, by name: {url, headers} (streamable HTTP) or "
+        "{command, args, env} (stdio); the name prefixes each tool's name",
+    )
 
     @field_validator("models")
     @classmethod
@@ -155,6 +162,8 @@ def load_config(path: Path | None = None) -> Config:
     except ValidationError as exc:
         lines = _lines_of_keys(text)
         problems += [_problem(error, _origin(error, path, lines, os.environ)) for error in exc.errors()]
+    else:
+        problems += stdio_problems(config.tools, config.mcp_servers)
     if problems:
         raise ConfigError(
             problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n  " + "\n  ".join(problems)
@@ -221,7 +230,8 @@ def _an_entry_key(name: str, sections: Mapping[str, type[BaseModel]]) -> bool:
         if rest == name:
             continue
         entry_name, sep, key = rest.partition("__")
-        if entry_name and sep and key.lower() in entry.model_fields:
+        entry_keys = _environment_names(entry, "")  # an entry's own mappings (an MCP server's headers) too
+        if entry_name and sep and (key in entry_keys or _under_a_mapping(key, entry_keys)):
             return True
     return False
 
@@ -284,6 +294,10 @@ def _origin(error: Any, path: Path, lines: Mapping[tuple[str, ...], int], enviro
         variable = ENV_PREFIX + "__".join(part.upper() for part in location[:depth])
         if variable in variables:
             return f"from {variable}"
+        # The key itself may be a mapping (an MCP server's headers), set by variables under it.
+        under = sorted(name for name in variables if name.startswith(f"{variable}__"))
+        if under and depth == len(location):
+            return f"from {under[0]}"
     for depth in range(len(location), 0, -1):
         if location[:depth] in lines:
             return f"{path} line {lines[location[:depth]]}"
@@ -307,9 +321,13 @@ def _problem(error: Any, origin: str) -> str:
 def _keys_at(location: tuple[str, ...]) -> list[str]:
     """The keys the section at ``location`` has (none when it is not a section)."""
     model: type[BaseModel] = Config
-    for part in location:
+    parts = iter(location)
+    for part in parts:
         field = model.model_fields.get(part)
         annotation = field.annotation if field is not None else None
+        if typing.get_origin(annotation) is dict:  # name -> section (mcp_servers): the next part is a name
+            annotation = typing.get_args(annotation)[1]
+            next(parts, None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

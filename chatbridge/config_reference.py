@@ -67,6 +67,8 @@ class Setting:
 class Section:
     key: str
     settings: tuple[Setting, ...]
+    about: str = ""
+    """For the entries of a ``dict[str, Model]`` key: that key's own description."""
 
 
 def render(config: type[BaseModel] = Config) -> str:
@@ -74,6 +76,8 @@ def render(config: type[BaseModel] = Config) -> str:
     parts = [_INTRO]
     for section in sections(config):
         parts.append(f"{'#' * min(2 + section.key.count('.'), 4)} `{section.key}`\n")
+        if section.about:
+            parts.append(f"{section.about[0].upper()}{section.about[1:]}.\n")
         if section.key.startswith("adapters."):
             platform = section.key.removeprefix("adapters.")
             parts.append(f"Set-up and behaviour: [platforms/{platform}.md](platforms/{platform}.md).\n")
@@ -87,24 +91,28 @@ def render(config: type[BaseModel] = Config) -> str:
     return "\n".join(parts)
 
 
-def sections(model: type[BaseModel], prefix: str = "") -> Iterator[Section]:
+def sections(model: type[BaseModel], prefix: str = "", about: str = "") -> Iterator[Section]:
     """Each section of ``model`` in definition order, a section's own keys before its subsections."""
     settings: list[Setting] = []
-    subsections: list[tuple[str, type[BaseModel]]] = []
+    subsections: list[tuple[str, type[BaseModel], str]] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
         if _is_model(annotation):
-            subsections.append((key, typing.cast(type[BaseModel], annotation)))
+            subsections.append((key, typing.cast(type[BaseModel], annotation), ""))
+            continue
+        value_model = _mapping_value_model(annotation)
+        if value_model is not None and not prefix:
+            # A top-level mapping (mcp_servers) is a section of its own: its entries are the keys.
+            subsections.append((f"{key}.<name>", value_model, field.description or ""))
             continue
         settings.append(_setting(key, field))
-        value_model = _mapping_value_model(annotation)
         if value_model is not None:
-            subsections.append((f"{key}.<name>", value_model))
+            subsections.append((f"{key}.<name>", value_model, ""))
     if prefix:
-        yield Section(prefix.removesuffix("."), tuple(settings))
-    for key, sub in subsections:
-        yield from sections(sub, f"{key}.")
+        yield Section(prefix.removesuffix("."), tuple(settings), about)
+    for key, sub, sub_about in subsections:
+        yield from sections(sub, f"{key}.", sub_about)
 
 
 def undescribed(config: type[BaseModel] = Config) -> list[str]:

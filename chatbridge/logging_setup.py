@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
@@ -42,23 +42,32 @@ def redact(text: str) -> str:
 
 
 def configured_secrets(config: BaseModel) -> list[str]:
-    """Every non-empty ``SecretStr`` in the configuration, and passwords written into URLs."""
+    """Every non-empty ``SecretStr`` in the configuration, those in mappings and lists included (an
+    MCP server's headers), and passwords written into URLs."""
     found: list[str] = []
     for name in type(config).model_fields:
-        value = getattr(config, name)
-        if isinstance(value, SecretStr):
-            if value.get_secret_value():
-                found.append(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            found.extend(configured_secrets(value))
-        elif isinstance(value, str) and "://" in value:
-            try:
-                password = urlsplit(value).password
-            except ValueError:
-                password = None
-            if password:
-                found.append(password)
+        found.extend(_secrets_in(getattr(config, name)))
     return found
+
+
+def _secrets_in(value: object) -> list[str]:
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        # A header value such as "Bearer <token>": the token may show up alone in a server's error.
+        return [secret, *secret.split()[1:]] if secret else []
+    if isinstance(value, BaseModel):
+        return configured_secrets(value)
+    if isinstance(value, Mapping):
+        return [secret for item in value.values() for secret in _secrets_in(item)]
+    if isinstance(value, list | tuple):
+        return [secret for item in value for secret in _secrets_in(item)]
+    if isinstance(value, str) and "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        return [password] if password else []
+    return []
 
 
 class RedactingFilter(logging.Filter):
@@ -149,8 +158,11 @@ def configure_logging(
     root.setLevel(numeric)
     debug = numeric <= logging.DEBUG
     # httpx logs each request URL at INFO (Telegram's carry the bot token); httpcore traces at DEBUG.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if debug else logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.INFO if debug else logging.WARNING)
+    # The MCP client's httpx2 is the same library under a new name (its loggers too).
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in ("httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread

@@ -126,6 +126,19 @@ class BridgeMetrics:
         self.retries = Counter(
             "chatbridge_model_retries", "Model calls retried, by the failure that caused it.", ["kind"], registry=r
         )
+        self.tool_calls = Counter(
+            "chatbridge_tool_calls",
+            "Tool calls by source (MCP server name, or builtin), tool and outcome (ok, error, timeout, refused).",
+            ["source", "tool", "outcome"],
+            registry=r,
+        )
+        self.tool_latency = Histogram(
+            "chatbridge_tool_latency_seconds",
+            "Duration of tool calls, by source.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.active_sessions = Gauge(
             "chatbridge_active_sessions",
             "Sessions used within session.timeout_s (counted at most every 15 s).",
@@ -177,6 +190,11 @@ class BridgeMetrics:
 
     def model_retry(self, error: ModelError) -> None:
         self.retries.labels(error.kind).inc()
+
+    def tool_call(self, source: str, tool: str, outcome: str, seconds: float) -> None:
+        """``core.tools.CallObserver``; tool names come from the configuration and the servers it names."""
+        self.tool_calls.labels(source, tool, outcome).inc()
+        self.tool_latency.labels(source).observe(seconds)
 
     # --- scrape ----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from bots.registry import ModelRegistry
 from chatbridge.config import Config, ConfigError
 from chatbridge.metrics import BridgeMetrics
 from chatbridge.spending import spending_warning
+from chatbridge.tooling import open_tools
 from core.engine import Engine, EngineSettings
 from core.observe import NULL_OBSERVER
 from core.store import Store
@@ -66,7 +67,8 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
     """Everything opened here is closed on the way out; the adapters' replies in flight must be over
     by then (``chatbridge.cli`` waits for them).
 
-    With ``metrics`` the engine reports every message to it and the model clients their retries.
+    With ``metrics`` the engine reports every message to it, the model clients their retries and the
+    tools their calls. The MCP servers are connected before the engine starts (``open_tools``).
     """
     warning = spending_warning(config)
     if warning is not None:
@@ -79,18 +81,20 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
     audio = AudioClient(config.audio, config.model)
     try:
         tokens = await load_token_counter(config.context.tokenizer, config.model.name)
-        engine = Engine(
-            store=store,
-            models=models,
-            tokens=tokens,
-            settings=engine_settings(config),
-            observer=metrics if metrics is not None else NULL_OBSERVER,
-            audio=audio,
-        )
-        try:
-            yield Runtime(config, store, models, engine)
-        finally:
-            engine.close()
+        async with open_tools(config, on_call=metrics.tool_call if metrics is not None else None) as tools:
+            engine = Engine(
+                store=store,
+                models=models,
+                tokens=tokens,
+                settings=engine_settings(config),
+                observer=metrics if metrics is not None else NULL_OBSERVER,
+                audio=audio,
+                tools=tools,
+            )
+            try:
+                yield Runtime(config, store, models, engine)
+            finally:
+                engine.close()
     finally:
         await audio.aclose()
         await models.aclose()

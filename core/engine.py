@@ -36,7 +36,7 @@ from bots.errors import (
     ContextTooLong,
     ModelError,
 )
-from bots.model import ChatModel, ModelCatalog, ModelReply, TextSink
+from bots.model import ChatMessage, ChatModel, ModelCard, ModelCatalog, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
 from core.albums import Albums
@@ -78,6 +78,8 @@ from core.store import (
     Verdict,
 )
 from core.tokens import TokenCounter
+from core.tool_loop import AppendOnly, ToolTurn, reply_with_tools, steps_tokens
+from core.tools import NoTools, ToolBox
 from core.triggers import Addressed, CommandName, address
 from core.usage import RunningTotals
 from core.window import Budget, SystemPart, Window, build_window
@@ -173,8 +175,10 @@ class Engine:
         clock: Callable[[], float] = time.time,
         observer: Observer = NULL_OBSERVER,
         audio: AudioClient | None = None,
+        tools: ToolBox | None = None,
     ) -> None:
         self._store = store
+        self._tools = tools if tools is not None else NoTools()
         self._observer = observer
         self._tokens = tokens
         self._settings = settings
@@ -677,9 +681,12 @@ class Engine:
             streamed.append(delta)
             await renderer.push(delta)
 
+        tool_turn = self._tool_turn(card, newest, channel, renderer, recovered)
         try:
             async with typing_indicator(channel):
-                reply, window = await self._call_model(choice, window, preamble, history, user_turn, budget, on_text)
+                reply, window, steps = await self._call_model(
+                    choice, window, preamble, history, user_turn, budget, on_text, tool_turn
+                )
         except ModelError as error:
             timing.done()
             log.warning("model call failed for %s: %s: %s", key, type(error).__name__, error.detail)
@@ -714,7 +721,8 @@ class Engine:
         else:
             await self._media.speak(channel, reply.text, spoken=media.spoken)
 
-        assistant_turn = Turn("assistant", reply.text, self._tokens.count(reply.text), self._clock())
+        tokens = self._tokens.count(reply.text) + steps_tokens(steps, self._tokens.count)
+        assistant_turn = Turn("assistant", reply.text, tokens, self._clock(), steps=steps)
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
         usage = UsageDelta(day, newest.user_id, newest.chat_id, answered, prompt, completion, model=choice.model)
         answered_turn = _Handled(
@@ -752,16 +760,21 @@ class Engine:
         user_turn: Turn,
         budget: Budget,
         on_text: TextSink,
-    ) -> tuple[ModelReply, Window]:
+        tool_turn: ToolTurn | None,
+    ) -> tuple[ModelReply, Window, tuple[ChatMessage, ...]]:
         """The chosen model's reply to ``window``; when it fails, the failure is the answer (no other
         model is tried behind the user's back). A context-length refusal from the server trims the
         prompt, first to half of it, then to the system parts (persona and instructions) and the new
-        message alone; a refusal even of that is passed on, since then the message itself is too long."""
+        message alone; a refusal even of that is passed on, since then the message itself is too long.
+        With tools, the reply comes through the tool loop, with the calls and results that led to it."""
         model: ChatModel = self._choices.models.client(choice.model)
         temperature = choice.persona.temperature
         while True:
             try:
-                return await model.reply(window.messages, on_text, temperature=temperature), window
+                if tool_turn is not None:
+                    done = await reply_with_tools(model, window.messages, on_text, tool_turn, temperature=temperature)
+                    return done.reply, window, done.steps
+                return await model.reply(window.messages, on_text, temperature=temperature), window, ()
             except ContextTooLong:
                 if window.history_turns == 0:
                     raise
@@ -779,8 +792,30 @@ class Engine:
                 )
                 window = smaller
 
+    def _tool_turn(
+        self, card: ModelCard, asker: QueuedMessage, channel: ReplyChannel, renderer: StreamRenderer, recovered: bool
+    ) -> ToolTurn | None:
+        """The tools this turn may use (design section 10): None unless the chat's model takes tools
+        and the asker is offered some in this chat."""
+        if not card.tools:
+            return None
+        offered = self._tools.offered(asker.user_id, asker.chat_id)
+        if not offered:
+            return None
+
+        async def show_status(line: str) -> None:
+            if not isinstance(channel, AppendOnly):
+                await renderer.push(f"\n\n{line}\n\n")
+
+        return ToolTurn(
+            self._tools, offered, asker.user_id, asker.chat_id, channel, show_status, self._tokens.count, recovered
+        )
+
     def _usage_figures(self, reply: ModelReply, window: Window, assistant_turn: Turn) -> tuple[int, int]:
-        """The server's figures when it sent them (they also calibrate our estimate), else ours."""
+        """The server's figures when it sent them (they also calibrate our estimate), else ours. After
+        tool rounds they are the sum over the rounds, which is no measure of the window."""
+        if assistant_turn.steps and reply.usage is not None:
+            return reply.usage.prompt_tokens, reply.usage.completion_tokens
         if reply.usage is None:
             return self._tokens.scaled(window.raw_tokens), assistant_turn.tokens
         self._tokens.calibrate(window.raw_tokens, reply.usage.prompt_tokens)

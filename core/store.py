@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, NamedTuple, Protocol
 
+from bots.model import ChatMessage
+
 Role = Literal["user", "assistant"]
 
 
@@ -30,8 +32,8 @@ class StoredImage(NamedTuple):
 
 class Turn(NamedTuple):
     """One stored message of a session; ``tokens`` is counted once, when the turn is created, and
-    is the text's alone (``images`` count on their own, since a window sends them only for
-    ``media.keep_images_turns`` later turns).
+    covers its text and tool ``steps`` but not its ``images`` (those count on their own, since a
+    window sends them only for ``media.keep_images_turns`` later turns).
 
     A named tuple rather than a frozen dataclass: every answered message reads a whole window of
     turns back from the store, and a tuple is built in well under half the time.
@@ -42,6 +44,10 @@ class Turn(NamedTuple):
     tokens: int
     created_at: float
     images: tuple[StoredImage, ...] = ()
+    steps: tuple[ChatMessage, ...] = ()
+    """Of an assistant turn that used tools: the tool calls and their results that came before
+    ``content``, in request order (design section 2 step 10: they are part of the turn group, so
+    they are stored, counted in ``tokens`` and trimmed with it)."""
 
 
 @dataclass(frozen=True, slots=True)

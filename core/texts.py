@@ -33,6 +33,18 @@ DELIVERED_LATE = "(This answer could not be delivered earlier: the chat platform
 ANSWERED_AFTER_INTERRUPTION = "(I was interrupted while answering your message; here is the full answer.)"
 INTERNAL_ERROR = "Something went wrong on our side. Please try again."
 
+# Tools (design section 10): the status line while they run, and the confirmation a writing tool asks for.
+TOOL_STATUS = "_using {tool}: {arguments}…_"
+TOOL_CONFIRM_QUESTION = "May I run {tool} with {arguments}? Only {asker} can answer; no answer in {seconds} s means no."
+TOOL_CONFIRM_YES = "Run it"
+TOOL_CONFIRM_NO = "Don't"
+TOOL_CONFIRMED = "{question}\n→ Allowed; running it."
+TOOL_DECLINED = "{question}\n→ Declined; not run."
+TOOL_TIMED_OUT = "{question}\n→ No answer in time; not run."
+TOOL_CONFIRM_EXPIRED = "This question is no longer open (the bridge restarted or it was already answered)."
+TOOL_CONFIRM_NOT_YOURS = "Only the person who asked can answer this."
+TOOL_CONSOLE_PROMPT = "{question} [y/N] "
+
 MODEL_RATE_LIMITED = "The model provider is rate-limiting this bridge right now. Please try again in a minute."
 MODEL_ACCESS_DENIED = "The model provider refused the request (API key or quota problem). An admin needs to check the bridge's model settings."
 MODEL_TIMEOUT = "The model took too long to answer. Please try again."

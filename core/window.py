@@ -67,8 +67,11 @@ def build_window(
     (``media.keep_images_turns``), each counted at its stored token estimate, calibrated like text
     (the server's usage figure covers both); older pictures stay stored but are no longer sent.
 
-    ``max_messages`` counts every message but the system parts, the new one included. Empty system
-    parts are left out.
+    A pair is a turn group: an assistant turn's tool calls and results (``Turn.steps``) are counted
+    in its tokens and come and go with it.
+
+    ``max_messages`` counts every message but the system parts, the new one included, and an
+    answer's tool calls and results too. Empty system parts are left out.
 
     None when the system parts and the new message alone exceed the budget: the caller refuses such
     a message rather than sending the model a prompt without them.
@@ -86,31 +89,31 @@ def build_window(
     # its partner. One plain loop: this runs for every message, over up to ``max_messages`` turns.
     kept: list[Turn] = [user_turn]
     scale, pair_overhead = budget.scale, 2 * overhead  # looked up once, not per turn
-    pairs_left = (budget.max_messages - 1) // 2
+    messages_left = budget.max_messages - 1
     pairs_with_images = keep_images_turns
     index = len(history) - 1
-    while index >= 1 and pairs_left > 0:
+    while index >= 1 and messages_left >= 2:
         assistant, user = history[index], history[index - 1]
         if assistant.role != "assistant" or user.role != "user":
             index -= 1
             continue
         pictures = image_tokens(user) if pairs_with_images > 0 else 0
         pair_cost = scale(user.tokens + pictures) + scale(assistant.tokens) + pair_overhead
-        if used + pair_cost > budget.max_tokens:
+        if used + pair_cost > budget.max_tokens or 2 + len(assistant.steps) > messages_left:
             break
         used += pair_cost
         raw += user.tokens + assistant.tokens + pair_overhead + pictures
         pairs_with_images -= 1
         kept += (assistant, user)
         index -= 2
-        pairs_left -= 1
+        messages_left -= 2 + len(assistant.steps)
     kept.reverse()
     messages = [ChatMessage(role="system", content=part.content) for part in system]
     shown_from = len(kept) - 1 - 2 * keep_images_turns  # the oldest user turn whose pictures are sent
-    messages += [
-        {"role": turn.role, "content": content_of(turn) if index >= shown_from else turn.content}
-        for index, turn in enumerate(kept)
-    ]
+    for index, turn in enumerate(kept):
+        if turn.steps:  # an answer's tool calls and results go before it, as they were sent
+            messages += turn.steps
+        messages.append({"role": turn.role, "content": content_of(turn) if index >= shown_from else turn.content})
     return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)
 
 

@@ -16,6 +16,8 @@ class PlainChannel:
     limits = PlatformLimits(max_message_chars=1_000_000, min_edit_interval_s=0.0)
     route = ""
     """There is one console: every answer goes to it."""
+    append_only = True
+    """``core.tool_loop.AppendOnly``: no status line while tools run, since it would stay."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out

@@ -7,6 +7,7 @@ line, and quits only when pressed again at an empty prompt. Ctrl-D at an empty p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.segment import Segment
 from rich.spinner import Spinner
 from rich.text import Text
 
+from core import texts
 from core.channel import PlatformLimits
 
 WELCOME = (
@@ -129,6 +131,7 @@ class TerminalChannel:
         self._committed = 0
         self._live = Live(self._view([]), console=console, refresh_per_second=12, transient=False)
         self._live.start()
+        self._asking = asyncio.Lock()
 
     async def send(self, text: str) -> object:
         self._texts.append(text)
@@ -142,6 +145,28 @@ class TerminalChannel:
 
     async def typing(self) -> None:
         """The spinner shows from the start; nothing more to do."""
+
+    async def confirm(self, question: str, asker: str, timeout_s: float) -> bool:
+        """y/n at the terminal (the one person at it is the asker); no answer within ``timeout_s``
+        is no. The answer being streamed pauses meanwhile, and the decision stays on the screen.
+        Several questions of one round are asked one after the other."""
+        async with self._asking:
+            self._live.stop()
+            session: PromptSession[str] = PromptSession()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    typed = await session.prompt_async(
+                        texts.TOOL_CONSOLE_PROMPT.format(question=question), handle_sigint=False
+                    )
+                allowed = typed.strip().lower() in ("y", "yes")
+                decided = texts.TOOL_CONFIRMED if allowed else texts.TOOL_DECLINED
+            except TimeoutError:
+                allowed, decided = False, texts.TOOL_TIMED_OUT
+            except (EOFError, KeyboardInterrupt):
+                allowed, decided = False, texts.TOOL_DECLINED
+            self._console.print(decided.format(question="").strip(), style="dim", highlight=False)
+            self._live.start()
+            return allowed
 
     def status(self, text: str) -> None:
         self._status = text

@@ -51,6 +51,8 @@ from adapters.kit import (
     startup_errors,
     unreachable,
 )
+from adapters.questions import PREFIX, OpenQuestions, button_data, read_button
+from core import texts
 from core.channel import FIRST_SHOW_DELAY_S, PlatformLimits, PlatformRateLimited, PlatformTrouble, PlatformUnavailable
 from core.commands import CommandSpec
 from core.events import ChatKind, IncomingMessage
@@ -297,8 +299,9 @@ class _ChannelReplies(ABC):
 
     limits = LIMITS
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, questions: OpenQuestions) -> None:
         self.route = route
+        self._questions = questions
         self._reference: discord.MessageReference | None = None
 
     async def send(self, text: str) -> object:
@@ -321,6 +324,24 @@ class _ChannelReplies(ABC):
         target = await self._destination()
         await platform_call(target.typing(), _trouble)
 
+    async def confirm(self, question: str, asker: str, timeout_s: float) -> bool:
+        """Two button components under the question; the presses arrive as component interactions
+        (``DiscordAdapter._on_interaction``). The question holds the model's arguments, so it pings
+        nobody."""
+
+        async def post(question_id: str) -> discord.Message:
+            target = await self._destination()
+            view = _buttons(question_id)
+            sending = target.send(question, view=view, allowed_mentions=discord.AllowedMentions.none())
+            sent = await platform_call(sending, _trouble)
+            view.stop()  # the presses are read in on_interaction, not by the view
+            return sent
+
+        async def settle(message: discord.Message, decided: str) -> None:
+            await platform_call(message.edit(content=decided, view=None), _trouble)
+
+        return await self._questions.ask(question, asker, timeout_s, post, settle)
+
     @abstractmethod
     async def _destination(self) -> discord.abc.Messageable: ...
 
@@ -333,8 +354,8 @@ class MessageReplies(_ChannelReplies):
     cannot be opened (no permission) is logged and the reply goes to the channel instead.
     """
 
-    def __init__(self, trigger: discord.Message, *, open_thread: bool) -> None:
-        super().__init__(json.dumps([trigger.channel.id, trigger.id]))
+    def __init__(self, trigger: discord.Message, *, open_thread: bool, questions: OpenQuestions) -> None:
+        super().__init__(json.dumps([trigger.channel.id, trigger.id]), questions)
         self._trigger = trigger
         self._open_thread = open_thread
         self._choosing: asyncio.Future[discord.abc.Messageable] | None = None
@@ -367,8 +388,8 @@ class ReopenedReplies(_ChannelReplies):
     """Answers to a message received before a restart (or by another process): in its channel,
     replying to it, with no thread opened, since the question may already have one."""
 
-    def __init__(self, client: discord.Client, route: str) -> None:
-        super().__init__(route)
+    def __init__(self, client: discord.Client, route: str, questions: OpenQuestions) -> None:
+        super().__init__(route, questions)
         channel_id, message_id = json.loads(route)
         self._target = client.get_partial_messageable(channel_id)
         self._reference = discord.MessageReference(
@@ -377,6 +398,16 @@ class ReopenedReplies(_ChannelReplies):
 
     async def _destination(self) -> discord.abc.Messageable:
         return self._target
+
+
+def _buttons(question_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for label, yes, style in (
+        (texts.TOOL_CONFIRM_YES, True, discord.ButtonStyle.success),
+        (texts.TOOL_CONFIRM_NO, False, discord.ButtonStyle.danger),
+    ):
+        view.add_item(discord.ui.Button(label=label, style=style, custom_id=button_data(question_id, yes)))
+    return view
 
 
 class InteractionReplies:
@@ -430,6 +461,7 @@ class DiscordAdapter:
         self._downloader = Downloader()
         self.files = DiscordFiles(self._downloader)
         """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
+        self._questions = OpenQuestions()
 
     @property
     def ready(self) -> bool:
@@ -510,10 +542,14 @@ class DiscordAdapter:
             await self._on_message(client, handler, message)
 
         async def on_ready() -> None:
-            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route), self.files.fetch)
+            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route, self._questions), self.files.fetch)
+
+        async def on_interaction(interaction: discord.Interaction) -> None:
+            await self._on_interaction(interaction)
 
         client.event(on_message)
         client.event(on_ready)
+        client.event(on_interaction)
         for spec in menu(handler.commands, _COMMAND_NAME):
             tree.add_command(self._slash_command(handler, spec))
 
@@ -542,7 +578,9 @@ class DiscordAdapter:
         incoming = translate(message, client.user, self.files, auto_thread=self._settings.auto_thread)
         if incoming is None:
             return
-        replies = MessageReplies(message, open_thread=_opens_thread(message, self._settings.auto_thread))
+        replies = MessageReplies(
+            message, open_thread=_opens_thread(message, self._settings.auto_thread), questions=self._questions
+        )
         await self._handle(handler, incoming, replies)
 
     async def _on_slash(self, handler: MessageHandler, interaction: discord.Interaction, name: str, args: str) -> None:
@@ -562,6 +600,31 @@ class DiscordAdapter:
             # Cosmetic: left alone, Discord ends it itself when the interaction expires (15 min).
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
+
+    async def _on_interaction(self, interaction: discord.Interaction) -> None:
+        """A confirmation button: counted only for its asker. Discord wants every interaction
+        answered within 3 s: the asker's press with a silent acknowledgement (the question is then
+        edited to the decision), anyone else's with a note only they see; a press on a question this
+        process does not know (it restarted) is told so, and the buttons are taken away."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id") or "")
+        if not custom_id.startswith(PREFIX):
+            return  # not a button of ours
+        button = read_button(custom_id)
+        presser = f"{PLATFORM}:{interaction.user.id}"
+        notice = self._questions.press(button[0], presser, button[1]) if button else texts.TOOL_CONFIRM_EXPIRED
+        try:
+            if notice is None:
+                await interaction.response.defer()
+            elif notice == texts.TOOL_CONFIRM_EXPIRED:
+                await interaction.response.edit_message(view=None)
+                await interaction.followup.send(notice, ephemeral=True)
+            else:
+                await interaction.response.send_message(notice, ephemeral=True)
+        except (discord.HTTPException, discord.RateLimited) as error:
+            log.info("could not answer a button press: %s", error)
 
     async def _handle(
         self, handler: MessageHandler, incoming: IncomingMessage, replies: MessageReplies | InteractionReplies

@@ -59,6 +59,7 @@ from adapters.kit import (
     startup_errors,
     unreachable,
 )
+from adapters.questions import PREFIX, OpenQuestions, button_data, read_button
 from adapters.slack.format import to_mrkdwn
 from adapters.slack.media import SlackFiles
 from adapters.slack.settings import SlackSettings
@@ -77,6 +78,8 @@ log = logging.getLogger("chatbridge.slack")
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
+INTERACTIVE_PATH = "/slack/interactive"
+"""Where Slack posts button presses in HTTP mode (the app's Interactivity Request URL)."""
 DEFAULT_API_URL = "https://slack.com/api/"
 
 THREAD_LIMITS = PlatformLimits(max_message_chars=3500, min_edit_interval_s=1.2, first_show_delay_s=FIRST_SHOW_DELAY_S)
@@ -207,10 +210,16 @@ class ThreadChannel:
     limits = THREAD_LIMITS
 
     def __init__(
-        self, client: AsyncWebClient, channel: str, thread_ts: str | None, on_posted: Callable[[tuple[str, str]], None]
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread_ts: str | None,
+        on_posted: Callable[[tuple[str, str]], None],
+        questions: OpenQuestions,
     ) -> None:
         """``on_posted`` learns each (channel, thread) the bot posts into, for thread follow-ups."""
         self._client = client
+        self._questions = questions
         self._channel = channel
         self._thread_ts = thread_ts
         self._on_posted = on_posted
@@ -240,6 +249,32 @@ class ThreadChannel:
             channel=self._channel, thread_ts=self._thread_ts, file=audio, filename=SPOKEN_FILE_NAME
         )
         await platform_call(upload, _trouble)
+
+    async def confirm(self, question: str, asker: str, timeout_s: float) -> bool:
+        """Block Kit buttons under the question, in the thread; presses come back as block_actions
+        (``SlackAdapter._pressed``). The texts are plain_text: they hold the model's arguments."""
+
+        async def post(question_id: str) -> str:
+            buttons = [
+                _button(texts.TOOL_CONFIRM_YES, button_data(question_id, True), "primary"),
+                _button(texts.TOOL_CONFIRM_NO, button_data(question_id, False), "danger"),
+            ]
+            blocks = [_plain_section(question), {"type": "actions", "elements": buttons}]
+            response = await platform_call(
+                self._client.chat_postMessage(
+                    channel=self._channel, thread_ts=self._thread_ts, text=question, blocks=blocks
+                ),
+                _trouble,
+            )
+            return str(response["ts"])
+
+        async def settle(ts: str, decided: str) -> None:
+            update = self._client.chat_update(
+                channel=self._channel, ts=ts, text=decided, blocks=[_plain_section(decided)]
+            )
+            await platform_call(update, _trouble)
+
+        return await self._questions.ask(question, asker, timeout_s, post, settle)
 
     async def discard_placeholder(self) -> None:
         """Remove a placeholder no answer took over (the turn was cancelled at shutdown, say)."""
@@ -277,6 +312,20 @@ class ThreadChannel:
         if self._thread_ts is not None:
             self._on_posted((self._channel, self._thread_ts))
         return str(response["ts"])
+
+
+def _button(label: str, action_id: str, style: str) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": action_id,
+        "style": style,
+    }
+
+
+def _plain_section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "plain_text", "text": text[:3000]}}
 
 
 class EphemeralChannel:
@@ -350,12 +399,14 @@ class SlackAdapter:
         self._register_listeners()
         if http:
             routes.add_route("POST", EVENTS_PATH, self._serve_http)
+            routes.add_route("POST", INTERACTIVE_PATH, self._serve_http)
         self._threads = _RecentSet(FOLLOWED_THREADS)
         self._handler: MessageHandler | None = None
         self._bot: BotIdentity | None = None
         self._updates = UpdatesInFlight()
         self._socket: AsyncSocketModeHandler | None = None
         self._stopped = asyncio.Event()
+        self._questions = OpenQuestions()
 
     @property
     def ready(self) -> bool:
@@ -481,6 +532,11 @@ class SlackAdapter:
             if self._handler is not None:
                 self._updates.spawn(self._handler.handle(translate_command(command), EphemeralChannel(respond)))
 
+        async def on_press(ack: Callable[[], Awaitable[None]], body: dict[str, Any], action: dict[str, Any]) -> None:
+            await ack()
+            await self._pressed(body, action)
+
+        self._app.action(re.compile(f"^{re.escape(PREFIX)}"))(on_press)
         self._app.event("app_mention")(on_mention)
         self._app.event("message")(on_message)
         self._app.command(self._settings.command)(on_command)
@@ -513,7 +569,9 @@ class SlackAdapter:
         )
         if message is None:
             return
-        channel = ThreadChannel(self._client, str(event["channel"]), message.thread_id, self._threads.add)
+        channel = ThreadChannel(
+            self._client, str(event["channel"]), message.thread_id, self._threads.add, self._questions
+        )
         receipt = Receipt(redelivers=True)
         self._updates.spawn(self._answer(self._handler, message, channel, receipt))
         with contextlib.suppress(TimeoutError):
@@ -521,9 +579,36 @@ class SlackAdapter:
             if not await asyncio.wait_for(receipt.taken(), ACK_BUDGET_S):
                 raise EventNotTaken(f"the store could not take the event of {message.dedupe_key}")
 
+    async def _pressed(self, body: Mapping[str, Any], action: Mapping[str, Any]) -> None:
+        """A confirmation button (Socket Mode and HTTP alike): counted only for its asker; anyone
+        else, or a press on a question this process does not know (it restarted), gets a note
+        only they can see."""
+        button = read_button(str(action.get("action_id") or ""))
+        user = str((body.get("user") or {}).get("id") or "")
+        notice = (
+            self._questions.press(button[0], f"{PLATFORM}:{user}", button[1])
+            if button is not None
+            else texts.TOOL_CONFIRM_EXPIRED
+        )
+        if notice is None:
+            return
+        channel = str((body.get("channel") or {}).get("id") or "")
+        message = body.get("message") or {}
+        try:
+            await self._client.chat_postEphemeral(
+                channel=channel, user=user, text=notice, thread_ts=message.get("thread_ts")
+            )
+            if notice == texts.TOOL_CONFIRM_EXPIRED and message.get("ts"):  # left from before a restart
+                text = str(message.get("text") or "")
+                await self._client.chat_update(
+                    channel=channel, ts=message["ts"], text=text, blocks=[_plain_section(text)]
+                )
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            log.info("could not tell a presser about their press: %s", type(error).__name__)
+
     def _reopen(self, route: str) -> ThreadChannel:
         channel, thread_ts = json.loads(route)
-        return ThreadChannel(self._client, channel, thread_ts, self._threads.add)
+        return ThreadChannel(self._client, channel, thread_ts, self._threads.add, self._questions)
 
     async def _answer(
         self, handler: MessageHandler, message: IncomingMessage, channel: ThreadChannel, receipt: Receipt

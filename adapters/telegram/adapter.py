@@ -40,7 +40,18 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import Bot, BotCommand, Message, MessageEntity, ReplyParameters, Update, User
+from telegram import (
+    Bot,
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+    User,
+)
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
@@ -57,6 +68,7 @@ from adapters.kit import (
     startup_errors,
     unreachable,
 )
+from adapters.questions import OpenQuestions, button_data, read_button
 from adapters.telegram.format import markdown_to_html
 from adapters.telegram.media import TelegramFiles, file_base_url
 from adapters.telegram.polling import Poller, retry_after_s
@@ -82,8 +94,9 @@ PLATFORM = "telegram"
 WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"
-UPDATE_TYPES = [Update.MESSAGE]
-"""Telegram does not even send what we would ignore (edits, channel posts, callbacks)."""
+UPDATE_TYPES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+"""Telegram does not even send what we would ignore (edits, channel posts); callback queries are
+the presses of a tool confirmation's buttons."""
 WEBHOOK_PORTS = frozenset({443, 80, 88, 8443})
 """The only ports Telegram's own Bot API sets a webhook on, and only for https:// URLs (a local Bot
 API server, reached through ``base_url``, takes any)."""
@@ -130,9 +143,17 @@ class TelegramChannel:
     """The reply side of one Telegram message: same chat, same topic, replying to it in groups."""
 
     def __init__(
-        self, bot: Bot, chat_id: int, *, limits: PlatformLimits, thread_id: int | None, reply_to: int | None
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        limits: PlatformLimits,
+        thread_id: int | None,
+        reply_to: int | None,
+        questions: OpenQuestions,
     ) -> None:
         self._bot = bot
+        self._questions = questions
         self._chat_id = chat_id
         self._limits = limits
         self._thread_id = thread_id
@@ -188,6 +209,34 @@ class TelegramChannel:
             self._bot.send_chat_action(self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id),
             _trouble,
         )
+
+    async def confirm(self, question: str, asker: str, timeout_s: float) -> bool:
+        """An inline keyboard under the question (plain text: it holds the model's arguments);
+        the presses arrive as callback queries (``TelegramAdapter._pressed``)."""
+
+        async def post(question_id: str) -> int:
+            buttons = [
+                InlineKeyboardButton(texts.TOOL_CONFIRM_YES, callback_data=button_data(question_id, True)),
+                InlineKeyboardButton(texts.TOOL_CONFIRM_NO, callback_data=button_data(question_id, False)),
+            ]
+            sent = await platform_call(
+                self._bot.send_message(
+                    self._chat_id,
+                    question,
+                    message_thread_id=self._thread_id,
+                    reply_markup=InlineKeyboardMarkup([buttons]),
+                ),
+                _trouble,
+            )
+            return sent.message_id
+
+        async def settle(message_id: int, decided: str) -> None:
+            # Without a reply_markup the edit also takes the keyboard away.
+            await platform_call(
+                self._bot.edit_message_text(decided, chat_id=self._chat_id, message_id=message_id), _trouble
+            )
+
+        return await self._questions.ask(question, asker, timeout_s, post, settle)
 
 
 async def _formatted(call: Callable[..., Awaitable[Message | bool]], text: str) -> Message:
@@ -368,6 +417,7 @@ class TelegramAdapter:
         self._downloader = Downloader()
         self.files = TelegramFiles(self._bot, self._downloader)
         """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
+        self._questions = OpenQuestions()
         if settings.mode == "webhook":
             routes.add_route("POST", WEBHOOK_PATH, self._on_webhook)
 
@@ -490,6 +540,11 @@ class TelegramAdapter:
 
     async def _process(self, update: Update, receipt: Receipt | None = None) -> None:
         message = update.message
+        if update.callback_query is not None:
+            if receipt is not None:
+                receipt.settle(True)  # a press is acted on at once, or not at all: nothing to store
+            await self._pressed(update.callback_query)
+            return
         if message is None or self._handler is None:
             if receipt is not None:
                 receipt.settle(True)
@@ -512,6 +567,22 @@ class TelegramAdapter:
             if receipt is not None:
                 receipt.settle(True)
 
+    async def _pressed(self, query: CallbackQuery) -> None:
+        """A confirmation button: counted only for its asker; everyone is answered, since Telegram
+        shows a spinner on the button until the callback query is."""
+        button = read_button(query.data or "")
+        notice = (
+            self._questions.press(button[0], f"{PLATFORM}:{query.from_user.id}", button[1])
+            if button is not None
+            else texts.TOOL_CONFIRM_EXPIRED
+        )
+        try:
+            await query.answer(notice)
+            if notice == texts.TOOL_CONFIRM_EXPIRED and isinstance(query.message, Message):
+                await query.message.edit_reply_markup(None)  # a question left from before a restart
+        except TelegramError as error:
+            log.info("could not answer a button press: %s", error)
+
     def _channel(self, message: Message) -> TelegramChannel:
         private = message.chat.type == ChatType.PRIVATE
         return TelegramChannel(
@@ -520,6 +591,7 @@ class TelegramAdapter:
             limits=self._limits.private if private else self._limits.group,
             thread_id=_topic(message),
             reply_to=None if private else message.message_id,
+            questions=self._questions,
         )
 
     def _reopen(self, route: str) -> TelegramChannel:
@@ -530,6 +602,7 @@ class TelegramAdapter:
             limits=self._limits.private if reply_to is None else self._limits.group,
             thread_id=thread_id,
             reply_to=reply_to,
+            questions=self._questions,
         )
 
     def _wants_text_note(self, message: Message) -> bool:

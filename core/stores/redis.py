@@ -74,6 +74,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from bots.model import ChatMessage
 from core.store import (
     ALL_SUBJECTS,
     AccessDecision,
@@ -82,6 +83,7 @@ from core.store import (
     ChatSetting,
     Claim,
     ModelUsage,
+    Role,
     SessionInfo,
     SessionState,
     StaleLease,
@@ -349,8 +351,11 @@ def _ms(seconds: float) -> int:
 
 
 def _turn_to_json(turn: Turn) -> str:
-    """A turn's pictures go with it, base64 in the same list entry, so they expire with the session."""
+    """A list: ``steps`` as a fifth entry and the pictures (base64, in the same list entry so they
+    expire with the session) as a sixth, each only when needed (turns stored before tools had four)."""
     fields: list[object] = [turn.role, turn.content, turn.tokens, turn.created_at]
+    if turn.steps or turn.images:
+        fields.append(turn.steps)
     if turn.images:
         fields.append([[i.mime_type, base64.b64encode(i.data).decode("ascii"), i.tokens] for i in turn.images])
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
@@ -359,14 +364,19 @@ def _turn_to_json(turn: Turn) -> str:
 def _turns_from_json(joined: str) -> list[Turn]:
     """The scripts join the stored turns' JSON with commas: one parse for the whole window is about
     four times cheaper than one per turn, and a window is read for every answered message."""
-    return [
-        Turn(role, content, tokens, created_at, _images_from_json(images[0]) if images else ())
-        for role, content, tokens, created_at, *images in json.loads(f"[{joined}]")
-    ]
+    return [_turn(*fields) for fields in json.loads(f"[{joined}]")]
 
 
-def _images_from_json(images: list[list[Any]]) -> tuple[StoredImage, ...]:
-    return tuple(StoredImage(mime, base64.b64decode(data), tokens) for mime, data, tokens in images)
+def _turn(
+    role: Role,
+    content: str,
+    tokens: int,
+    created_at: float,
+    steps: Sequence[ChatMessage] = (),
+    images: Sequence[list[Any]] = (),
+) -> Turn:
+    pictures = tuple(StoredImage(mime, base64.b64decode(data), cost) for mime, data, cost in images)
+    return Turn(role, content, tokens, created_at, images=pictures, steps=tuple(steps))
 
 
 def _budget_args(check: BudgetCheck) -> list[Any]:

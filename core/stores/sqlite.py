@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import fcntl
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -101,7 +102,8 @@ CREATE TABLE IF NOT EXISTS turns (
     role        TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     content     TEXT NOT NULL,
     tokens      INTEGER NOT NULL,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    steps       TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_session ON turns (session_key, seq);
 CREATE TABLE IF NOT EXISTS turn_images (
@@ -188,7 +190,7 @@ RETURNING hits
 """
 
 _INSERT_TURN = """
-INSERT INTO turns (session_key, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO turns (session_key, seq, role, content, tokens, created_at, steps) VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 _TOUCH_SESSION = """
@@ -555,10 +557,18 @@ class SqliteStore:
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
+            _add_steps_column(db)
         except BaseException:
             db.close()
             raise
         return db
+
+
+def _add_steps_column(db: sqlite3.Connection) -> None:
+    """A file made before tools has no ``steps`` column: it is added (empty for the old turns)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(turns)")}
+    if "steps" not in columns:
+        db.execute("ALTER TABLE turns ADD COLUMN steps TEXT")
 
 
 def _connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -689,13 +699,20 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
     if head is None:
         return None
     rows = db.execute(
-        "SELECT seq, role, content, tokens, created_at FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
+        "SELECT seq, role, content, tokens, created_at, steps FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
         (session_key, max(max_turns, 0)),
     ).fetchall()
     images = _images(db, session_key, rows[-1][0]) if rows else {}
     turns = [
-        Turn(cast(Role, role), content, tokens, created_at, images.get(seq, ()))
-        for seq, role, content, tokens, created_at in rows
+        Turn(
+            cast(Role, role),
+            content,
+            tokens,
+            created_at,
+            images=images.get(seq, ()),
+            steps=tuple(json.loads(steps)) if steps else (),
+        )
+        for seq, role, content, tokens, created_at, steps in rows
     ]
     turns.reverse()
     return SessionState(session_key, turns, head[0])
@@ -741,6 +758,10 @@ def _finish(db: sqlite3.Connection, session_key: str, result: TurnResult, expire
         return still_queued
 
 
+def _steps_json(turn: Turn) -> str | None:
+    return json.dumps(turn.steps, ensure_ascii=False, separators=(",", ":")) if turn.steps else None
+
+
 def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn], expires_at: float) -> None:
     first_seq: int = db.execute(
         "SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE session_key = ?", (session_key,)
@@ -748,7 +769,7 @@ def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn
     db.executemany(
         _INSERT_TURN,
         [
-            (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at)
+            (session_key, first_seq + i, turn.role, turn.content, turn.tokens, turn.created_at, _steps_json(turn))
             for i, turn in enumerate(turns)
         ],
     )

@@ -489,7 +489,7 @@ async def test_check_without_v1_in_the_url_suggests_it(fake_model: FakeModel, ma
     with pytest.raises(ModelUnavailable) as raised:
         await make_client(base_url=root).check()
 
-    assert str(raised.value) == f"model.base_url {root} answered 404 at /models and /chat/completions: add /v1?"
+    assert str(raised.value) == f"{root} answered 404 at /models and /chat/completions: add /v1?"
 
 
 async def test_check_with_v1_passes_on_what_the_404_says(fake_model: FakeModel, make_client: MakeClient) -> None:
@@ -502,8 +502,7 @@ async def test_check_with_v1_passes_on_what_the_404_says(fake_model: FakeModel, 
         await make_client(name="gpt-9").check()
 
     assert str(raised.value) == (
-        f"model.base_url {fake_model.base_url} answered 404 at /models and /chat/completions: "
-        "The model `gpt-9` does not exist"
+        f"{fake_model.base_url} answered 404 at /models and /chat/completions: The model `gpt-9` does not exist"
     )
 
 

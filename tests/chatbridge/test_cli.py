@@ -251,6 +251,25 @@ async def test_an_unlisted_model_is_a_warning_naming_what_the_server_lists(
     assert [status for name, (status, _) in _rows(out).items() if name != "model gpt-4o-mini"] == ["ok"] * 5
 
 
+async def test_check_reaches_every_named_model_and_names_its_keys(tmp_path: Path, fake_model: FakeModel) -> None:
+    root = fake_model.base_url.removesuffix("/v1")
+    (tmp_path / "config.yaml").write_text(
+        f"models:\n  local:\n    base_url: {root}\n    name: llama3.1\n  vision:\n    name: fake-vision\n"
+    )
+    env = _env(fake_model, CHATBRIDGE_MODEL__NAME="fake-model", CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true")
+    code, out, _ = await _run(["check"], tmp_path, env)
+    assert code == 1
+    assert _row(out, "model fake-model")[0] == "ok"
+    assert _row(out, "model llama3.1") == (
+        "FAIL",
+        f"models.local.base_url {root} answered 404 at /models and /chat/completions: add /v1?",
+    )
+    assert _row(out, "model fake-vision") == (
+        "warn",
+        "models.vision.name fake-vision is not among the 1 model the server lists: fake-model",
+    )
+
+
 async def test_check_names_the_telegram_base_url_when_it_refuses(tmp_path: Path, fake_model: FakeModel) -> None:
     url = _refused_url("/bot")
     env = _env(

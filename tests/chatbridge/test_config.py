@@ -29,7 +29,7 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 def _document_keys(document: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for name, value in document.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value:  # an empty mapping (mcp_servers: {}) is a key of its own
             keys |= _document_keys(value, f"{prefix}{name}.")
         else:
             keys.add(f"{prefix}{name}")

@@ -66,3 +66,14 @@ def test_a_section_shows_its_defaults_values_secrets_and_mapped_models() -> None
     assert "### `tools.personas.<name>`" in text
     assert '| `tools.personas.<name>.system_prompt` | `""` |  | what the persona is told |' in text
     assert undescribed(_Root) == ["tools.plain"]
+
+
+class _RootWithMapping(BaseModel):
+    personas: dict[str, _Persona] = Field(default_factory=dict, description="personas by name")
+
+
+def test_a_top_level_mapping_of_models_is_a_section_introduced_by_its_description() -> None:
+    text = render(_RootWithMapping)
+    assert "`personas.<name>`\n\nPersonas by name.\n" in text
+    assert '| `personas.<name>.system_prompt` | `""` |  | what the persona is told |' in text
+    assert undescribed(_RootWithMapping) == []

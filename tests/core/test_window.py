@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bots.model import ChatMessage
 from core.store import StoredImage, Turn
 from core.window import Budget, SystemPart, build_window
 
@@ -115,3 +116,20 @@ def test_pictures_go_with_the_newest_turns_and_count_in_the_budget() -> None:
     # The second photo's pair no longer fits with its picture; the pair before it is not reached.
     tight = build_window([], history, new, _budget(max_tokens=5 + 100 + 5 + 5 + 50), keep_images_turns=1)
     assert tight is not None and tight.history_turns == 0
+
+
+def test_an_answers_tool_steps_come_before_it_and_count_as_messages() -> None:
+    steps = (
+        ChatMessage(role="assistant", content="", tool_calls=[]),
+        ChatMessage(role="tool", content="found", tool_call_id="c1"),
+    )
+    history = [*_history(1), _turn("user", "q1", 10), Turn("assistant", "a1", 10, 0.0, steps=steps)]
+
+    roomy = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=6))
+    assert roomy is not None
+    assert [m["content"] for m in roomy.messages] == ["sys", "q1", "", "found", "a1", "new"]
+    assert roomy.messages[3].get("tool_call_id") == "c1"
+
+    tight = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=4))
+    assert tight is not None
+    assert [m["content"] for m in tight.messages] == ["sys", "new"], "the group is four messages: it goes whole"

@@ -143,6 +143,9 @@ class Interaction:
     callback: dict[str, Any] | None = None
     followups: list[dict[str, Any]] = field(default_factory=list)
     original_deleted: bool = False
+    kind: int = 2
+    """2: a slash command; 3: a press of a message's button (a message component)."""
+    message_id: int | None = None
 
 
 class FakeDiscord:
@@ -283,6 +286,47 @@ class FakeDiscord:
             "token": interaction.token,
             "version": 1,
             "data": data,
+            "channel_id": str(channel_id),
+            "channel": self._channel(channel_id),
+            "locale": "en-US",
+            "app_permissions": "0",
+            "entitlements": [],
+            "attachment_size_limit": 8 * 1024 * 1024,
+            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+        }
+        if channel_id == DM_CHANNEL_ID:
+            payload |= {"user": author, "context": 1}
+        else:
+            payload |= {
+                "guild_id": str(GUILD_ID),
+                "guild_locale": "en-US",
+                "context": 0,
+                "member": self._member(author),
+            }
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    def with_buttons(self, channel_id: int = CHANNEL_ID) -> list[dict[str, Any]]:
+        return [m for m in self.bot_posts(channel_id) if m.get("components")]
+
+    async def press(self, message: dict[str, Any], custom_id: str, *, author: dict[str, Any] = ALICE) -> Interaction:
+        """Someone presses the button ``custom_id`` under ``message``: an INTERACTION_CREATE of
+        type 3, as Discord sends it. Discord only sends the ids of buttons the message has."""
+        buttons = [c["custom_id"] for row in message.get("components") or [] for c in row.get("components", [])]
+        assert custom_id in buttons, f"no button {custom_id!r}: {buttons}"
+        interaction = Interaction(
+            next(self._ids), f"interaction-token-{len(self.interactions)}", kind=3, message_id=int(message["id"])
+        )
+        self.interactions[interaction.token] = interaction
+        channel_id = int(message["channel_id"])
+        payload: dict[str, Any] = {
+            "id": str(interaction.id),
+            "application_id": str(APP_ID),
+            "type": 3,
+            "token": interaction.token,
+            "version": 1,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
             "channel_id": str(channel_id),
             "channel": self._channel(channel_id),
             "locale": "en-US",
@@ -469,6 +513,8 @@ class FakeDiscord:
         reference = body.get("message_reference")
         replied = self.messages.get(int(reference["message_id"])) if reference else None
         message = self._message(channel_id, BOT, body.get("content", ""), reply_to=replied)
+        if body.get("components"):
+            message["components"] = body["components"]
         await self._dispatch("MESSAGE_CREATE", message)
         return _json(message)
 
@@ -476,7 +522,10 @@ class FakeDiscord:
         message = self.messages.get(int(request.match_info["message"]))
         if message is None:
             return _error(404, "Unknown Message", 10008)
-        message["content"] = (await request.json()).get("content", message["content"])
+        body = await request.json()
+        message["content"] = body.get("content", message["content"])
+        if "components" in body:  # an empty list takes the buttons away
+            message["components"] = body["components"]
         message["edited_timestamp"] = TIMESTAMP
         return _json(message)
 
@@ -496,12 +545,18 @@ class FakeDiscord:
     async def _interaction_callback(self, request: web.Request) -> web.Response:
         interaction = self.interactions[request.match_info["token"]]
         interaction.callback = await request.json()
-        flags = (interaction.callback.get("data") or {}).get("flags", 0)
+        data = interaction.callback.get("data") or {}
+        flags = data.get("flags", 0)
+        if interaction.callback["type"] == 7 and interaction.message_id is not None:  # UPDATE_MESSAGE
+            updated = self.messages[interaction.message_id]
+            updated["content"] = data.get("content", updated["content"])
+            if "components" in data:
+                updated["components"] = data["components"]
         return _json(
             {
                 "interaction": {
                     "id": str(interaction.id),
-                    "type": 2,
+                    "type": interaction.kind,
                     "response_message_loading": interaction.callback["type"] == 5,
                     "response_message_ephemeral": bool(flags & EPHEMERAL_FLAG),
                 },

@@ -3,7 +3,8 @@
 It speaks the real wire format (JSON bodies, SSE streams, error objects, ``Retry-After``) over real
 HTTP on 127.0.0.1, so the production client runs its own code path against it. Tests queue what the
 next requests should get with ``script``; once the queue is empty every request gets an echo of its
-last user message, which keeps engine tests readable without scripting each turn.
+last user message, which keeps engine tests readable without scripting each turn. ``ToolCalls``
+answers with tool calls, streamed in argument fragments as real servers send them.
 
 It also serves ``/v1/audio/transcriptions`` (a scripted transcript for each file, the multipart
 upload recorded) and ``/v1/audio/speech`` (Ogg/Opus-looking bytes, the text and voice recorded);
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import sys
 import time
@@ -37,6 +39,35 @@ class Reply:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     chunk_chars: int = 4
+
+
+@dataclass
+class FakeCall:
+    """One tool call of a ``ToolCalls`` reply. A dict ``arguments`` is sent as its JSON; a string is
+    sent as it is, so a test can send arguments that are not valid JSON."""
+
+    name: str
+    arguments: str | dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    def arguments_text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass
+class ToolCalls:
+    """A reply that asks for the ``calls`` (several: parallel calls of one round), after ``text``.
+
+    Streamed, each call's first piece brings its index, id and name, and its arguments follow in
+    pieces of ``fragment_chars``; with ``interleave`` the pieces of the calls take turns, which the
+    client must put back together by index.
+    """
+
+    calls: list[FakeCall]
+    text: str = ""
+    finish_reason: str = "tool_calls"
+    fragment_chars: int = 5
+    interleave: bool = False
 
 
 @dataclass
@@ -68,7 +99,7 @@ class Hang:
     """Accepts the request and never answers, until the server stops."""
 
 
-Step = Reply | Status | Malformed | CutStream | Hang
+Step = Reply | ToolCalls | Status | Malformed | CutStream | Hang
 
 SPEECH_BYTES = b"OggS\x00\x02" + bytes(22) + b"OpusHead" + bytes(64)
 """What ``/v1/audio/speech`` answers: the start of an Ogg/Opus file (OpenAI's ``opus`` format)."""
@@ -136,6 +167,14 @@ class FakeModel:
     def user_images(self) -> list[list[str]]:
         """The image URLs (``data:`` URLs as sent) of each request's last user message."""
         return [_last_user_images(body) for body in self.requests]
+
+    def tools_offered(self) -> list[list[str]]:
+        """The names of the tools each request offered (empty when it offered none)."""
+        return [[tool["function"]["name"] for tool in body.get("tools") or []] for body in self.requests]
+
+    def tool_messages(self) -> list[list[dict[str, Any]]]:
+        """The ``tool`` role messages (results sent back) of each request."""
+        return [[m for m in body.get("messages") or [] if m.get("role") == "tool"] for body in self.requests]
 
     async def start(self) -> None:
         app = web.Application()
@@ -227,6 +266,11 @@ class FakeModel:
                 if streaming:
                     return await self._stream(request, reply, step)
                 return web.json_response(reply.completion())
+            case ToolCalls():
+                reply = _Completion(body, Reply(text=step.text, finish_reason=step.finish_reason), step.calls)
+                if streaming:
+                    return await self._stream_calls(request, reply, step)
+                return web.json_response(reply.completion())
 
     async def _stream(self, request: web.Request, reply: _Completion, step: Reply) -> web.StreamResponse:
         response = await _open_sse(request)
@@ -241,6 +285,23 @@ class FakeModel:
                 await self._pause(step.chunk_delay_s)
             if index == 1:
                 self.first_content_at.append(time.monotonic())
+            await _send(response, json.dumps(event))
+        await _send(response, "[DONE]")
+        return response
+
+    async def _stream_calls(self, request: web.Request, reply: _Completion, step: ToolCalls) -> web.StreamResponse:
+        response = await _open_sse(request)
+        events = [reply.chunk({"role": "assistant", "content": step.text or None})]
+        pieces = [reply.call_pieces(index, call, step.fragment_chars) for index, call in enumerate(step.calls)]
+        if step.interleave:
+            ordered = [piece for turn in itertools.zip_longest(*pieces) for piece in turn if piece is not None]
+        else:
+            ordered = [piece for call_pieces in pieces for piece in call_pieces]
+        events += [reply.chunk({"tool_calls": [piece]}) for piece in ordered]
+        events.append(reply.chunk({}, finish_reason=step.finish_reason))
+        if reply.include_usage:
+            events.append(reply.usage_chunk())
+        for event in events:
             await _send(response, json.dumps(event))
         await _send(response, "[DONE]")
         return response
@@ -283,8 +344,10 @@ class FakeModel:
 class _Completion:
     """One reply's text and usage, rendered as a chat.completion or as its chunks."""
 
-    def __init__(self, body: dict[str, Any], step: Reply) -> None:
+    def __init__(self, body: dict[str, Any], step: Reply, calls: list[FakeCall] | None = None) -> None:
         self.text = step.text if step.text is not None else "echo: " + _last_user_text(body)
+        self.calls = calls or []
+        self.call_ids = [call.id or f"call_{uuid.uuid4().hex[:8]}" for call in self.calls]
         self.finish_reason = step.finish_reason
         self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self._model = body.get("model") or MODEL_ID
@@ -293,13 +356,27 @@ class _Completion:
         self._usage = _usage(body, self.text)
 
     def completion(self) -> dict[str, Any]:
-        message = {"role": "assistant", "content": self.text}
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.calls:
+            message["content"] = self.text or None  # as OpenAI sends it when the reply is only calls
+            message["tool_calls"] = [
+                {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_text()}}
+                for call_id, call in zip(self.call_ids, self.calls, strict=True)
+            ]
         choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
         return {**self._envelope("chat.completion"), "choices": [choice], "usage": self._usage}
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
         return {**self._envelope("chat.completion.chunk"), "choices": [choice]}
+
+    def call_pieces(self, index: int, call: FakeCall, fragment_chars: int) -> list[dict[str, Any]]:
+        """A call as streamed: the first piece names it, the others carry its arguments in fragments."""
+        function = {"name": call.name, "arguments": ""}
+        first = {"index": index, "id": self.call_ids[index], "type": "function", "function": function}
+        text, size = call.arguments_text(), max(fragment_chars, 1)
+        rest = [{"index": index, "function": {"arguments": text[i : i + size]}} for i in range(0, len(text), size)]
+        return [first, *rest]
 
     def usage_chunk(self) -> dict[str, Any]:
         return {**self._envelope("chat.completion.chunk"), "choices": [], "usage": self._usage}

@@ -57,6 +57,16 @@ class Posted:
     thread_ts: str | None
     text: str
     edits: int = 0
+    blocks: list[dict[str, Any]] | None = None
+
+    def action_ids(self) -> list[str]:
+        """The buttons under the message, by ``action_id``."""
+        return [
+            element["action_id"]
+            for block in self.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+        ]
 
 
 @dataclass
@@ -76,6 +86,8 @@ class FakeSlack:
         self.scopes = ALL_SCOPES
         self.messages: list[Posted] = []
         self.ephemeral: list[str] = []
+        self.ephemeral_to: list[tuple[str, str]] = []
+        """``chat.postEphemeral`` notes: (user, text)."""
         self.calls: list[str] = []
         self.tokens: set[str] = set()
         self.files_url = ""
@@ -119,6 +131,42 @@ class FakeSlack:
             "url_private_download": f"{url}?download=1",
         }
         return file | ({"subtype": subtype} if subtype else {})
+
+    def with_buttons(self) -> list[Posted]:
+        return [m for m in self.messages if m.action_ids()]
+
+    def press_payload(self, posted: Posted, action_id: str, user: str) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` presses a button under ``posted``;
+        Slack only sends the ids of buttons the message has."""
+        assert action_id in posted.action_ids(), f"no button {action_id!r}: {posted.action_ids()}"
+        message: dict[str, Any] = {"type": "message", "user": BOT_USER, "ts": posted.ts, "text": posted.text}
+        message |= {"blocks": posted.blocks} | ({"thread_ts": posted.thread_ts} if posted.thread_ts else {})
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "legacy",
+            "container": {"type": "message", "message_ts": posted.ts, "channel_id": posted.channel},
+            "trigger_id": uuid.uuid4().hex,
+            "team": {"id": "T1", "domain": "test"},
+            "channel": {"id": posted.channel, "name": "general"},
+            "message": message,
+            "response_url": f"{self.base_url}respond/{uuid.uuid4().hex}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "b1",
+                    "value": action_id,
+                    "text": {"type": "plain_text", "text": "button"},
+                    "action_ts": "1700000000.000001",
+                }
+            ],
+        }
+
+    async def press(self, posted: Posted, action_id: str, user: str) -> SentEnvelope:
+        """A press over Socket Mode (an ``interactive`` envelope)."""
+        return await self.send_envelope(self.press_payload(posted, action_id, user), kind="interactive")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -225,7 +273,8 @@ class FakeSlack:
 
     async def _chat_postMessage(self, args: dict[str, Any]) -> web.Response:
         ts = f"1700000000.{next(self._ts):06d}"
-        self.messages.append(Posted(args["channel"], ts, args.get("thread_ts") or None, args["text"]))
+        blocks = _json_field(args.get("blocks"))
+        self.messages.append(Posted(args["channel"], ts, args.get("thread_ts") or None, args["text"], blocks=blocks))
         return web.json_response({"ok": True, "channel": args["channel"], "ts": ts, "message": {"text": args["text"]}})
 
     async def _chat_update(self, args: dict[str, Any]) -> web.Response:
@@ -234,6 +283,8 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "message_not_found"})
         posted.text = args["text"]
         posted.edits += 1
+        if "blocks" in args:  # without blocks an update keeps the message's own
+            posted.blocks = _json_field(args["blocks"])
         return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"], "text": args["text"]})
 
     async def _chat_delete(self, args: dict[str, Any]) -> web.Response:
@@ -283,6 +334,10 @@ class FakeSlack:
             return web.Response(status=403, text="expired")
         return web.Response(body=data, content_type="application/octet-stream")
 
+    async def _chat_postEphemeral(self, args: dict[str, Any]) -> web.Response:
+        self.ephemeral_to.append((args["user"], args["text"]))
+        return web.json_response({"ok": True, "message_ts": f"1700000000.{next(self._ts):06d}"})
+
     async def _respond(self, request: web.Request) -> web.Response:
         body = await request.json()
         assert body.get("response_type") == "ephemeral"
@@ -291,6 +346,11 @@ class FakeSlack:
 
     def _find(self, channel: str, ts: str) -> Posted | None:
         return next((m for m in self.messages if m.channel == channel and m.ts == ts), None)
+
+
+def _json_field(value: Any) -> Any:
+    """A structured argument: a list in a JSON body, its JSON text in form fields."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 async def _arguments(request: web.Request) -> dict[str, Any]:

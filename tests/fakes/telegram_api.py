@@ -62,6 +62,12 @@ class Sent:
     thread_id: int | None
     reply_to: int | None
     edits: int = 0
+    reply_markup: dict[str, Any] | None = None
+    """The inline keyboard under the message; an edit without one removes it, as on Telegram."""
+
+    def button_data(self) -> list[str]:
+        rows = (self.reply_markup or {}).get("inline_keyboard", [])
+        return [button["callback_data"] for row in rows for button in row if "callback_data" in button]
 
 
 @dataclass
@@ -185,6 +191,22 @@ class FakeTelegram:
             message["reply_to_message"] = reply_to
         return {"update_id": next(self._update_ids), kind: message}
 
+    def press(self, sent: Sent, data: str, *, user: int = 1) -> dict[str, Any]:
+        """A user presses the inline button with ``data`` under ``sent``: a ``callback_query``
+        update for getUpdates. Telegram only ever delivers the data of a button the message has."""
+        assert data in sent.button_data(), f"no button {data!r} under that message: {sent.button_data()}"
+        query = {
+            "id": str(next(self._update_ids) * 1000),
+            "from": {"id": user, "is_bot": False, "first_name": f"User{user}", "username": f"user{user}"},
+            "message": self._message(sent),
+            "chat_instance": f"ci{sent.chat_id}",
+            "data": data,
+        }
+        return self.queue_update({"update_id": next(self._update_ids), "callback_query": query})
+
+    def with_buttons(self, chat_id: int) -> list[Sent]:
+        return [message for message in self.sent if message.chat_id == chat_id and message.reply_markup]
+
     def user_message(self, text: str | None, **fields: Any) -> dict[str, Any]:
         """Queue an update for getUpdates and return it."""
         return self.queue_update(self.update(text, **fields))
@@ -294,7 +316,13 @@ class FakeTelegram:
         """At most ``limit`` updates (Telegram's default and maximum is 100) from ``offset`` on."""
         offset = int(params.get("offset") or 0)
         limit = min(int(params.get("limit") or 100), 100)
-        self._updates = [update for update in self._updates if update["update_id"] >= offset]
+        # Telegram leaves out, for good, the kinds of update a bot did not subscribe to.
+        wanted = set(params.get("allowed_updates") or ()) or None
+        self._updates = [
+            update
+            for update in self._updates
+            if update["update_id"] >= offset and (wanted is None or wanted & set(update) - {"update_id"})
+        ]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(float(params.get("timeout") or 0)):
                 async with self._changed:
@@ -314,6 +342,7 @@ class FakeTelegram:
             parse_mode=params.get("parse_mode"),
             thread_id=params.get("message_thread_id"),
             reply_to=reply.get("message_id"),
+            reply_markup=params.get("reply_markup"),
         )
         self.sent.append(sent)
         return self._message(sent)
@@ -337,13 +366,26 @@ class FakeTelegram:
         parsed = self._parse(params)
         if isinstance(parsed, web.Response):
             return parsed
-        if parsed == sent.text:
+        if parsed == sent.text and params.get("reply_markup") == sent.reply_markup:
             return _error(
                 400,
                 "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
             )
         sent.text, sent.parse_mode, sent.edits = parsed, params.get("parse_mode"), sent.edits + 1
+        sent.reply_markup = params.get("reply_markup")
         return self._message(sent)
+
+    async def _editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        chat_id, message_id = int(params["chat_id"]), int(params["message_id"])
+        sent = next((m for m in self.sent if m.chat_id == chat_id and m.message_id == message_id), None)
+        if sent is None:
+            return _error(400, "Bad Request: message to edit not found")
+        sent.reply_markup = params.get("reply_markup")
+        return self._message(sent)
+
+    async def _answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        """The notice the presser sees (``text``), recorded in ``calls``."""
+        return True
 
     def _parse(self, params: dict[str, Any]) -> str | web.Response:
         """The visible text after entity parsing, or the error Telegram would answer."""
@@ -370,6 +412,8 @@ class FakeTelegram:
         if sent.thread_id is not None:
             message["message_thread_id"] = sent.thread_id
             message["is_topic_message"] = True
+        if sent.reply_markup:
+            message["reply_markup"] = sent.reply_markup
         return message
 
     async def _notify(self) -> None:

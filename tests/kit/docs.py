@@ -15,10 +15,13 @@ TYPO_EXAMPLES = frozenset({"CHATBRIDGE_MODEL_API_KEY"})
 
 
 def variables_named(paths: Iterable[Path]) -> set[str]:
-    """Every ``CHATBRIDGE_...`` name written in these files, the typo examples left out."""
-    names = {
-        name
-        for path in paths
-        for name in re.findall(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8"))
-    }
+    """Every ``CHATBRIDGE_...`` name written in these files, the typo examples left out, and so are
+    patterns with a placeholder (``CHATBRIDGE_MCP_SERVERS__<NAME>__HEADERS__<HEADER>``): a name the
+    user chooses cannot be passed on by name."""
+    names = set()
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        for found in re.finditer(r"CHATBRIDGE_[A-Z0-9_]*[A-Z0-9]", text):
+            if not text.startswith("__<", found.end()):
+                names.add(found.group())
     return names - TYPO_EXAMPLES

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pexpect
 
-from tests.fakes.fake_model import FakeModel, Reply, Status
+from core.tool_loop import DECLINED
+from tests.fakes.fake_model import FakeCall, FakeModel, Reply, Status, ToolCalls
+from tests.fakes.mcp_servers import HttpMcpServer
 
 PROMPT = "you>"
 LEFT, PASTE_START, PASTE_END = "\x1b[D", "\x1b[200~", "\x1b[201~"
 
 
-def _spawn(tmp_path: Path, fake_model: FakeModel) -> pexpect.spawn:
+def _spawn(tmp_path: Path, fake_model: FakeModel, **settings: str) -> pexpect.spawn:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CHATBRIDGE_")}
     env.update(
         HOME=str(tmp_path),
@@ -33,6 +35,7 @@ def _spawn(tmp_path: Path, fake_model: FakeModel) -> pexpect.spawn:
         CHATBRIDGE_MODEL__API_KEY="sk-terminal-secret",
         CHATBRIDGE_CONTEXT__TOKENIZER="estimate",
         CHATBRIDGE_MODEL__RETRY_BACKOFF_S="0.2",
+        **settings,
     )
     return pexpect.spawn(
         sys.executable,
@@ -143,3 +146,42 @@ async def test_retries_show_as_a_status_line_not_as_log_lines(tmp_path: Path, fa
 
     assert "retry 1 of" in shown
     assert "WARNING" not in shown
+
+
+async def test_a_writing_tool_asks_y_or_n_and_runs_only_on_yes(tmp_path: Path, fake_model: FakeModel) -> None:
+    """Through ``chatbridge chat`` as configured: tools on, a model that takes them, the MCP test
+    server over streamable HTTP."""
+
+    def converse(url: str) -> pexpect.spawn:
+        chat = _spawn(
+            tmp_path,
+            fake_model,
+            CHATBRIDGE_TOOLS__ENABLED="true",
+            CHATBRIDGE_TOOLS__TIMEOUT_S="3",
+            CHATBRIDGE_MODEL__TOOLS="true",
+            CHATBRIDGE_MCP_SERVERS__KB__URL=url,
+        )
+        chat.expect(PROMPT)
+        for answer in ("y", "n", None):
+            chat.send("note it\r")
+            chat.expect(r"May I run kb__add_note")
+            chat.expect(r"\[y/N\]")
+            if answer is not None:
+                chat.send(f"{answer}\r")
+            chat.expect({"y": "Allowed", "n": "Declined", None: "No answer in time"}[answer])
+            chat.expect(PROMPT)
+        chat.sendeof()
+        chat.expect(pexpect.EOF)
+        chat.close()
+        return chat
+
+    for text in ("milk", "eggs", "bread"):
+        fake_model.script(ToolCalls([FakeCall("kb__add_note", {"text": text})]), Reply(f"done with {text}"))
+    async with HttpMcpServer() as mcp:
+        chat = await asyncio.to_thread(converse, mcp.url)
+
+    assert chat.exitstatus == 0
+    assert mcp.notes.texts == ["milk"]
+    # Requests 1, 3 and 5 are those after a round; each sends its round's result last.
+    results = [fake_model.tool_messages()[request][-1]["content"] for request in (1, 3, 5)]
+    assert results == ["noted (1)", DECLINED, DECLINED]

@@ -187,7 +187,8 @@ async def test_start_registers_the_menu_and_polls_without_a_webhook(bridge: Star
         "usage",
     ]
     assert telegram.calls_of("deleteWebhook")
-    assert telegram.calls_of("getUpdates")[0]["allowed_updates"] == ["message"]
+    # Messages, and the presses of a tool confirmation's buttons.
+    assert telegram.calls_of("getUpdates")[0]["allowed_updates"] == ["message", "callback_query"]
 
 
 async def test_start_command_shows_help(bridge: Start, telegram: FakeTelegram) -> None:
@@ -461,7 +462,7 @@ async def test_webhook_requires_the_secret_token(bridge: Start, telegram: FakeTe
     assert (hook["url"], hook["secret_token"], hook["allowed_updates"]) == (
         "https://bridge.example/telegram/webhook",
         SECRET,
-        ["message"],
+        ["message", "callback_query"],
     )
     assert not telegram.calls_of("getUpdates")
     async with aiohttp.ClientSession() as http:

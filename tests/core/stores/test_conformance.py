@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import pytest
 
+from bots.model import ChatMessage
 from core.settings import StoreBackend, StoreSettings
 from core.store import (
     AccessDecision,
@@ -292,6 +293,29 @@ async def test_commit_appends_and_load_returns_the_newest_turns_oldest_first(sto
     ]
     assert state.last_active == 31.0
     assert len(await stored(store, "telegram:1")) == 6
+
+
+async def test_an_assistant_turn_keeps_its_tool_calls_and_results(store: Store) -> None:
+    """Design section 2 step 10: the calls and results between a question and its answer are part of
+    the turn group and come back with it, in order, whatever their keys."""
+    steps = (
+        ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=[{"id": "c1", "type": "function", "function": {"name": "search", "arguments": '{"q": "π"}'}}],
+        ),
+        ChatMessage(role="tool", content="result: 3.14159 ✓", tool_call_id="c1"),
+    )
+    answer = Turn("assistant", "π is about 3.14", 40, 11.0, steps=steps)
+    await commit(store, "telegram:1", user("what is pi?", 10.0), answer)
+    await commit(store, "telegram:1", user("thanks", 20.0), assistant("you're welcome", 21.0))
+
+    assert await stored(store, "telegram:1") == [
+        user("what is pi?", 10.0),
+        answer,
+        user("thanks", 20.0),
+        assistant("you're welcome", 21.0),
+    ]
 
 
 async def test_load_session_edges(store: Store) -> None:
@@ -620,6 +644,28 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
         assert [turn.content for turn in await stored(second, "telegram:1")] == ["q", "a", "q2"]
     finally:
         await second.close()
+
+
+async def test_sqlite_opens_a_file_made_before_tool_steps_were_stored(sqlite_path: str) -> None:
+    with sqlite3.connect(sqlite_path) as db:
+        db.execute(
+            "CREATE TABLE turns (session_key TEXT NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL, "
+            "content TEXT NOT NULL, tokens INTEGER NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO turns VALUES ('telegram:1', 0, 'user', 'old question', 3, 10.0)")
+        db.execute(
+            "CREATE TABLE sessions (key TEXT PRIMARY KEY, last_active REAL NOT NULL, "
+            "expires_at REAL NOT NULL, turn_count INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO sessions VALUES ('telegram:1', 10.0, 1e12, 1)")
+    store = SqliteStore(sqlite_path)
+    await store.open()
+    try:
+        answer = Turn("assistant", "a", 5, 11.0, steps=(ChatMessage(role="tool", content="r", tool_call_id="c"),))
+        await commit(store, "telegram:1", answer)
+        assert await stored(store, "telegram:1") == [user("old question", 10.0), answer]
+    finally:
+        await store.close()
 
 
 async def test_sqlite_runs_in_wal_mode(sqlite_store: SqliteStore, sqlite_path: str) -> None:
