@@ -318,6 +318,24 @@ async def test_an_assistant_turn_keeps_its_tool_calls_and_results(store: Store) 
     ]
 
 
+async def test_a_pictured_question_and_an_answer_with_tool_steps_come_back_together(store: Store) -> None:
+    """Pictures (of user turns) and tool steps (of assistant turns) are stored side by side: each
+    turn gets back its own, and neither is lost when the other is there."""
+    picture = StoredImage("image/jpeg", bytes(range(256)), 85)
+    asked = Turn("user", "what animal is this?", 5, 10.0, images=(picture,))
+    steps = (
+        ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=[{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        ),
+        ChatMessage(role="tool", content="otters are mustelids", tool_call_id="c1"),
+    )
+    answer = Turn("assistant", "an otter", 20, 11.0, steps=steps)
+    await commit(store, "telegram:1", asked, answer, user("thanks", 12.0))
+    assert await stored(store, "telegram:1") == [asked, answer, user("thanks", 12.0)]
+
+
 async def test_load_session_edges(store: Store) -> None:
     assert await store.load_session("telegram:404", 10) is None
     await commit(store, "telegram:1", user("q", 10.0), assistant("a", 11.0))
@@ -646,7 +664,7 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
         await second.close()
 
 
-async def test_sqlite_opens_a_file_made_before_tool_steps_were_stored(sqlite_path: str) -> None:
+async def test_sqlite_opens_a_file_made_before_tool_steps_and_pictures_were_stored(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as db:
         db.execute(
             "CREATE TABLE turns (session_key TEXT NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL, "
@@ -662,8 +680,9 @@ async def test_sqlite_opens_a_file_made_before_tool_steps_were_stored(sqlite_pat
     await store.open()
     try:
         answer = Turn("assistant", "a", 5, 11.0, steps=(ChatMessage(role="tool", content="r", tool_call_id="c"),))
-        await commit(store, "telegram:1", answer)
-        assert await stored(store, "telegram:1") == [user("old question", 10.0), answer]
+        pictured = Turn("user", "and this?", 3, 12.0, images=(StoredImage("image/png", b"\x89PNG", 85),))
+        await commit(store, "telegram:1", answer, pictured)
+        assert await stored(store, "telegram:1") == [user("old question", 10.0), answer, pictured]
     finally:
         await store.close()
 
