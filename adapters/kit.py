@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo
 
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.commands import CommandSpec
-from core.events import IncomingMessage
+from core.events import IncomingMessage, Refetch
 
 T = TypeVar("T")
 
@@ -34,6 +34,11 @@ adapter closes its platform client under them."""
 
 
 # --- the contract ---------------------------------------------------------------------------------
+
+
+SPOKEN_FILE_NAME = "answer.ogg"
+"""The file name of a spoken answer sent as a file: the speech server sends OGG with Opus inside
+(``bots.audio``)."""
 
 
 class MessageHandler(Protocol):
@@ -49,9 +54,10 @@ class MessageHandler(Protocol):
         ``receipt``, from an adapter whose platform waits for an acknowledgement, says when to give it."""
         ...
 
-    def attach(self, platform: str, reopen: Reopen) -> None:
+    def attach(self, platform: str, reopen: Reopen, refetch: Refetch | None = None) -> None:
         """The adapter is connected: answers to its queued messages (from before a restart, or
-        received by another process) can go out through channels ``reopen`` makes from their routes."""
+        received by another process) can go out through channels ``reopen`` makes from their routes,
+        and their files be downloaded again by ``refetch`` from their sources."""
         ...
 
 

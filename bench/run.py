@@ -29,6 +29,7 @@ from redis.asyncio.connection import Connection
 
 from bench.burst import burst, sequential
 from bench.clients import client_costs
+from bench.media import media_costs
 from bench.tools import tool_round
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
@@ -736,8 +737,40 @@ async def sequential_section(folder: Path, questions: int = 20) -> list[Row]:
     ]
 
 
+# --- 11. media ---------------------------------------------------------------------------------
+
+
+async def media_section(folder: Path) -> list[Row]:
+    """A camera photo from arrival to request bytes, against Pillow's own decode, resize and encode
+    of the same file (each side in a fresh interpreter; ``bench/media.py``)."""
+    costs = await asyncio.to_thread(media_costs)
+    time_ratio = costs["bridge_s"] / costs["pillow_s"]
+    memory_ratio = costs["bridge_peak"] / costs["pillow_peak"]
+    side = int(costs["max_side"])
+    photo = f"a 4000 x 3000 JPEG ({costs['file_bytes'] / 1e6:.1f} MB) to {side} px"
+    return [
+        Row(
+            "11 media",
+            f"{photo}: arrival to request bytes / Pillow alone, time",
+            f"{costs['bridge_s'] * 1e3:.0f} / {costs['pillow_s'] * 1e3:.0f} ms = {time_ratio:.2f}x",
+            "<= 1.3x",
+            time_ratio <= 1.3,
+        ),
+        Row(
+            "11 media",
+            f"{photo}: peak extra memory / Pillow alone",
+            f"{costs['bridge_peak'] / 2**20:.0f} / {costs['pillow_peak'] / 2**20:.0f} MiB = {memory_ratio:.2f}x",
+            "<= 1.3x",
+            memory_ratio <= 1.3,
+        ),
+    ]
+
+
+# --- 12. tools ---------------------------------------------------------------------------------
+
+
 async def tools_section(folder: Path) -> list[Row]:
-    return [Row("11 tools", metric, value, target) for metric, value, target in await tool_round()]
+    return [Row("12 tools", metric, value, target) for metric, value, target in await tool_round()]
 
 
 SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
@@ -752,6 +785,7 @@ SECTIONS: dict[str, Callable[[Path], Awaitable[list[Row]]]] = {
     "clients": lambda folder: platform_clients(),
     "burst": burst_section,
     "sequential": sequential_section,
+    "media": media_section,
     "tools": tools_section,
 }
 ISOLATED = {"concurrency", "memory", "burst"}

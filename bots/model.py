@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
+from bots.parts import ContentPart
+
 MessageRole = Literal["system", "user", "assistant", "tool"]
 
 
@@ -35,7 +37,8 @@ class ChatMessage(TypedDict):
     them as a ``tool`` message naming its ``tool_call_id`` (``bots.tools`` builds both)."""
 
     role: MessageRole
-    content: str
+    content: str | list[ContentPart]
+    """A string, or the text and pictures of a user message as parts (``bots.parts``)."""
     tool_calls: NotRequired[list[ToolCallEntry]]
     tool_call_id: NotRequired[str]
 

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import random
-import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,48 +21,20 @@ import httpx
 from httpx_sse import EventSource, aconnect_sse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from bots.errors import ContextTooLong, ModelAccessDenied, ModelError, ModelRateLimited, ModelTimeout, ModelUnavailable
-from bots.http_client import is_timeout, model_http_client
+from bots.errors import ContextTooLong, ModelError, ModelTimeout, ModelUnavailable
+from bots.http_client import model_http_client
 from bots.model import ChatMessage, ModelReply, ServerCheck, TextSink, ToolSpec, Usage
 from bots.redaction import Redactor
+from bots.server_errors import ServerError as _ServerError
+from bots.server_errors import Transient as _Transient
+from bots.server_errors import backoff_s, status_failure
+from bots.server_errors import network_failures as _network_failures
 from bots.settings import ModelSettings
 from bots.tools import ToolCallAssembler, calls_of_message, request_tools
 
 logger = logging.getLogger("chatbridge.model")
 
-BACKOFF_CAP_S = 20.0
-"""No single backoff step waits longer than this, however many retries are configured."""
-
-RETRY_AFTER_CAP_S = 60.0
-"""A server asking us to come back later than this is treated as a failure, not waited for:
-a chat user is better served by a clear error now than by a reply minutes late."""
-
 _DETAIL_CHARS = 300
-_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
-_QUOTA_CODES = frozenset({"insufficient_quota"})
-# What servers say when the prompt does not fit, for those that send no machine-readable code:
-# OpenAI/vLLM "maximum context length is 4096 tokens", llama.cpp "exceeds the available context
-# size", Ollama "input length exceeds the context length", Mistral "too large for model with 32768
-# maximum context length", vLLM "maximum model length" / "too long to fit into the model",
-# Anthropic-style "prompt is too long", TGI "`inputs` tokens + `max_new_tokens` must be <= 4096".
-_CONTEXT_WORDING = re.compile(
-    r"context[ _](?:length|size|window)"
-    r"|max(?:imum)?[ _]model[ _]len"
-    r"|too many tokens"
-    r"|prompt is too long|too long to fit"
-    r"|tokens \+ `?max_new_tokens`? must be",
-    re.IGNORECASE,
-)
-_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
-
-
-class _Transient(Exception):
-    """A failed attempt worth repeating; ``error`` is what the caller gets if attempts run out."""
-
-    def __init__(self, error: ModelError, retry_after_s: float | None = None) -> None:
-        super().__init__(error.detail)
-        self.error = error
-        self.retry_after_s = retry_after_s
 
 
 class OpenAIChatModel:
@@ -277,18 +245,7 @@ class OpenAIChatModel:
         raise self._failure(response.status_code, _ServerError.from_body(response.content), response.headers)
 
     def _failure(self, status: int, error: _ServerError, headers: httpx.Headers) -> ModelError | _Transient:
-        detail = f"HTTP {status}: {self._clean(error.message) or 'no message'}"
-        if status in (401, 402, 403) or error.codes & _QUOTA_CODES:
-            return ModelAccessDenied(detail)
-        if status in (400, 413, 422) and error.says_context_too_long():
-            return ContextTooLong(detail)
-        if status == 429:
-            return _retry_later(ModelRateLimited, detail, headers)
-        if status == 408:
-            return _Transient(ModelTimeout(detail))
-        if status >= 500:
-            return _retry_later(ModelUnavailable, detail, headers)
-        return ModelUnavailable(detail)
+        return status_failure(status, error, headers, f"HTTP {status}: {self._clean(error.message) or 'no message'}")
 
     def _clean(self, message: str, limit: int = _DETAIL_CHARS) -> str:
         """Server text goes into logs: one line, the key masked in case it is echoed (in any of its
@@ -308,13 +265,7 @@ class OpenAIChatModel:
     # --- retries ---------------------------------------------------------------------------------
 
     def _wait_s(self, state: RetryCallState) -> float:
-        """Equal jitter: at least half of each exponential step, so clients that failed together
-        spread out without any of them retrying at once; never sooner than Retry-After."""
-        step = min(self._settings.retry_backoff_s * 2.0 ** (state.attempt_number - 1), BACKOFF_CAP_S)
-        backoff = step / 2 + random.uniform(0, step / 2)
-        failure = state.outcome.exception() if state.outcome else None
-        retry_after = failure.retry_after_s if isinstance(failure, _Transient) else None
-        return max(backoff, retry_after or 0.0)
+        return backoff_s(self._settings.retry_backoff_s, state)
 
     def _log_retry(self, state: RetryCallState) -> None:
         failure = state.outcome.exception() if state.outcome else None
@@ -407,57 +358,6 @@ class _StreamedReply:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _ServerError:
-    """The useful part of an error body, whichever of the common shapes the server uses:
-    ``{"error": {"message", "type", "code"}}`` (OpenAI, llama.cpp), ``{"message", "type", "code"}``
-    (older vLLM) or ``{"error": "text"}`` (Ollama)."""
-
-    message: str
-    codes: frozenset[str]
-
-    @classmethod
-    def from_body(cls, body: bytes) -> _ServerError:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return cls(body.decode("utf-8", errors="replace"), frozenset())
-        return cls.from_payload(payload)
-
-    @classmethod
-    def from_payload(cls, payload: object) -> _ServerError:
-        error = payload.get("error", payload) if isinstance(payload, dict) else payload
-        if not isinstance(error, dict):
-            return cls(str(error or ""), frozenset())
-        codes = frozenset(str(error[key]) for key in ("code", "type") if error.get(key) is not None)
-        return cls(str(error.get("message") or ""), codes)
-
-    def says_context_too_long(self) -> bool:
-        return bool(self.codes & _CONTEXT_CODES) or _CONTEXT_WORDING.search(self.message) is not None
-
-
-@contextlib.contextmanager
-def _network_failures() -> Iterator[None]:
-    """Turn httpx's transport errors into retryable model errors, without their request objects."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        if not is_timeout(exc):
-            raise _unreachable(exc) from exc
-        raise _Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
-    except httpx.UnsupportedProtocol as exc:
-        raise ModelUnavailable(f"bad model.base_url: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise _unreachable(exc) from exc
-
-
-def _unreachable(error: httpx.TransportError) -> _Transient:
-    """A connection that failed other than by timing out, named by what the transport really
-    raised (the httpx error wraps aiohttp's)."""
-    cause = error.__cause__ or error
-    return _Transient(ModelUnavailable(f"transport error: {type(cause).__name__}: {cause}"))
-
-
 async def _sse_data(source: EventSource) -> AsyncGenerator[str, None]:
     """The data of each event; network errors are converted here, so that they are not confused
     with errors raised by the consumer's own code between events."""
@@ -465,32 +365,6 @@ async def _sse_data(source: EventSource) -> AsyncGenerator[str, None]:
         async for event in source.aiter_sse():
             if event.data:
                 yield event.data
-
-
-def _retry_later(kind: type[ModelError], detail: str, headers: httpx.Headers) -> ModelError | _Transient:
-    wait_s = _retry_after_s(headers)
-    if wait_s is not None and wait_s > RETRY_AFTER_CAP_S:
-        return kind(f"{detail} (server asks to retry after {wait_s:.0f} s; not waiting that long)")
-    return _Transient(kind(detail), wait_s)
-
-
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    """``retry-after-ms`` (OpenAI), then ``Retry-After`` as delta-seconds or an HTTP date."""
-    millis = headers.get("retry-after-ms", "").strip()
-    if _DELTA_SECONDS.fullmatch(millis):
-        return float(millis) / 1000
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _first_choice(payload: dict[str, Any]) -> dict[str, Any]:

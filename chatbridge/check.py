@@ -21,6 +21,7 @@ from adapters.kit import AdapterStartupError, connection_trouble, unreachable
 from bots.errors import ModelError
 from bots.openai_client import OpenAIChatModel
 from bots.settings import ModelSettings
+from chatbridge.audio_check import check_audio
 from chatbridge.config import Config, ConfigError
 from chatbridge.exit_status import EXIT_FAILED, EXIT_OK
 from chatbridge.http_server import HttpServer, ServerStartError
@@ -80,6 +81,7 @@ async def check(config: Config) -> int:
                 f"model {settings.name}", _check_model(settings, key), Endpoint(f"{key}.base_url", settings.base_url)
             )
         )
+    rows.append(await _row("audio", check_audio(config)))
     adapters = enabled_adapters(config.adapters, HttpServer(config.server.host, config.server.port))
     if not adapters:
         rows.append(Row("adapters", Status.FAIL, NO_ADAPTER))

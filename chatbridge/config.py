@@ -19,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bots.audio_settings import AudioSettings
 from bots.settings import ModelOverrides, ModelSettings
 from chatbridge.registry import AdaptersSettings
+from core.media_settings import MediaSettings
 from core.settings import (
     DEFAULT_NAME,
     AccessSettings,
@@ -99,6 +101,8 @@ class Config(BaseSettings):
     adapters: AdaptersSettings = AdaptersSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    audio: AudioSettings = AudioSettings()
+    media: MediaSettings = MediaSettings()
     tools: ToolsSettings = ToolsSettings()
     mcp_servers: dict[McpServerName, McpServerSettings] = Field(
         default_factory=dict,

@@ -34,8 +34,8 @@ _INTRO = f"""\
 # Configuration reference
 
 <!-- Generated from the settings model by `{REGENERATE}`; edit the field descriptions in the
-settings code (chatbridge/config.py, core/settings.py, bots/settings.py, adapters/*/settings.py),
-not this file. -->
+settings code (chatbridge/config.py, core/settings.py, core/media_settings.py, bots/settings.py,
+bots/audio_settings.py, adapters/*/settings.py), not this file. -->
 
 chatbridge reads one YAML file, `--config FILE`, by default `config.yaml` in the current folder when
 it exists. Every key can be overridden by an environment variable: `{ENV_PREFIX}` plus the key's path

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from adapters.console.adapter import CONSOLE_USER
 from adapters.kit import CANCELLED_WAIT_S, Adapter
+from bots.audio import AudioClient
 from bots.registry import ModelRegistry
 from chatbridge.config import Config, ConfigError
 from chatbridge.metrics import BridgeMetrics
@@ -48,6 +49,8 @@ def engine_settings(config: Config) -> EngineSettings:
         max_concurrent=config.server.max_concurrent_messages,
         extra_admins=(CONSOLE_USER,) if config.adapters.console.user_is_admin else (),
         log_content=config.log.content,
+        media=config.media,
+        speak=config.audio.speak,
     )
 
 
@@ -75,6 +78,7 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
     models = ModelRegistry.from_settings(
         config.all_models(), on_retry=metrics.model_retry if metrics is not None else None
     )
+    audio = AudioClient(config.audio, config.model)
     try:
         tokens = await load_token_counter(config.context.tokenizer, config.model.name)
         async with open_tools(config, on_call=metrics.tool_call if metrics is not None else None) as tools:
@@ -84,6 +88,7 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
                 tokens=tokens,
                 settings=engine_settings(config),
                 observer=metrics if metrics is not None else NULL_OBSERVER,
+                audio=audio,
                 tools=tools,
             )
             try:
@@ -91,6 +96,7 @@ async def open_runtime(config: Config, metrics: BridgeMetrics | None = None) -> 
             finally:
                 engine.close()
     finally:
+        await audio.aclose()
         await models.aclose()
         await store.close()
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class LengthUnit(StrEnum):
@@ -104,6 +104,14 @@ class ReplyChannel(Protocol):
     async def typing(self) -> None:
         """Show that the bot is working (a no-op where the platform has no such signal)."""
         ...
+
+
+@runtime_checkable
+class VoiceChannel(Protocol):
+    """A reply channel that can also send an answer as speech (``audio.speak``); platforms without
+    a way to do so leave it out, and their answers stay text."""
+
+    async def send_voice(self, audio: bytes, mime_type: str) -> None: ...
 
 
 Reopen = Callable[[str], ReplyChannel]

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from bots.audio import AudioClient
+from bots.audio_settings import Speak
 from bots.errors import (
     ContextTooLong,
     ModelError,
@@ -37,12 +39,15 @@ from bots.errors import (
 from bots.model import ChatMessage, ChatModel, ModelCard, ModelCatalog, ModelReply, TextSink
 from core import texts
 from core.access import AccessPolicy
+from core.albums import Albums
 from core.arrivals import Arrivals, Ticket, TurnLine
 from core.calendar import BudgetCalendar
 from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.choices import Choices, TurnChoice
 from core.commands import CommandContext, Commands, CommandSpec, command_list
-from core.events import IncomingMessage
+from core.events import Attachment, IncomingMessage, Refetch
+from core.media import Media
+from core.media_settings import MediaSettings
 from core.observe import NULL_OBSERVER, MessageRecord, Observer
 from core.render import StreamRenderer, send_text, typing_indicator
 from core.sessions import session_key, spoken_by
@@ -136,6 +141,9 @@ class EngineSettings:
     extra_admins: tuple[str, ...] = ()
     log_content: bool = False
     """Put the message and reply texts into the per-message log line (``log.content``)."""
+    media: MediaSettings = dataclasses.field(default_factory=MediaSettings)
+    speak: Speak = Speak.NEVER
+    """``audio.speak``: when answers are also sent as speech."""
 
 
 @dataclass(slots=True)
@@ -166,6 +174,7 @@ class Engine:
         settings: EngineSettings,
         clock: Callable[[], float] = time.time,
         observer: Observer = NULL_OBSERVER,
+        audio: AudioClient | None = None,
         tools: ToolBox | None = None,
     ) -> None:
         self._store = store
@@ -176,6 +185,8 @@ class Engine:
         self._clock = clock
         self._access = AccessPolicy(settings.access, settings.extra_admins)
         self._choices = Choices(models, settings.bot, settings.personas, tokens)
+        self._albums = Albums()
+        self._media = Media(settings.media, tokens, models, audio, settings.speak)
         self.totals = RunningTotals()
         self._calendar = BudgetCalendar(settings.limits.zone)
         self._commands = Commands(
@@ -240,10 +251,13 @@ class Engine:
             self._report(message, handled, time.monotonic() - started)
         return handled.outcome
 
-    def attach(self, platform: str, reopen: Reopen) -> None:
-        """A platform is connected: answers for its queued messages can go out again. The first one
-        starts the sweep that answers what a dead process or a failed turn left queued."""
+    def attach(self, platform: str, reopen: Reopen, refetch: Refetch | None = None) -> None:
+        """A platform is connected: answers for its queued messages can go out again, and ``refetch``
+        downloads their files by source. The first one starts the sweep that answers what a dead
+        process or a failed turn left queued."""
         self._reopeners[platform] = reopen
+        if refetch is not None:
+            self._media.can_refetch(platform, refetch)
         if self._recovery is None and not self._closing:
             self._recovery = asyncio.create_task(self._recover_forever())
 
@@ -295,13 +309,18 @@ class Engine:
         for why the pure checks 2 and 4 come first)."""
         if message.from_bot:  # 2. ignore bots, the bridge itself included
             return _Handled(Outcome.IGNORED_BOT)
+        album = await self._albums.gathered(message, receipt)  # an album's parts: one question
+        if album is None:
+            return _Handled(Outcome.JOINED)
+        message = album
         addressed = address(message, self._settings.bot)  # 4. trigger
         if addressed is None:
             return _Handled(Outcome.NOT_ADDRESSED)
         key = session_key(message, self._settings.session.scope)  # 8. which session it belongs to
         ticket = self._arrivals.ticket(key)
         try:
-            refusal = self._refusal(addressed.text) if addressed.command is None else None
+            files = _files(message)
+            refusal = self._refusal(addressed.text, files) if addressed.command is None else None
             if addressed.command is None and refusal is None:
                 # 1, 3, 6, 7: dedupe, access, rate limit and the durable queue are one store step;
                 # then 8, 10-12: the session's lease, window, model call, delivery and commit.
@@ -366,8 +385,12 @@ class Engine:
         elif await self._store.mark_once(f"denied-notice:{message.user_id}", DENIED_NOTICE_TTL_S):
             await send_text(channel, texts.DENIED)
 
-    def _refusal(self, text: str) -> str | None:
-        if not text:
+    def _refusal(self, text: str, files: tuple[Attachment, ...]) -> str | None:
+        if files:
+            refused = self._media.refusal(files)
+            if refused is not None:
+                return refused
+        elif not text:
             return texts.EMPTY_PROMPT
         limit = self._settings.bot.max_input_chars
         if len(text) > limit:
@@ -400,6 +423,7 @@ class Engine:
             spoken_by(message, addressed.text) if shared else addressed.text,
             message.received_at,
             channel.route,
+            tuple(file.record() for file in _files(message)),
         )
         now = self._clock()
         budget = BudgetCheck(
@@ -425,6 +449,7 @@ class Engine:
         receipt.settle(True)
         match verdict:
             case Verdict.QUEUED:
+                self._media.remember(item.message_key, _files(message))
                 return await self._drain(key, _Asker(message.dedupe_key, channel))
             case Verdict.DUPLICATE:
                 return _Handled(Outcome.DUPLICATE)
@@ -630,10 +655,16 @@ class Engine:
         if chosen.instructions:
             instructions = f"{texts.INSTRUCTIONS_HEADER}\n{chosen.instructions}"
             preamble.append(SystemPart(instructions, self._tokens.count(instructions)))
-        text = "\n".join(item.text for item in claim.queued)
-        user_turn = Turn("user", text, self._tokens.count(text), now)
+        # The media step (core.media): files downloaded and read; a message whose file cannot be used is
+        # answered with its notice and left out of the turn, and the session stays as it was.
+        media = await self._media.read(claim.queued, card)
+        for refusal in media.refusals:
+            await self._delivered(key, send_text(channel, refusal))
+        if media.empty:
+            return TurnResult((), answered, None, ttl_s), _Handled(Outcome.REFUSED, key)
+        user_turn = Turn("user", media.text, self._tokens.count(media.text), now, media.images)
         budget = self._budget(card.prompt_budget(self._settings.context.max_tokens))
-        window = build_window(preamble, history, user_turn, budget)
+        window = build_window(preamble, history, user_turn, budget, keep_images_turns=self._media.keep_images_turns)
         if window is None:
             await self._delivered(key, send_text(channel, texts.MESSAGE_OVER_CONTEXT))
             return TurnResult((), answered, None, ttl_s), _Handled(Outcome.REFUSED, key)
@@ -683,12 +714,15 @@ class Engine:
             )
             return TurnResult((), answered, None, ttl_s), failed
         shown = reply.text if reply.finish_reason != "length" else f"{reply.text}\n\n{texts.CUT_AT_LENGTH}"
+        shown = "\n\n".join([shown, *media.footnotes])
         if not await self._delivered(key, renderer.finish(f"{note}{shown}")):
             # Paid for and complete: stored like any answer, and shown once the platform is back.
             self._undelivered.keep(key, _Undelivered(newest.platform, newest.route, shown))
+        else:
+            await self._media.speak(channel, reply.text, spoken=media.spoken)
 
         tokens = self._tokens.count(reply.text) + steps_tokens(steps, self._tokens.count)
-        assistant_turn = Turn("assistant", reply.text, tokens, self._clock(), steps)
+        assistant_turn = Turn("assistant", reply.text, tokens, self._clock(), steps=steps)
         prompt, completion = self._usage_figures(reply, window, assistant_turn)
         usage = UsageDelta(day, newest.user_id, newest.chat_id, answered, prompt, completion, model=choice.model)
         answered_turn = _Handled(
@@ -744,7 +778,10 @@ class Engine:
             except ContextTooLong:
                 if window.history_turns == 0:
                     raise
-                smaller = build_window(preamble, history, user_turn, budget.tighter_than(window))
+                keep = self._media.keep_images_turns
+                smaller = build_window(
+                    preamble, history, user_turn, budget.tighter_than(window), keep_images_turns=keep
+                )
                 if smaller is None or smaller.history_turns >= window.history_turns:
                     smaller = build_window(preamble, [], user_turn, budget)
                 assert smaller is not None  # the window it was cut from held the same system parts and message
@@ -840,6 +877,12 @@ class Engine:
             )
         except Exception:  # noqa: BLE001 - metrics must never break message handling
             log.exception("the observer failed")
+
+
+def _files(message: IncomingMessage) -> tuple[Attachment, ...]:
+    """The files a prompt is about: its own, and those of the message it replies to (someone else's
+    photo under which the bot was asked). Only prompts that address the bot come this far."""
+    return message.attachments + message.replied_attachments
 
 
 _BUDGET_LIMITS = {

@@ -21,8 +21,19 @@ from bots.model import ChatMessage
 Role = Literal["user", "assistant"]
 
 
+class StoredImage(NamedTuple):
+    """A picture of a user turn as it was sent to the model (already scaled and re-encoded), so a
+    follow-up question can show it again; ``tokens`` is its estimated cost in a window."""
+
+    mime_type: str
+    data: bytes
+    tokens: int
+
+
 class Turn(NamedTuple):
-    """One stored message of a session; ``tokens`` is counted once, when the turn is created.
+    """One stored message of a session; ``tokens`` is counted once, when the turn is created, and
+    covers its text and tool ``steps`` but not its ``images`` (those count on their own, since a
+    window sends them only for ``media.keep_images_turns`` later turns).
 
     A named tuple rather than a frozen dataclass: every answered message reads a whole window of
     turns back from the store, and a tuple is built in well under half the time.
@@ -32,6 +43,7 @@ class Turn(NamedTuple):
     content: str
     tokens: int
     created_at: float
+    images: tuple[StoredImage, ...] = ()
     steps: tuple[ChatMessage, ...] = ()
     """Of an assistant turn that used tools: the tool calls and their results that came before
     ``content``, in request order (design section 2 step 10: they are part of the turn group, so
@@ -60,7 +72,8 @@ class SessionInfo:
 class QueuedMessage:
     """A prompt in its session's durable queue, with everything answering it needs in another process
     or after a restart: who asked, in which chat, and where the answer goes (``route``, the adapter's
-    own description of a reply channel, which only that adapter reads)."""
+    own description of a reply channel, which only that adapter reads). ``attachments`` are the
+    records (``Attachment.record``) of its files, which the adapter can fetch again by their source."""
 
     message_key: str
     platform: str
@@ -69,6 +82,7 @@ class QueuedMessage:
     text: str
     received_at: float
     route: str = ""
+    attachments: tuple[Mapping[str, str | int | bool | None], ...] = ()
 
 
 class Verdict(StrEnum):

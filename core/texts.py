@@ -193,8 +193,64 @@ MODEL_ARGS_HINT = "a model's name (empty: list them)"
 PERSONA_ARGS_HINT = "a persona's name (empty: list them)"
 INSTRUCTIONS_ARGS_HINT = "your instructions, or clear (empty: show them)"
 
-ONLY_TEXT_SUPPORTED = "I can only read text messages for now. Please write your question as text."
+ONLY_TEXT_SUPPORTED = "I cannot read this kind of message here. Please write your question as text."
 """The answer to a photo, sticker, voice message or file in a private chat."""
+
+# --- pictures, voice notes and files: what the user is told when one cannot be used -------------
+
+IMAGE_TOO_LARGE = "That picture is too large ({size}; the limit is {limit}). Please send a smaller one."
+FILE_TOO_LARGE = "That file is too large ({size}; the limit is {limit}). Please send a smaller one."
+TOO_MANY_IMAGES = "That is {count} pictures in one message; I take at most {limit}. Please send fewer at a time."
+UNSUPPORTED_FILE = (
+    "I cannot read {name}. I understand pictures, voice messages and audio files, "
+    "text files (txt, md, csv, json, source code...) and PDFs."
+)
+IMAGE_UNREADABLE = "I could not open that picture: the file seems to be damaged or not an image."
+DOCUMENT_UNREADABLE = "I could not read {name}: the file seems to be damaged or password-protected."
+PDF_NO_TEXT = "This PDF has no text I can read (a scan?). You can send its pages as pictures instead."
+DOWNLOAD_FAILED = "I could not download that file from the chat. Please send it again."
+DOWNLOAD_TIMEOUT = "Downloading that file took too long. Please send it again, or a smaller one."
+TRANSCRIPTION_FAILED = "I could not transcribe that voice message. Please try again, or write your question."
+AUDIO_UNSUPPORTED = (
+    "This bridge's model server cannot transcribe speech, so I cannot listen to voice messages or audio. "
+    "Please write your question instead."
+)
+SPEECH_FAILED = "(I could not read this answer aloud.)"
+DOCUMENT_CUT = "(Only the first {limit} tokens of {name} were read: the rest did not fit.)"
+"""Shown under the answer when a document was cut at ``media.max_document_tokens``."""
+DOCUMENT_CUT_FOR_MODEL = "[{name} was cut here: only its first {limit} tokens are shown.]"
+"""Put after the cut text, so the model knows it has not seen the whole document."""
+ATTACH_USAGE = "Usage: /attach PATH [question] (quote a PATH with spaces in it)."
+ATTACH_NO_FILE = "There is no file I can read at {path}."
+ATTACHMENT_ERRORS = {
+    "attachment_fetch_failed": DOWNLOAD_FAILED,
+    "attachment_fetch_timeout": DOWNLOAD_TIMEOUT,
+}
+"""The answer to each ``kind`` of ``core.events.AttachmentError`` but "too large", which says its limit."""
+
+
+def byte_size(count: int) -> str:
+    """A file size the way people read one: 850 kB, 12.5 MB."""
+    if count < 1_000_000:
+        return f"{max(count, 1) / 1000:.0f} kB"
+    return f"{count / 1_000_000:.1f}".removesuffix(".0") + " MB"
+
+
+def too_large(*, image: bool, size: int | None, limit: int) -> str:
+    """``size`` None: the platform gave no size and the download passed the limit."""
+    said = byte_size(size) if size is not None else f"over {byte_size(limit)}"
+    return (IMAGE_TOO_LARGE if image else FILE_TOO_LARGE).format(size=said, limit=byte_size(limit))
+
+
+def cannot_see(model: str, vision_models: Iterable[str]) -> str:
+    """The answer to a picture sent to a model without ``vision: true``, naming those with it."""
+    names = sorted(vision_models)
+    if not names:
+        return (
+            f"The model {model} cannot see pictures, and none of this bridge's models can. Please describe it in words."
+        )
+    return f"The model {model} cannot see pictures. These can: {', '.join(names)}; switch with /model NAME."
+
 
 SUPERSEDED_MESSAGE = "…"
 """What a message shows when a final text needs fewer messages than were already streamed: platform

@@ -26,6 +26,7 @@ from typing import Protocol, runtime_checkable
 
 from bots.errors import ContextTooLong, ModelError
 from bots.model import ChatMessage, ChatModel, ModelReply, TextSink, ToolCall, ToolSpec, Usage
+from bots.parts import text_of
 from bots.tools import ToolResult, argument_error_result, assistant_message, tool_message
 from core import texts
 from core.channel import ReplyChannel
@@ -177,7 +178,7 @@ def steps_tokens(steps: Sequence[ChatMessage], count: Callable[[str], int]) -> i
     """What the calls (their arguments) and results of a turn add to its stored token count."""
     total = 0
     for step in steps:
-        total += count(step["content"])
+        total += count(text_of(step["content"]))
         for call in step.get("tool_calls", ()):
             total += count(call["function"]["name"]) + count(call["function"]["arguments"])
     return total
@@ -205,11 +206,12 @@ def _rounds(steps: Sequence[ChatMessage]) -> int:
 
 def _usage(reply: ModelReply, sent: Sequence[ChatMessage], count: Callable[[str], int]) -> Usage:
     """The server's figures for one request, else an estimate: every round is paid for, so every
-    round counts against the budgets."""
+    round counts against the budgets. The estimate counts text only: pictures in the request are
+    left out of it (the server's figures, when sent, include them)."""
     if reply.usage is not None:
         return reply.usage
     asked = "".join(call.arguments_json for call in reply.tool_calls)
-    return Usage(sum(count(message["content"]) for message in sent), count(reply.text + asked))
+    return Usage(sum(count(text_of(message["content"])) for message in sent), count(reply.text + asked))
 
 
 def _with_usage(reply: ModelReply, prompt: int, completion: int) -> ModelReply:

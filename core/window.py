@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bots.model import ChatMessage
+from bots.parts import ContentPart, with_images
 from core.store import Turn
 
 
@@ -53,9 +54,18 @@ class Budget:
 
 
 def build_window(
-    preamble: Sequence[SystemPart], history: Sequence[Turn], user_turn: Turn, budget: Budget
+    preamble: Sequence[SystemPart],
+    history: Sequence[Turn],
+    user_turn: Turn,
+    budget: Budget,
+    *,
+    keep_images_turns: int = 0,
 ) -> Window | None:
     """The system parts + the newest whole user/assistant pairs that fit + the new user turn.
+
+    Pictures go with the new turn and with the user turns of the ``keep_images_turns`` newest pairs
+    (``media.keep_images_turns``), each counted at its stored token estimate, calibrated like text
+    (the server's usage figure covers both); older pictures stay stored but are no longer sent.
 
     A pair is a turn group: an assistant turn's tool calls and results (``Turn.steps``) are counted
     in its tokens and come and go with it.
@@ -67,8 +77,8 @@ def build_window(
     a message rather than sending the model a prompt without them.
     """
     overhead = budget.message_overhead
-    used = budget.cost(user_turn.tokens)
-    raw = user_turn.tokens + overhead
+    used = budget.cost(user_turn.tokens + image_tokens(user_turn))
+    raw = user_turn.tokens + overhead + image_tokens(user_turn)
     system = [part for part in preamble if part.content]
     for part in system:
         used += budget.cost(part.tokens)
@@ -80,24 +90,38 @@ def build_window(
     kept: list[Turn] = [user_turn]
     scale, pair_overhead = budget.scale, 2 * overhead  # looked up once, not per turn
     messages_left = budget.max_messages - 1
+    pairs_with_images = keep_images_turns
     index = len(history) - 1
     while index >= 1 and messages_left >= 2:
         assistant, user = history[index], history[index - 1]
         if assistant.role != "assistant" or user.role != "user":
             index -= 1
             continue
-        pair_cost = scale(user.tokens) + scale(assistant.tokens) + pair_overhead
+        pictures = image_tokens(user) if pairs_with_images > 0 else 0
+        pair_cost = scale(user.tokens + pictures) + scale(assistant.tokens) + pair_overhead
         if used + pair_cost > budget.max_tokens or 2 + len(assistant.steps) > messages_left:
             break
         used += pair_cost
-        raw += user.tokens + assistant.tokens + pair_overhead
+        raw += user.tokens + assistant.tokens + pair_overhead + pictures
+        pairs_with_images -= 1
         kept += (assistant, user)
         index -= 2
         messages_left -= 2 + len(assistant.steps)
     kept.reverse()
     messages = [ChatMessage(role="system", content=part.content) for part in system]
-    for turn in kept:
+    shown_from = len(kept) - 1 - 2 * keep_images_turns  # the oldest user turn whose pictures are sent
+    for index, turn in enumerate(kept):
         if turn.steps:  # an answer's tool calls and results go before it, as they were sent
             messages += turn.steps
-        messages.append({"role": turn.role, "content": turn.content})
+        messages.append({"role": turn.role, "content": content_of(turn) if index >= shown_from else turn.content})
     return Window(messages=messages, tokens=used, raw_tokens=raw, history_turns=len(kept) - 1)
+
+
+def image_tokens(turn: Turn) -> int:
+    """What a turn's pictures add to a window (the estimates stored with them, ``bots.images``)."""
+    return sum(image.tokens for image in turn.images) if turn.images else 0
+
+
+def content_of(turn: Turn) -> str | list[ContentPart]:
+    """A turn as the model gets it: its text alone, or its text and pictures as parts."""
+    return with_images(turn.content, turn.images) if turn.images else turn.content

@@ -17,11 +17,14 @@ from collections.abc import Awaitable
 from itertools import count
 from typing import TYPE_CHECKING, TextIO
 
+from adapters.console import files
 from adapters.console.plain import LineReader, PlainChannel
 from adapters.console.settings import ConsoleSettings
 from adapters.kit import MessageHandler
+from core import texts
 from core.channel import ReplyChannel
-from core.events import ChatKind, IncomingMessage
+from core.events import Attachment, ChatKind, IncomingMessage
+from core.render import send_text
 
 if TYPE_CHECKING:
     from adapters.console.terminal import TerminalPrompt
@@ -72,7 +75,7 @@ class ConsoleAdapter:
         return "terminal input and output"
 
     async def _answer_lines(self, handler: MessageHandler) -> None:
-        handler.attach("console", lambda route: PlainChannel(self._stdout))
+        handler.attach("console", lambda route: PlainChannel(self._stdout), files.fetch)
         lines = LineReader(self._stdin)
         while (line := await self._unless_stopped(lines.next())) is not None:
             if line.strip():
@@ -89,7 +92,7 @@ class ConsoleAdapter:
         console = Console(file=self._stdout)
         prompt = TerminalPrompt(self._settings.history_path, console)
         status = StatusLine()
-        handler.attach("console", lambda route: TerminalChannel(console))
+        handler.attach("console", lambda route: TerminalChannel(console), files.fetch)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, lambda: self._interrupt(prompt))
         logging.getLogger().addHandler(status)
@@ -137,6 +140,18 @@ class ConsoleAdapter:
 
     async def _ask(self, handler: MessageHandler, text: str, channel: ReplyChannel) -> bool:
         """Answer one question; False when Ctrl-C withdrew it (the engine then stores nothing)."""
+        attachments: tuple[Attachment, ...] = ()
+        request = files.attach_request(text)
+        if request is not None:
+            path, text = request
+            if not path:
+                await send_text(channel, texts.ATTACH_USAGE)
+                return True
+            try:
+                attachments = (files.local_attachment(path),)
+            except OSError:
+                await send_text(channel, texts.ATTACH_NO_FILE.format(path=path))
+                return True
         message = IncomingMessage(
             platform="console",
             message_id=f"{self._run_id}-{next(self._ids)}",
@@ -145,6 +160,7 @@ class ConsoleAdapter:
             text=text,
             chat_kind=ChatKind.PRIVATE,
             user_name="you",
+            attachments=attachments,
         )
         self._answer = answer = asyncio.ensure_future(handler.handle(message, channel))
         try:

@@ -26,7 +26,10 @@ from rich.text import Text
 from core import texts
 from core.channel import PlatformLimits
 
-WELCOME = "chatbridge · /help lists commands · Alt-Enter: new line · Ctrl-C: stop the answer · Ctrl-D: quit"
+WELCOME = (
+    "chatbridge · /help lists commands · /attach PATH [question] sends a file · Alt-Enter: new line"
+    " · Ctrl-C: stop the answer · Ctrl-D: quit"
+)
 QUIT_HINT = "(press Ctrl-C again or Ctrl-D to quit)"
 STOPPED = "(stopped; this exchange is not remembered)"
 CODE_THEME = "monokai"

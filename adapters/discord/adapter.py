@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import re
@@ -36,8 +37,11 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.format import to_discord
+from adapters.discord.media import DiscordFiles
 from adapters.discord.settings import DiscordSettings
+from adapters.downloads import Downloader
 from adapters.kit import (
+    SPOKEN_FILE_NAME,
     MessageHandler,
     UpdatesInFlight,
     menu,
@@ -218,8 +222,11 @@ def _replies_to(message: discord.Message, me: discord.ClientUser) -> bool:
     return isinstance(resolved, discord.Message) and resolved.author.id == me.id
 
 
-def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: bool) -> IncomingMessage | None:
+def translate(
+    message: discord.Message, me: discord.ClientUser, files: DiscordFiles, *, auto_thread: bool
+) -> IncomingMessage | None:
     """The engine's view of a gateway message; ``None`` for system messages (joins, pins, boosts).
+    Its files, and those of the message it replies to, are attachments (``adapters.discord.media``).
 
     ``mentioned`` is a mention of the bot user or of its managed role, never ``@everyone``
     (``mentioned_in`` would count that). A message that will open an auto-thread already carries the
@@ -232,6 +239,8 @@ def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: 
     thread_id = str(message.id) if _opens_thread(message, auto_thread) else place.thread_id
     role = message.guild.self_role if message.guild is not None else None
     mention_texts = (f"<@{me.id}>", f"<@!{me.id}>") + ((f"<@&{role.id}>",) if role is not None else ())
+    reference = message.reference
+    original = reference.resolved if reference is not None else None
     return IncomingMessage(
         platform=PLATFORM,
         message_id=str(message.id),
@@ -245,6 +254,8 @@ def translate(message: discord.Message, me: discord.ClientUser, *, auto_thread: 
         mention_texts=mention_texts,
         reply_to_bot=_replies_to(message, me),
         thread_id=thread_id,
+        attachments=files.attachments(message),
+        replied_attachments=files.attachments(original) if isinstance(original, discord.Message) else (),
     )
 
 
@@ -303,6 +314,11 @@ class _ChannelReplies(ABC):
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, discord.Message)
         await platform_call(handle.edit(content=to_discord(text)), _trouble)
+
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """The spoken answer as an audio file where the text answer went (the app plays it inline)."""
+        target = await self._destination()
+        await platform_call(target.send(file=discord.File(io.BytesIO(audio), filename=SPOKEN_FILE_NAME)), _trouble)
 
     async def typing(self) -> None:
         target = await self._destination()
@@ -442,6 +458,9 @@ class DiscordAdapter:
         self._stopping = asyncio.Event()
         self._updates = UpdatesInFlight()
         self._client: discord.Client | None = None
+        self._downloader = Downloader()
+        self.files = DiscordFiles(self._downloader)
+        """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
         self._questions = OpenQuestions()
 
     @property
@@ -465,6 +484,7 @@ class DiscordAdapter:
                 await self._serve(client)
             finally:
                 await client.close()
+                await self._downloader.close()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -522,7 +542,7 @@ class DiscordAdapter:
             await self._on_message(client, handler, message)
 
         async def on_ready() -> None:
-            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route, self._questions))
+            handler.attach(PLATFORM, lambda route: ReopenedReplies(client, route, self._questions), self.files.fetch)
 
         async def on_interaction(interaction: discord.Interaction) -> None:
             await self._on_interaction(interaction)
@@ -555,7 +575,7 @@ class DiscordAdapter:
         if self._stopping.is_set():
             return
         assert client.user is not None  # set by login, before the gateway delivers anything
-        incoming = translate(message, client.user, auto_thread=self._settings.auto_thread)
+        incoming = translate(message, client.user, self.files, auto_thread=self._settings.auto_thread)
         if incoming is None:
             return
         replies = MessageReplies(

@@ -47,7 +47,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.downloads import Downloader
 from adapters.kit import (
+    SPOKEN_FILE_NAME,
     MessageHandler,
     Routes,
     UpdatesInFlight,
@@ -59,6 +61,7 @@ from adapters.kit import (
 )
 from adapters.questions import PREFIX, OpenQuestions, button_data, read_button
 from adapters.slack.format import to_mrkdwn
+from adapters.slack.media import SlackFiles
 from adapters.slack.settings import SlackSettings
 from core import texts
 from core.channel import (
@@ -90,6 +93,8 @@ PLACEHOLDER = f"_{texts.REPLY_PLACEHOLDER}_"
 indicator in the Web API)."""
 
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "channels:history", "im:history")
+MEDIA_SCOPE = "files:read"
+"""Without it files cannot be downloaded; start-up warns instead of refusing, since text still works."""
 FOLLOWED_THREADS = 10_000
 ACK_BUDGET_S = 2.0
 """How long an event's acknowledgement waits for the store; Slack retries what is not acked in 3 s."""
@@ -116,9 +121,10 @@ class BotIdentity:
 
 
 def translate_event(
-    event: Mapping[str, Any], bot: BotIdentity, *, mention_event: bool, in_followed_thread: bool
+    event: Mapping[str, Any], bot: BotIdentity, files: SlackFiles, *, mention_event: bool, in_followed_thread: bool
 ) -> IncomingMessage | None:
     """A ``message`` or ``app_mention`` event as the engine's message, or None when it is not one.
+    Shared files (subtype ``file_share``) are its attachments (``adapters.slack.media``).
 
     In a channel the reply goes to the message's thread (a new one under a top-level message), so
     ``thread_id`` is never empty there; in a DM the bot answers in place and only a DM thread has one.
@@ -143,6 +149,7 @@ def translate_event(
         mention_texts=mentions,
         reply_to_bot=in_followed_thread and not private,
         thread_id=thread_ts if private else (thread_ts or ts),
+        attachments=files.attachments(event),
     )
 
 
@@ -235,6 +242,13 @@ class ThreadChannel:
         await platform_call(
             self._client.chat_update(channel=self._channel, ts=str(handle), text=to_mrkdwn(text)), _trouble
         )
+
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """The spoken answer as an audio file in the answer's thread (needs the ``files:write`` scope)."""
+        upload = self._client.files_upload_v2(
+            channel=self._channel, thread_ts=self._thread_ts, file=audio, filename=SPOKEN_FILE_NAME
+        )
+        await platform_call(upload, _trouble)
 
     async def confirm(self, question: str, asker: str, timeout_s: float) -> bool:
         """Block Kit buttons under the question, in the thread; presses come back as block_actions
@@ -377,6 +391,11 @@ class SlackAdapter:
             request_verification_enabled=http,
             process_before_response=True,
         )
+        self._downloader = Downloader()
+        self.files = SlackFiles(
+            self._downloader, settings.bot_token.get_secret_value(), _api_url(settings.api_base_url)
+        )
+        """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
         self._register_listeners()
         if http:
             routes.add_route("POST", EVENTS_PATH, self._serve_http)
@@ -414,7 +433,7 @@ class SlackAdapter:
             if self._settings.mode == "socket":
                 self._socket = await self._open_socket()
             log.info("receiving events as @%s in %s (%s mode)", bot.name, bot.team, self._settings.mode)
-            handler.attach(PLATFORM, self._reopen)
+            handler.attach(PLATFORM, self._reopen, self.files.fetch)
             await self._stopped.wait()
         finally:
             try:
@@ -425,6 +444,7 @@ class SlackAdapter:
                 await self._updates.wait()
             finally:
                 await session.close()
+                await self._downloader.close()
 
     async def stop(self) -> None:
         self._stopped.set()
@@ -442,10 +462,15 @@ class SlackAdapter:
         response = await self._startup_call("auth.test", "bot_token", self._client.auth_test())
         granted = response.headers.get("x-oauth-scopes")
         if granted is not None:
-            missing = sorted(set(REQUIRED_SCOPES) - {scope.strip() for scope in granted.split(",")})
+            scopes = {scope.strip() for scope in granted.split(",")}
+            missing = sorted(set(REQUIRED_SCOPES) - scopes)
             if missing:
                 raise startup_error(
                     PLATFORM, f"the bot token lacks the scope(s) {', '.join(missing)}; add them and reinstall the app"
+                )
+            if MEDIA_SCOPE not in scopes:
+                log.warning(
+                    "the bot token lacks %s, so files people share cannot be read; add it and reinstall", MEDIA_SCOPE
                 )
         return BotIdentity(
             user_id=str(response["user_id"]),
@@ -539,7 +564,9 @@ class SlackAdapter:
         followed = bool(
             self._settings.thread_follow and thread_ts and (event.get("channel"), thread_ts) in self._threads
         )
-        message = translate_event(event, self._bot, mention_event=mention_event, in_followed_thread=followed)
+        message = translate_event(
+            event, self._bot, self.files, mention_event=mention_event, in_followed_thread=followed
+        )
         if message is None:
             return
         channel = ThreadChannel(

@@ -13,8 +13,12 @@ What reaches the engine, and why:
   command addressed to another bot (``/reset@OtherBot``) is dropped without reaching the engine.
   ``/start``, which every Telegram client sends when a person opens the bot, means ``/help``.
 - In a forum topic the topic is the thread (``thread_id``), and replies go back into it.
-- A non-text message (photo, sticker, voice, ...) is ignored in groups; in a private chat the sender
-  gets a short note, once per album, that only text is understood for now.
+- Photos, voice notes, audio files and documents travel as attachments (``adapters.telegram.media``)
+  with the caption as the text, and so do those of the message replied to. A photo without a caption
+  in a private chat is a message too. An album arrives as one message per item, sharing a
+  ``media_group`` (only one of them has the caption), which the engine joins into one question.
+- Anything else without text (a sticker, a location, a poll...) is ignored in groups; in a private
+  chat the sender gets a short note, once per album, that it is not understood.
 
 Updates are processed concurrently, one task each, so a slow model call in one chat never delays
 another chat; ordering within a session is the engine's job. Replies are HTML (see
@@ -51,6 +55,7 @@ from telegram import (
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 
+from adapters.downloads import Downloader
 from adapters.kit import (
     AdapterStartupError,
     MessageHandler,
@@ -65,6 +70,7 @@ from adapters.kit import (
 )
 from adapters.questions import OpenQuestions, button_data, read_button
 from adapters.telegram.format import markdown_to_html
+from adapters.telegram.media import TelegramFiles, file_base_url
 from adapters.telegram.polling import Poller, retry_after_s
 from adapters.telegram.request import AiohttpRequest
 from adapters.telegram.settings import TelegramSettings
@@ -178,6 +184,12 @@ class TelegramChannel:
         self._reply_to = None
         return sent.message_id
 
+    async def send_voice(self, audio: bytes, mime_type: str) -> None:
+        """A voice note (Telegram plays OGG with Opus inside as one), under the text answer."""
+        await platform_call(
+            self._bot.send_voice(self._chat_id, voice=audio, message_thread_id=self._thread_id), _trouble
+        )
+
     async def edit(self, handle: object, text: str) -> None:
         assert isinstance(handle, int)
         try:
@@ -263,17 +275,21 @@ def _trouble(error: Exception) -> PlatformTrouble | None:
 # --- updates in -----------------------------------------------------------------------------------
 
 
-def translate(message: Message, me: User) -> IncomingMessage | None:
-    """The core event for a text message, or None for what the engine should never see: non-text
-    messages, chats that are not private chats or groups, commands addressed to another bot."""
+def translate(message: Message, me: User, files: TelegramFiles) -> IncomingMessage | None:
+    """The core event for a message with text or files, or None for what the engine should never
+    see: messages with neither, chats that are not private chats or groups, commands addressed to
+    another bot."""
     kind = _CHAT_KINDS.get(message.chat.type)
     sender = message.from_user
-    if kind is None or sender is None or message.text is None:
+    attachments = files.attachments(message)
+    if kind is None or sender is None or (_body(message) is None and not attachments):
         return None
     text = _command_text(message, me)
     if text is None:
         return None
     mentions = _mentions(message, me)
+    original = message.reply_to_message
+    replied = files.attachments(original) if original is not None and original.forum_topic_created is None else ()
     return IncomingMessage(
         platform=PLATFORM,
         message_id=str(message.message_id),
@@ -287,15 +303,38 @@ def translate(message: Message, me: User) -> IncomingMessage | None:
         mention_texts=mentions,
         reply_to_bot=_replies_to(message, me),
         thread_id=None if (topic := _topic(message)) is None else str(topic),
+        attachments=attachments,
+        replied_attachments=replied,
+        media_group=message.media_group_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A message's text or a file's caption, with its entities and the way to read one."""
+
+    text: str
+    entities: tuple[MessageEntity, ...]
+    parse: Callable[[MessageEntity], str]
+
+
+def _body(message: Message) -> _Body | None:
+    if message.text is not None:
+        return _Body(message.text, message.entities, message.parse_entity)
+    if message.caption is not None:
+        return _Body(message.caption, message.caption_entities, message.parse_caption_entity)
+    return None
 
 
 def _command_text(message: Message, me: User) -> str | None:
     """The text with a leading command's ``@BotUsername`` removed; None for another bot's command."""
-    text = message.text or ""
-    for entity in message.entities:
+    body = _body(message)
+    if body is None:
+        return ""
+    text = body.text
+    for entity in body.entities:
         if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
-            command = message.parse_entity(entity)
+            command = body.parse(entity)
             name, _, target = command.partition("@")
             if target and target.lower() != (me.username or "").lower():
                 return None
@@ -306,11 +345,14 @@ def _command_text(message: Message, me: User) -> str | None:
 
 def _mentions(message: Message, me: User) -> tuple[str, ...]:
     """The literal texts of the entities that mention this bot, for the engine to strip."""
+    body = _body(message)
+    if body is None:
+        return ()
     handle = f"@{me.username}".lower()
     found = [
-        message.parse_entity(entity)
-        for entity in message.entities
-        if (entity.type == MessageEntity.MENTION and message.parse_entity(entity).lower() == handle)
+        body.parse(entity)
+        for entity in body.entities
+        if (entity.type == MessageEntity.MENTION and body.parse(entity).lower() == handle)
         or (entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == me.id)
     ]
     return tuple(dict.fromkeys(found))
@@ -359,6 +401,7 @@ class TelegramAdapter:
         self._bot = Bot(
             self._token,
             base_url=settings.base_url or DEFAULT_BASE_URL,
+            base_file_url=file_base_url(settings.base_url),
             request=AiohttpRequest(on_unauthorized=self._token_refused),
             get_updates_request=AiohttpRequest(on_unauthorized=self._token_refused),
         )
@@ -371,6 +414,9 @@ class TelegramAdapter:
         self._stopped = asyncio.Event()
         self._updates = UpdatesInFlight()
         self._noted_albums: deque[str] = deque(maxlen=_NOTED_ALBUMS)
+        self._downloader = Downloader()
+        self.files = TelegramFiles(self._bot, self._downloader)
+        """Makes attachments and their fetches; ``files.fetch(source)`` fetches a queued one again."""
         self._questions = OpenQuestions()
         if settings.mode == "webhook":
             routes.add_route("POST", WEBHOOK_PATH, self._on_webhook)
@@ -426,7 +472,7 @@ class TelegramAdapter:
         else:
             await self._start_polling()
         self._listening = True
-        handler.attach(PLATFORM, self._reopen)
+        handler.attach(PLATFORM, self._reopen, self.files.fetch)
         log.info("connected as @%s (%s)", self._bot.username, self._settings.mode)
 
     async def _start_polling(self) -> None:
@@ -468,6 +514,7 @@ class TelegramAdapter:
             if self._poller is not None:
                 await self._poller.confirm()
             await self._bot.shutdown()
+            await self._downloader.close()
 
     # --- updates --------------------------------------------------------------------------------
 
@@ -504,7 +551,7 @@ class TelegramAdapter:
             return
         channel = self._channel(message)
         try:
-            incoming = translate(message, self._bot.bot)
+            incoming = translate(message, self._bot.bot, self.files)
             if incoming is not None:
                 await self._handler.handle(incoming, channel, receipt)
             else:

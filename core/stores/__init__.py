@@ -97,10 +97,13 @@ class PruneTimer:
 
 def queued_to_json(item: QueuedMessage) -> str:
     """The stored form of a queued message in the backends that keep it as text."""
-    return json.dumps(
-        [item.message_key, item.platform, item.chat_id, item.user_id, item.text, item.received_at, item.route]
-    )
+    fields = [item.message_key, item.platform, item.chat_id, item.user_id, item.text, item.received_at, item.route]
+    if item.attachments:
+        fields.append([dict(record) for record in item.attachments])
+    return json.dumps(fields)
 
 
 def queued_from_json(raw: str) -> QueuedMessage:
-    return QueuedMessage(*json.loads(raw))
+    key, platform, chat_id, user_id, text, received_at, route, *rest = json.loads(raw)
+    records = tuple(rest[0]) if rest else ()
+    return QueuedMessage(key, platform, chat_id, user_id, text, received_at, route, records)

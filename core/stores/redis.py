@@ -57,6 +57,7 @@ transparently (``NOSCRIPT``) after a Redis restart.
 from __future__ import annotations
 
 import asyncio
+import base64
 import calendar
 import hashlib
 import json
@@ -86,6 +87,7 @@ from core.store import (
     SessionInfo,
     SessionState,
     StaleLease,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -349,10 +351,13 @@ def _ms(seconds: float) -> int:
 
 
 def _turn_to_json(turn: Turn) -> str:
-    """A list, ``steps`` as a fifth entry only when there are any (turns stored before tools had four)."""
+    """A list: ``steps`` as a fifth entry and the pictures (base64, in the same list entry so they
+    expire with the session) as a sixth, each only when needed (turns stored before tools had four)."""
     fields: list[object] = [turn.role, turn.content, turn.tokens, turn.created_at]
-    if turn.steps:
+    if turn.steps or turn.images:
         fields.append(turn.steps)
+    if turn.images:
+        fields.append([[i.mime_type, base64.b64encode(i.data).decode("ascii"), i.tokens] for i in turn.images])
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -362,8 +367,16 @@ def _turns_from_json(joined: str) -> list[Turn]:
     return [_turn(*fields) for fields in json.loads(f"[{joined}]")]
 
 
-def _turn(role: Role, content: str, tokens: int, created_at: float, steps: Sequence[ChatMessage] = ()) -> Turn:
-    return Turn(role, content, tokens, created_at, tuple(steps))
+def _turn(
+    role: Role,
+    content: str,
+    tokens: int,
+    created_at: float,
+    steps: Sequence[ChatMessage] = (),
+    images: Sequence[list[Any]] = (),
+) -> Turn:
+    pictures = tuple(StoredImage(mime, base64.b64decode(data), cost) for mime, data, cost in images)
+    return Turn(role, content, tokens, created_at, images=pictures, steps=tuple(steps))
 
 
 def _budget_args(check: BudgetCheck) -> list[Any]:

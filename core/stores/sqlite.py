@@ -53,6 +53,7 @@ from core.store import (
     Role,
     SessionInfo,
     SessionState,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -105,6 +106,15 @@ CREATE TABLE IF NOT EXISTS turns (
     steps       TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_session ON turns (session_key, seq);
+CREATE TABLE IF NOT EXISTS turn_images (
+    session_key TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    mime_type   TEXT NOT NULL,
+    data        BLOB NOT NULL,
+    tokens      INTEGER NOT NULL,
+    PRIMARY KEY (session_key, seq, idx)
+);
 CREATE TABLE IF NOT EXISTS queue (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     session_key TEXT NOT NULL,
@@ -220,6 +230,7 @@ _PRUNE = (
     "DELETE FROM seen WHERE expires_at <= :now",
     "DELETE FROM rate_windows WHERE expires_at <= :now",
     "DELETE FROM turns WHERE session_key IN (SELECT key FROM sessions WHERE expires_at <= :now)",
+    "DELETE FROM turn_images WHERE session_key IN (SELECT key FROM sessions WHERE expires_at <= :now)",
     "DELETE FROM sessions WHERE expires_at <= :now",
 )
 
@@ -688,15 +699,35 @@ def _load_session(db: sqlite3.Connection, session_key: str, max_turns: int) -> S
     if head is None:
         return None
     rows = db.execute(
-        "SELECT role, content, tokens, created_at, steps FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
+        "SELECT seq, role, content, tokens, created_at, steps FROM turns WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
         (session_key, max(max_turns, 0)),
     ).fetchall()
+    images = _images(db, session_key, rows[-1][0]) if rows else {}
     turns = [
-        Turn(cast(Role, role), content, tokens, created_at, tuple(json.loads(steps)) if steps else ())
-        for role, content, tokens, created_at, steps in rows
+        Turn(
+            cast(Role, role),
+            content,
+            tokens,
+            created_at,
+            images=images.get(seq, ()),
+            steps=tuple(json.loads(steps)) if steps else (),
+        )
+        for seq, role, content, tokens, created_at, steps in rows
     ]
     turns.reverse()
     return SessionState(session_key, turns, head[0])
+
+
+def _images(db: sqlite3.Connection, session_key: str, from_seq: int) -> dict[int, tuple[StoredImage, ...]]:
+    """The pictures of a session's turns from ``from_seq`` on, by turn."""
+    rows = db.execute(
+        "SELECT seq, mime_type, data, tokens FROM turn_images WHERE session_key = ? AND seq >= ? ORDER BY seq, idx",
+        (session_key, from_seq),
+    ).fetchall()
+    found: dict[int, list[StoredImage]] = {}
+    for seq, mime_type, data, tokens in rows:
+        found.setdefault(seq, []).append(StoredImage(mime_type, bytes(data), tokens))
+    return {seq: tuple(images) for seq, images in found.items()}
 
 
 def _queued_and_session(
@@ -742,6 +773,14 @@ def _append_turns(db: sqlite3.Connection, session_key: str, turns: Sequence[Turn
             for i, turn in enumerate(turns)
         ],
     )
+    db.executemany(
+        "INSERT INTO turn_images (session_key, seq, idx, mime_type, data, tokens) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (session_key, first_seq + i, idx, image.mime_type, image.data, image.tokens)
+            for i, turn in enumerate(turns)
+            for idx, image in enumerate(turn.images)
+        ],
+    )
     db.execute(_TOUCH_SESSION, (session_key, turns[-1].created_at, expires_at, len(turns)))
 
 
@@ -760,4 +799,5 @@ def _add_usage(db: sqlite3.Connection, delta: UsageDelta) -> None:
 def _clear_session(db: sqlite3.Connection, session_key: str) -> bool:
     with _immediate(db):
         db.execute("DELETE FROM turns WHERE session_key = ?", (session_key,))
+        db.execute("DELETE FROM turn_images WHERE session_key = ?", (session_key,))
         return db.execute("DELETE FROM sessions WHERE key = ?", (session_key,)).rowcount > 0

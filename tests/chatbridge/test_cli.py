@@ -146,8 +146,9 @@ async def test_check_reports_each_part(tmp_path: Path, fake_model: FakeModel) ->
     assert lines[0].split() == ["config", "ok", "valid"]
     assert lines[1].split()[:2] == ["store", "ok"]
     assert lines[2].split()[:3] == ["model", "fake-model", "ok"]
-    assert lines[3].split()[:3] == ["adapter", "console", "ok"]
-    assert lines[4].split()[:2] == ["server", "ok"]
+    assert lines[3].split()[:2] == ["audio", "ok"]
+    assert lines[4].split()[:3] == ["adapter", "console", "ok"]
+    assert lines[5].split()[:2] == ["server", "ok"]
     assert "sk-cli-secret" not in out + err
 
 
@@ -185,9 +186,36 @@ async def test_check_fails_where_run_would_refuse_for_want_of_an_adapter(tmp_pat
         "config": "ok",
         "store": "ok",
         "model fake-model": "ok",
+        "audio": "ok",
         "adapters": "FAIL",
         "server": "ok",
     }
+
+
+async def test_check_warns_when_the_audio_server_cannot_transcribe(tmp_path: Path, fake_model: FakeModel) -> None:
+    fake_model.audio_endpoints = False
+    env = _env(fake_model, CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true", CHATBRIDGE_MODEL__NAME="fake-model")
+    code, out, err = await _run(["check"], tmp_path, env)
+    assert code == 0, out + err  # run starts without audio; voice messages get a short answer
+    assert _row(out, "audio") == (
+        "warn",
+        f"model.base_url {fake_model.base_url} has no /audio/transcriptions: voice messages get a short answer "
+        "instead of a transcript; set audio.base_url to a server that has them",
+    )
+
+
+async def test_check_names_audio_base_url_when_nothing_listens_there(tmp_path: Path, fake_model: FakeModel) -> None:
+    env = _env(
+        fake_model,
+        CHATBRIDGE_ADAPTERS__CONSOLE__ENABLED="true",
+        CHATBRIDGE_MODEL__NAME="fake-model",
+        CHATBRIDGE_AUDIO__BASE_URL=_refused_url("/v1"),
+    )
+    code, out, _ = await _run(["check"], tmp_path, env)
+    assert code == 0
+    status, detail = _row(out, "audio")
+    assert status == "warn" and detail.startswith("audio.base_url http://127.0.0.1:")
+    assert detail.endswith(f"{REFUSED}; voice messages cannot be answered")
 
 
 async def test_check_names_model_base_url_when_the_connection_is_refused(tmp_path: Path) -> None:
@@ -220,7 +248,7 @@ async def test_an_unlisted_model_is_a_warning_naming_what_the_server_lists(
         "warn",
         f"model.name gpt-4o-mini is not among the 12 models the server lists: {listed} and 2 more",
     )
-    assert [status for name, (status, _) in _rows(out).items() if name != "model gpt-4o-mini"] == ["ok"] * 4
+    assert [status for name, (status, _) in _rows(out).items() if name != "model gpt-4o-mini"] == ["ok"] * 5
 
 
 async def test_check_reaches_every_named_model_and_names_its_keys(tmp_path: Path, fake_model: FakeModel) -> None:

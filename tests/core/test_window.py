@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bots.model import ChatMessage
-from core.store import Turn
+from core.store import StoredImage, Turn
 from core.window import Budget, SystemPart, build_window
 
 SYS = [SystemPart("sys", 5)]
@@ -97,12 +97,33 @@ def test_every_system_part_is_kept_in_order_and_counts_in_the_budget() -> None:
     assert build_window(preamble, [], _turn("user", "new", 36), _budget(max_tokens=50)) is None
 
 
+def test_pictures_go_with_the_newest_turns_and_count_in_the_budget() -> None:
+    picture = StoredImage("image/png", b"\x89PNG", 100)
+    history = [
+        Turn("user", "first photo", 5, 1.0, (picture,)),
+        _turn("assistant", "a cat", 5),
+        Turn("user", "second photo", 5, 3.0, (picture,)),
+        _turn("assistant", "a dog", 5),
+    ]
+    new = Turn("user", "third photo", 5, 5.0, (picture,))
+    window = build_window([], history, new, _budget(), keep_images_turns=1)
+    assert window is not None
+    kinds = [
+        m["content"] if isinstance(m["content"], str) else [p["type"] for p in m["content"]] for m in window.messages
+    ]
+    assert kinds == ["first photo", "a cat", ["text", "image_url"], "a dog", ["text", "image_url"]]
+    assert window.tokens == 5 * 5 + 2 * 100
+    # The second photo's pair no longer fits with its picture; the pair before it is not reached.
+    tight = build_window([], history, new, _budget(max_tokens=5 + 100 + 5 + 5 + 50), keep_images_turns=1)
+    assert tight is not None and tight.history_turns == 0
+
+
 def test_an_answers_tool_steps_come_before_it_and_count_as_messages() -> None:
     steps = (
         ChatMessage(role="assistant", content="", tool_calls=[]),
         ChatMessage(role="tool", content="found", tool_call_id="c1"),
     )
-    history = [*_history(1), _turn("user", "q1", 10), Turn("assistant", "a1", 10, 0.0, steps)]
+    history = [*_history(1), _turn("user", "q1", 10), Turn("assistant", "a1", 10, 0.0, steps=steps)]
 
     roomy = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=6))
     assert roomy is not None
@@ -112,3 +133,28 @@ def test_an_answers_tool_steps_come_before_it_and_count_as_messages() -> None:
     tight = build_window(SYS, history, _turn("user", "new", 5), _budget(max_messages=4))
     assert tight is not None
     assert [m["content"] for m in tight.messages] == ["sys", "new"], "the group is four messages: it goes whole"
+
+
+def test_a_pictured_question_and_its_answers_tool_steps_go_together() -> None:
+    picture = StoredImage("image/png", b"\x89PNG", 100)
+    steps = (
+        ChatMessage(role="assistant", content="", tool_calls=[]),
+        ChatMessage(role="tool", content="found", tool_call_id="c1"),
+    )
+    history = [Turn("user", "photo", 5, 1.0, images=(picture,)), Turn("assistant", "a1", 10, 2.0, steps=steps)]
+    new = _turn("user", "new", 5)
+
+    window = build_window([], history, new, _budget(max_messages=5), keep_images_turns=1)
+    assert window is not None
+    assert [m["role"] for m in window.messages] == ["user", "assistant", "tool", "assistant", "user"]
+    assert not isinstance(window.messages[0]["content"], str), "the picture is still sent"
+    assert window.tokens == 5 + 100 + 10 + 5
+
+    # Too few messages for the group with its steps, or too few tokens for it with its picture: it goes whole.
+    few = build_window([], history, new, _budget(max_messages=4), keep_images_turns=1)
+    assert few is not None and few.history_turns == 0
+    tight = build_window([], history, new, _budget(max_tokens=5 + 100 + 10 + 4), keep_images_turns=1)
+    assert tight is not None and tight.history_turns == 0
+    # Past keep_images_turns the picture is no longer sent or counted, and the group fits again.
+    plain = build_window([], history, new, _budget(max_tokens=5 + 100 + 10 + 4), keep_images_turns=0)
+    assert plain is not None and plain.history_turns == 2 and plain.messages[0]["content"] == "photo"

@@ -12,6 +12,10 @@ The world is small and fixed: one guild with a text channel, a thread in it and 
 role; a DM channel; two people and another bot. Tests make people write with ``say`` and ``slash``
 and read what the bridge posted with ``bot_messages`` and ``followups``; ``calls`` records every
 REST request with its JSON body, so tests can also assert on the wire (``allowed_mentions``).
+
+Files are served the way Discord's CDN serves them: ``upload`` stores bytes and returns the
+attachment object, whose signed ``url`` (``/attachments/<channel>/<id>/<name>?ex=..&hm=..``) needs
+no token; ``cdn_requests`` lists each path fetched, so a test can assert that a file was not.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ TIMESTAMP = "2026-01-01T00:00:00.000000+00:00"
 MESSAGE_CONTENT_INTENT = 1 << 15
 APP_FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19
 EPHEMERAL_FLAG = 64
+VOICE_MESSAGE_FLAG = 1 << 13
 
 BOT_ID = 1100000000000000001
 APP_ID = BOT_ID
@@ -107,6 +112,19 @@ def _role(role_id: int, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+_BODY: web.RequestKey[Any] = web.RequestKey("body", object)
+"""A request's body as ``_recorded`` read it (JSON, or a multipart message's ``payload_json``)."""
+
+
+@dataclass
+class Upload:
+    """A file the bot sent with a message."""
+
+    channel_id: int
+    filename: str
+    data: bytes
+
+
 @dataclass
 class Call:
     """One REST request as the bridge made it."""
@@ -149,6 +167,9 @@ class FakeDiscord:
         self.threads: dict[int, dict[str, Any]] = {THREAD_ID: _thread(THREAD_ID, "a thread", ALICE_ID)}
         self.api_base_url = ""
         self.gateway_url = ""
+        self.cdn_requests: list[str] = []
+        self.uploads: list[Upload] = []
+        self._files: dict[str, bytes] = {}
         self._ids = itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
         self._seq = 0
         self._socket: web.WebSocketResponse | None = None
@@ -160,6 +181,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         api = "/api/v10"
         routes = [
             ("GET", "/users/@me", self._me),
@@ -199,6 +221,27 @@ class FakeDiscord:
         """Until a client has identified (or resumed) and has been sent READY and the guild."""
         await asyncio.wait_for(self._ready.wait(), timeout)
 
+    def upload(
+        self, data: bytes, filename: str, content_type: str | None, *, channel_id: int = CHANNEL_ID, voice: bool = False
+    ) -> dict[str, Any]:
+        """An attachment object for ``say``, its bytes kept for the CDN."""
+        attachment_id = str(next(self._ids))
+        path = f"/attachments/{channel_id}/{attachment_id}/{filename}"
+        self._files[path] = data
+        base = self.api_base_url.removesuffix("/api/v10")
+        attachment: dict[str, Any] = {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data),
+            "url": f"{base}{path}?ex=68000000&is=67ff0000&hm=abc123&",
+            "proxy_url": f"{base}{path}",
+        }
+        if content_type is not None:
+            attachment["content_type"] = content_type
+        if voice:
+            attachment |= {"duration_secs": 2.5, "waveform": "AAAA", "flags": 0}
+        return attachment
+
     async def say(
         self,
         content: str,
@@ -210,9 +253,14 @@ class FakeDiscord:
         reply_to: dict[str, Any] | None = None,
         message_type: int | None = None,
         webhook_id: int | None = None,
+        attachments: tuple[dict[str, Any], ...] = (),
+        voice_message: bool = False,
     ) -> dict[str, Any]:
         """Someone writes a message; the bridge receives it as MESSAGE_CREATE."""
         message = self._message(channel_id, author, content, reply_to=reply_to, message_type=message_type)
+        message["attachments"] = list(attachments)
+        if voice_message:
+            message["flags"] = VOICE_MESSAGE_FLAG
         message["mentions"] = list(mentions)
         message["mention_roles"] = [str(role) for role in role_mentions]
         message["mention_everyone"] = "@everyone" in content or "@here" in content
@@ -395,7 +443,11 @@ class FakeDiscord:
 
     def _recorded(self, handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
         async def record(request: web.Request) -> web.StreamResponse:
-            body = await request.json() if request.can_read_body else None
+            if request.content_type == "multipart/form-data":
+                body = await self._multipart(request)
+            else:
+                body = await request.json() if request.can_read_body else None
+            request[_BODY] = body
             self.calls.append(Call(request.method, request.path, body))
             authorised = request.path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/"))
             if not authorised and request.headers.get("Authorization") != f"Bot {TOKEN}":
@@ -403,6 +455,13 @@ class FakeDiscord:
             return await handler(request)
 
         return record
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.cdn_requests.append(request.path)
+        data = self._files.get(request.path)
+        if data is None or "hm" not in request.query:
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return _error(404, f"404: Not Found ({request.method} {request.path})")
@@ -439,8 +498,17 @@ class FakeDiscord:
         ]
         return _json(self.commands)
 
+    async def _multipart(self, request: web.Request) -> Any:
+        """A message with files, as discord.py sends one: ``payload_json`` and ``files[n]``; the
+        files are kept in ``uploads``."""
+        form = await request.post()
+        for name, value in form.items():
+            if name.startswith("files[") and isinstance(value, web.FileField):
+                self.uploads.append(Upload(int(request.match_info["channel"]), value.filename, value.file.read()))
+        return json.loads(str(form["payload_json"]))
+
     async def _create_message(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        body = request[_BODY]
         channel_id = int(request.match_info["channel"])
         reference = body.get("message_reference")
         replied = self.messages.get(int(reference["message_id"])) if reference else None

@@ -5,6 +5,10 @@ HTTP on 127.0.0.1, so the production client runs its own code path against it. T
 next requests should get with ``script``; once the queue is empty every request gets an echo of its
 last user message, which keeps engine tests readable without scripting each turn. ``ToolCalls``
 answers with tool calls, streamed in argument fragments as real servers send them.
+
+It also serves ``/v1/audio/transcriptions`` (a scripted transcript for each file, the multipart
+upload recorded) and ``/v1/audio/speech`` (Ogg/Opus-looking bytes, the text and voice recorded);
+``audio_endpoints = False`` makes both answer 404, like a chat-only server.
 """
 
 from __future__ import annotations
@@ -97,6 +101,32 @@ class Hang:
 
 Step = Reply | ToolCalls | Status | Malformed | CutStream | Hang
 
+SPEECH_BYTES = b"OggS\x00\x02" + bytes(22) + b"OpusHead" + bytes(64)
+"""What ``/v1/audio/speech`` answers: the start of an Ogg/Opus file (OpenAI's ``opus`` format)."""
+IMAGE_TOKENS = 85
+"""What the fake charges per image part (OpenAI's ``detail: low`` figure), so tests can assert usage."""
+
+
+@dataclass
+class Transcription:
+    """One upload to ``/v1/audio/transcriptions``."""
+
+    file_name: str
+    content_type: str
+    size: int
+    model: str
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class Speech:
+    """One request to ``/v1/audio/speech``."""
+
+    input: str
+    voice: str
+    model: str
+    response_format: str
+
 
 class FakeModel:
     """The fake server.
@@ -113,6 +143,13 @@ class FakeModel:
         self.default_delay_s = 0.0
         self.list_models = True
         self.models = [MODEL_ID]
+        self.audio_endpoints = True
+        self.transcriptions: list[Transcription] = []
+        self.speeches: list[Speech] = []
+        self.audio_auth_headers: list[str | None] = []
+        self.transcripts: deque[str | Status] = deque()
+        """What the next transcriptions answer; when empty, "transcript of <file name>"."""
+        self.speech_failures: deque[Status] = deque()
         self.first_content_at: list[float] = []
         """``time.monotonic()`` when each stream wrote its first piece of text (for benchmarks)."""
         self._steps: deque[Step] = deque()
@@ -127,6 +164,10 @@ class FakeModel:
         """The last user message of each request, which is what most assertions care about."""
         return [_last_user_text(body) for body in self.requests]
 
+    def user_images(self) -> list[list[str]]:
+        """The image URLs (``data:`` URLs as sent) of each request's last user message."""
+        return [_last_user_images(body) for body in self.requests]
+
     def tools_offered(self) -> list[list[str]]:
         """The names of the tools each request offered (empty when it offered none)."""
         return [[tool["function"]["name"] for tool in body.get("tools") or []] for body in self.requests]
@@ -139,6 +180,8 @@ class FakeModel:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/v1/audio/speech", self._speech)
         # handler_cancellation: a client that gives up (timeout) ends its handler, so hanging or
         # slow requests do not pile up; a short shutdown_timeout keeps stop() quick as a backstop.
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
@@ -171,6 +214,35 @@ class FakeModel:
             return web.json_response(_error_body("not found"), status=404)
         listing = [{"id": name, "object": "model", "owned_by": "fake"} for name in self.models]
         return web.json_response({"object": "list", "data": listing})
+
+    async def _transcriptions(self, request: web.Request) -> web.Response:
+        """Multipart as OpenAI takes it: ``file`` and ``model`` (400 when either is missing)."""
+        if not self.audio_endpoints:
+            return web.json_response(_error_body("not found"), status=404)
+        self.audio_auth_headers.append(request.headers.get("Authorization"))
+        form = await request.post()
+        upload, model = form.get("file"), form.get("model")
+        if not isinstance(upload, web.FileField) or not isinstance(model, str):
+            return web.json_response(_error_body("file and model are required"), status=400)
+        data = upload.file.read()
+        self.transcriptions.append(Transcription(upload.filename, upload.content_type, len(data), model, data))
+        scripted = self.transcripts.popleft() if self.transcripts else f"transcript of {upload.filename}"
+        if isinstance(scripted, Status):
+            return _status_response(scripted)
+        return web.json_response({"text": scripted})
+
+    async def _speech(self, request: web.Request) -> web.Response:
+        if not self.audio_endpoints:
+            return web.json_response(_error_body("not found"), status=404)
+        self.audio_auth_headers.append(request.headers.get("Authorization"))
+        body = await _json_body(request)
+        if not body.get("input") or not body.get("model"):
+            return web.json_response(_error_body("input and model are required"), status=400)
+        if self.speech_failures:
+            return _status_response(self.speech_failures.popleft())
+        fmt = str(body.get("response_format") or "mp3")
+        self.speeches.append(Speech(str(body["input"]), str(body.get("voice") or ""), str(body["model"]), fmt))
+        return web.Response(body=SPEECH_BYTES, content_type="audio/ogg" if fmt == "opus" else "audio/mpeg")
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
@@ -316,17 +388,38 @@ class _Completion:
 def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
     """A deterministic stand-in for token counts, so tests can assert exact figures."""
     messages = body.get("messages") or []
-    characters = sum(len(str(message.get("content") or "")) for message in messages)
-    prompt = characters // 4 + 4 * len(messages)
+    characters = sum(len(_text(message.get("content"))) for message in messages)
+    images = sum(len(_images(message.get("content"))) for message in messages)
+    prompt = characters // 4 + 4 * len(messages) + IMAGE_TOKENS * images
     completion = len(text) // 4 + 1
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
+    """The text of the last user message; of a list of parts, its text parts joined."""
     for message in reversed(body.get("messages") or []):
         if message.get("role") == "user":
-            return str(message.get("content") or "")
+            return _text(message.get("content"))
     return ""
+
+
+def _last_user_images(body: dict[str, Any]) -> list[str]:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            return _images(message.get("content"))
+    return []
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text") or "") for part in content if part.get("type") == "text")
+    return str(content or "")
+
+
+def _images(content: Any) -> list[str]:
+    if not isinstance(content, list):
+        return []
+    return [str((part.get("image_url") or {}).get("url")) for part in content if part.get("type") == "image_url"]
 
 
 def _error_body(message: str) -> dict[str, Any]:

@@ -4,6 +4,12 @@
 The production code talks to it through the real ``AsyncWebClient`` (``base_url=fake.api_url``) and
 the real Socket Mode client, so the code path is the one that runs against Slack. ``messages`` holds
 what a user would see: every message the bot posted, with its current text after all edits.
+
+Files are served as Slack serves them: ``upload`` returns the file object of a ``file_share`` event,
+whose ``url_private`` on the API's host answers a request with the right bot token by redirecting
+to a second host (another port, standing in for Slack's file CDN), and any other request with the
+HTML sign-in page; ``file_requests`` records every request on either host with the Authorization
+header it carried, so a test can assert where the token went and that a file was not fetched.
 """
 
 from __future__ import annotations
@@ -20,7 +26,26 @@ from aiohttp import WSMsgType, web
 
 BOT_USER = "UBOT"
 BOT_ID = "BBOT"
-ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,groups:history,im:history"
+ALL_SCOPES = "app_mentions:read,channels:history,chat:write,commands,files:read,files:write,groups:history,im:history"
+BOT_TOKEN = "xoxb-test-token"
+
+
+@dataclass
+class SharedFile:
+    """A file the bot shared with files_upload_v2 (get an upload URL, post the bytes, complete)."""
+
+    channel: str
+    thread_ts: str | None
+    filename: str
+    data: bytes
+
+
+@dataclass
+class FileRequest:
+    host: str
+    """"api" (where url_private points) or "files" (where it redirects)."""
+    path: str
+    authorization: str | None
 
 
 @dataclass
@@ -65,6 +90,11 @@ class FakeSlack:
         """``chat.postEphemeral`` notes: (user, text)."""
         self.calls: list[str] = []
         self.tokens: set[str] = set()
+        self.files_url = ""
+        self.file_requests: list[FileRequest] = []
+        self.shared_files: list[SharedFile] = []
+        self._uploading: dict[str, tuple[str, bytes | None]] = {}
+        self._files: dict[str, bytes] = {}
         self._rate_limits: dict[str, list[float]] = defaultdict(list)
         self._ts = itertools.count(1)
         self._socket: web.WebSocketResponse | None = None
@@ -84,6 +114,23 @@ class FakeSlack:
 
     def count(self, method: str) -> int:
         return self.calls.count(method)
+
+    def upload(self, data: bytes, name: str, mimetype: str, *, subtype: str | None = None) -> dict[str, Any]:
+        """A file someone shared, as it appears in the event's ``files``."""
+        file_id = f"F{len(self._files) + 1}"
+        self._files[file_id] = data
+        url = f"{self.base_url}files-pri/T1-{file_id}/{name}"
+        file: dict[str, Any] = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rpartition(".")[2],
+            "size": len(data),
+            "url_private": url,
+            "url_private_download": f"{url}?download=1",
+        }
+        return file | ({"subtype": subtype} if subtype else {})
 
     def with_buttons(self) -> list[Posted]:
         return [m for m in self.messages if m.action_ids()]
@@ -128,13 +175,17 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/respond/{hook}", self._respond)
         app.router.add_get("/socket", self._socket_handler)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._private_file)
+        app.router.add_get("/files-tmb/{file}/{name}", self._file_content)
+        app.router.add_post("/upload/{file}", self._upload)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        for _ in range(2):  # the API's host and the files host: one app on two ports
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        (host, port), (files_host, files_port) = (address[:2] for address in self._runner.addresses)
         self.base_url = f"http://{host}:{port}/"
         self.api_url = f"{self.base_url}api/"
+        self.files_url = f"http://{files_host}:{files_port}/"
 
     async def stop(self) -> None:
         if self._socket is not None:
@@ -242,6 +293,46 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "message_not_found"})
         self.messages.remove(posted)
         return web.json_response({"ok": True, "channel": args["channel"], "ts": args["ts"]})
+
+    async def _files_getUploadURLExternal(self, args: dict[str, Any]) -> web.Response:
+        if "files:write" not in self.scopes.split(","):
+            return web.json_response({"ok": False, "error": "missing_scope", "needed": "files:write"})
+        file_id = f"FU{len(self._uploading) + 1}"
+        self._uploading[file_id] = (str(args["filename"]), None)
+        upload_url = f"{self.files_url}upload/{file_id}"
+        return web.json_response({"ok": True, "upload_url": upload_url, "file_id": file_id})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file"]
+        if file_id not in self._uploading:
+            return web.Response(status=404, text="no such upload")
+        self._uploading[file_id] = (self._uploading[file_id][0], await request.read())
+        return web.Response(text="OK - 1")
+
+    async def _files_completeUploadExternal(self, args: dict[str, Any]) -> web.Response:
+        files = json.loads(args["files"])
+        for file in files:
+            filename, data = self._uploading.pop(file["id"])
+            assert data is not None, "completed before the bytes were uploaded"
+            self.shared_files.append(SharedFile(args["channel_id"], args.get("thread_ts") or None, filename, data))
+        return web.json_response({"ok": True, "files": [{"id": file["id"]} for file in files]})
+
+    async def _private_file(self, request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization")
+        self.file_requests.append(FileRequest("api", request.path, authorization))
+        file_id = request.match_info["team_file"].partition("-")[2]
+        if authorization != f"Bearer {BOT_TOKEN}" or file_id not in self._files:
+            return web.Response(
+                text="<!DOCTYPE html><html><body>Sign in to Slack</body></html>", content_type="text/html"
+            )
+        raise web.HTTPFound(f"{self.files_url}files-tmb/{file_id}/{request.match_info['name']}?sig=s1")
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        self.file_requests.append(FileRequest("files", request.path, request.headers.get("Authorization")))
+        data = self._files.get(request.match_info["file"])
+        if data is None or request.query.get("sig") != "s1":
+            return web.Response(status=403, text="expired")
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _chat_postEphemeral(self, args: dict[str, Any]) -> web.Response:
         self.ephemeral_to.append((args["user"], args["text"]))

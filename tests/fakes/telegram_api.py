@@ -6,6 +6,10 @@ non-string values are JSON, ``{"ok": ..., "result": ...}`` answers, 401 for a wr
 modified" and the 4096-character limit counted after parsing. ``getUpdates`` long-polls and is
 released when the server stops. Tests put user messages in with ``user_message`` (for polling) or
 build them with ``update`` (for posting to a webhook), and read what users see in ``sent``.
+
+Files work as in the Bot API: ``upload`` stores bytes under a ``file_id``, ``getFile`` answers with
+a ``file_path``, and ``/file/bot<token>/<file_path>`` serves the bytes (401 for a wrong token);
+``downloads`` lists each file path fetched, so a test can assert that a file was not.
 """
 
 from __future__ import annotations
@@ -86,7 +90,13 @@ class FakeTelegram:
     max_text: int = MAX_TEXT
     """The longest visible text accepted, in UTF-16 code units, as Telegram counts."""
 
+    downloads: list[str] = field(default_factory=list)
+    """The ``file_path`` of every file download, in order."""
+    voices: list[tuple[int, bytes]] = field(default_factory=list)
+    """The chat and the bytes of every voice note the bot sent (sendVoice), in order."""
+
     def __post_init__(self) -> None:
+        self._files: dict[str, tuple[str, bytes]] = {}
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids: defaultdict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
@@ -100,6 +110,7 @@ class FakeTelegram:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._endpoint)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=4096)  # bursts of new connections, as the model fake
@@ -116,6 +127,18 @@ class FakeTelegram:
             self._runner = None
 
     # --- what tests do --------------------------------------------------------------------------
+
+    def upload(self, data: bytes, file_path: str, *, declared_size: int | None = -1) -> dict[str, Any]:
+        """Store a file as Telegram would after someone sent it; the fields a message's file object
+        carries (``file_id``, ``file_unique_id``, ``file_size``). ``declared_size`` None leaves the
+        size out, as Telegram may; a number other than -1 claims that size instead of the real one."""
+        number = len(self._files) + 1
+        file_id = f"file-{number}"
+        self._files[file_id] = (file_path, data)
+        fields: dict[str, Any] = {"file_id": file_id, "file_unique_id": f"u{number}"}
+        if declared_size is not None:
+            fields["file_size"] = len(data) if declared_size == -1 else declared_size
+        return fields
 
     def fail(self, method: str, status: int, description: str, retry_after: float | None = None) -> None:
         """The next call of ``method`` gets this error instead of its answer."""
@@ -136,11 +159,14 @@ class FakeTelegram:
         entities: list[dict[str, Any]] | None = None,
         reply_to: dict[str, Any] | None = None,
         thread_id: int | None = None,
-        photo: bool = False,
+        caption: str | None = None,
+        caption_entities: list[dict[str, Any]] | None = None,
+        media: dict[str, Any] | None = None,
         media_group_id: str | None = None,
         kind: str = "message",
     ) -> dict[str, Any]:
-        """An update carrying one user message; ``chat`` defaults to the user's private chat."""
+        """An update carrying one user message; ``chat`` defaults to the user's private chat.
+        ``media`` adds file fields as they are (``{"photo": [...]}``, ``{"voice": {...}}``)."""
         chat_id = chat if chat is not None else user
         message: dict[str, Any] = {
             "message_id": next(self._message_ids[chat_id]),
@@ -151,8 +177,10 @@ class FakeTelegram:
         if text is not None:
             message["text"] = text
             message["entities"] = entities or _command_entity(text)
-        if photo:
-            message["photo"] = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
+        if caption is not None:
+            message["caption"] = caption
+            message["caption_entities"] = caption_entities or []
+        message.update(media or {})
         if media_group_id is not None:
             message["media_group_id"] = media_group_id
         if thread_id is not None:
@@ -236,6 +264,29 @@ class FakeTelegram:
         finally:
             await self._notify()
 
+    async def _file(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error(401, "Unauthorized")
+        path = request.match_info["path"]
+        self.downloads.append(path)
+        await self._notify()
+        failures = self._failures["file"]
+        if failures:
+            return self._failure("file", failures.popleft())
+        found = next((data for file_path, data in self._files.values() if file_path == path), None)
+        if found is None:
+            return _error(404, "Not Found")
+        return web.Response(body=found, content_type="application/octet-stream")
+
+    async def _getFile(self, params: dict[str, Any]) -> Any:
+        stored = self._files.get(str(params.get("file_id")))
+        if stored is None:
+            return _error(400, "Bad Request: invalid file_id")
+        file_path, data = stored
+        if len(data) > 20_000_000:
+            return _error(400, "Bad Request: file is too big")
+        return {"file_id": params["file_id"], "file_unique_id": "u", "file_size": len(data), "file_path": file_path}
+
     def _failure(self, method: str, failure: Failure) -> web.Response:
         if failure.status == 429:
             self.rate_limited.append(method)
@@ -295,6 +346,17 @@ class FakeTelegram:
         )
         self.sent.append(sent)
         return self._message(sent)
+
+    async def _sendVoice(self, params: dict[str, Any]) -> Any:
+        """Telegram takes the voice note as an uploaded file (multipart), OGG with Opus inside."""
+        upload = params.get("voice")
+        if not isinstance(upload, web.FileField):
+            return _error(400, "Bad Request: there is no voice in the request")
+        chat_id = int(params["chat_id"])
+        self.voices.append((chat_id, upload.file.read()))
+        message_id = next(self._message_ids[chat_id])
+        message = {"message_id": message_id, "date": int(time.time()), "chat": _chat(chat_id, "private"), "from": _me()}
+        return message | {"voice": {"file_id": f"v{message_id}", "file_unique_id": "u", "duration": 1}}
 
     async def _editMessageText(self, params: dict[str, Any]) -> Any:
         chat_id, message_id = int(params["chat_id"]), int(params["message_id"])

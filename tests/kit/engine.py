@@ -6,12 +6,15 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from bots.model import ModelCatalog
+from bots.audio import AudioClient
+from bots.audio_settings import Speak
+from bots.model import ModelCard, ModelCatalog
 from bots.openai_client import OpenAIChatModel
 from bots.registry import ModelRegistry
 from bots.settings import ModelSettings
 from core.engine import Engine, EngineSettings
 from core.events import ChatKind, IncomingMessage
+from core.media_settings import MediaSettings
 from core.settings import (
     AccessSettings,
     BotSettings,
@@ -51,6 +54,8 @@ def engine_settings(lease_s: float = 15.0, delivery_timeout_s: float = 10.0, **s
         lease_s=lease_s,
         delivery_timeout_s=delivery_timeout_s,
         extra_admins=tuple(sections.get("extra_admins", ())),
+        media=MediaSettings(**sections.get("media", {})),
+        speak=Speak(sections.get("speak", "never")),
     )
 
 
@@ -58,13 +63,18 @@ def make_engine(
     store: Store,
     model: OpenAIChatModel | ModelCatalog,
     clock: Callable[[], float] | None = None,
+    *,
+    vision: bool = False,
+    audio: AudioClient | None = None,
     **sections: Any,
 ) -> Engine:
-    """``model`` is one client (the model ``default``) or a catalog of several."""
-    kwargs: dict[str, Any] = {}
+    """``model`` is one client (the model ``default``, which can see pictures with ``vision``) or a
+    catalog of several; ``audio`` transcribes voice notes."""
+    kwargs: dict[str, Any] = {"audio": audio}
     if clock is not None:
         kwargs["clock"] = clock
-    models = ModelRegistry.single(model) if isinstance(model, OpenAIChatModel) else model
+    card = ModelCard("default", "default", vision=vision)
+    models = ModelRegistry.single(model, card) if isinstance(model, OpenAIChatModel) else model
     return Engine(
         store=store, models=models, tokens=TokenCounter.estimate(), settings=engine_settings(**sections), **kwargs
     )

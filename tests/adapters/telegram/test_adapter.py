@@ -218,13 +218,17 @@ async def test_rejected_formatting_falls_back_to_plain_text(
     assert telegram.sent[0].parse_mode is None
 
 
-async def test_non_text_gets_a_note_in_private_once_per_album_and_nothing_in_groups(
+STICKER = {"sticker": {"file_id": "s", "file_unique_id": "s", "width": 512, "height": 512, "type": "regular",
+                       "is_animated": False, "is_video": False}}  # fmt: skip
+
+
+async def test_what_is_neither_text_nor_a_file_gets_a_note_in_private_once_per_album_and_nothing_in_groups(
     bridge: Start, telegram: FakeTelegram, fake_model: FakeModel
 ) -> None:
     await bridge()
-    telegram.user_message(None, photo=True, **in_group())
-    telegram.user_message(None, photo=True, media_group_id="album")
-    telegram.user_message(None, photo=True, media_group_id="album")
+    telegram.user_message(None, media=STICKER, **in_group())
+    telegram.user_message(None, media=STICKER, media_group_id="album")
+    telegram.user_message(None, media=STICKER, media_group_id="album")
     await expect(telegram, 1, texts.ONLY_TEXT_SUPPORTED)
     telegram.user_message("@ChatBridgeBot ping", **in_group(entities=[entity("@ChatBridgeBot ping", "@ChatBridgeBot")]))
     await expect(telegram, GROUP, "echo: [User1] ping")

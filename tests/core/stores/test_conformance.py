@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import time
@@ -30,6 +31,7 @@ from core.store import (
     SessionInfo,
     StaleLease,
     Store,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -304,7 +306,7 @@ async def test_an_assistant_turn_keeps_its_tool_calls_and_results(store: Store) 
         ),
         ChatMessage(role="tool", content="result: 3.14159 ✓", tool_call_id="c1"),
     )
-    answer = Turn("assistant", "π is about 3.14", 40, 11.0, steps)
+    answer = Turn("assistant", "π is about 3.14", 40, 11.0, steps=steps)
     await commit(store, "telegram:1", user("what is pi?", 10.0), answer)
     await commit(store, "telegram:1", user("thanks", 20.0), assistant("you're welcome", 21.0))
 
@@ -314,6 +316,24 @@ async def test_an_assistant_turn_keeps_its_tool_calls_and_results(store: Store) 
         user("thanks", 20.0),
         assistant("you're welcome", 21.0),
     ]
+
+
+async def test_a_pictured_question_and_an_answer_with_tool_steps_come_back_together(store: Store) -> None:
+    """Pictures (of user turns) and tool steps (of assistant turns) are stored side by side: each
+    turn gets back its own, and neither is lost when the other is there."""
+    picture = StoredImage("image/jpeg", bytes(range(256)), 85)
+    asked = Turn("user", "what animal is this?", 5, 10.0, images=(picture,))
+    steps = (
+        ChatMessage(
+            role="assistant",
+            content="",
+            tool_calls=[{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        ),
+        ChatMessage(role="tool", content="otters are mustelids", tool_call_id="c1"),
+    )
+    answer = Turn("assistant", "an otter", 20, 11.0, steps=steps)
+    await commit(store, "telegram:1", asked, answer, user("thanks", 12.0))
+    assert await stored(store, "telegram:1") == [asked, answer, user("thanks", 12.0)]
 
 
 async def test_load_session_edges(store: Store) -> None:
@@ -644,7 +664,7 @@ async def test_sqlite_keeps_sessions_access_usage_and_dedupe_across_a_restart(sq
         await second.close()
 
 
-async def test_sqlite_opens_a_file_made_before_tool_steps_were_stored(sqlite_path: str) -> None:
+async def test_sqlite_opens_a_file_made_before_tool_steps_and_pictures_were_stored(sqlite_path: str) -> None:
     with sqlite3.connect(sqlite_path) as db:
         db.execute(
             "CREATE TABLE turns (session_key TEXT NOT NULL, seq INTEGER NOT NULL, role TEXT NOT NULL, "
@@ -659,9 +679,10 @@ async def test_sqlite_opens_a_file_made_before_tool_steps_were_stored(sqlite_pat
     store = SqliteStore(sqlite_path)
     await store.open()
     try:
-        answer = Turn("assistant", "a", 5, 11.0, (ChatMessage(role="tool", content="r", tool_call_id="c"),))
-        await commit(store, "telegram:1", answer)
-        assert await stored(store, "telegram:1") == [user("old question", 10.0), answer]
+        answer = Turn("assistant", "a", 5, 11.0, steps=(ChatMessage(role="tool", content="r", tool_call_id="c"),))
+        pictured = Turn("user", "and this?", 3, 12.0, images=(StoredImage("image/png", b"\x89PNG", 85),))
+        await commit(store, "telegram:1", answer, pictured)
+        assert await stored(store, "telegram:1") == [user("old question", 10.0), answer, pictured]
     finally:
         await store.close()
 
@@ -798,3 +819,33 @@ async def test_sqlite_sweeps_and_shrinks_on_a_timer_without_any_write(tmp_path: 
         assert Path(f"{path}-wal").stat().st_size == 0
     finally:
         await store.close()
+
+
+# --- media: attachments in the queue, pictures with the session -----------------------------------
+
+
+async def test_a_queued_message_keeps_its_attachment_records(store: Store) -> None:
+    record: dict[str, str | int | bool | None] = {
+        "kind": "image",
+        "mime_type": "image/jpeg",
+        "name": "p.jpg",
+        "size": 12,
+        "source": "f1",
+        "voice": False,
+    }
+    item = dataclasses.replace(queued("what is this?"), attachments=(record,))
+    assert await store.admit(admission("telegram:1", item)) is Verdict.QUEUED
+    claim = await store.claim("telegram:1", LEASE_S, 10)
+    assert claim is not None and [dict(r) for r in claim.queued[0].attachments] == [record]
+
+
+async def test_a_turns_pictures_are_stored_with_it_and_cleared_with_the_session(store: Store) -> None:
+    picture = StoredImage("image/jpeg", bytes(range(256)) * 4, 85)
+    asked = Turn("user", "what is this?", 4, 10.0, (picture, StoredImage("image/png", b"\x89PNG", 85)))
+    await commit(store, "telegram:1", asked, assistant("a cat", 11.0), user("and its colour?", 12.0))
+    assert await stored(store, "telegram:1") == [asked, assistant("a cat", 11.0), user("and its colour?", 12.0)]
+    state = await store.load_session("telegram:1", 2)
+    assert state is not None and [t.images for t in state.turns] == [(), ()]
+    assert await store.clear_session("telegram:1")
+    await commit(store, "telegram:1", user("fresh", 50.0))
+    assert await stored(store, "telegram:1") == [user("fresh", 50.0)], "a cleared session's pictures came back"

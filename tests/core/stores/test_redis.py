@@ -31,6 +31,7 @@ from core.store import (
     Admission,
     QueuedMessage,
     SessionState,
+    StoredImage,
     StoreUnavailable,
     Turn,
     TurnResult,
@@ -552,3 +553,16 @@ async def test_a_redis_out_of_memory_fails_the_ping_that_readiness_uses(private_
     finally:
         server.command("CONFIG", "SET", "maxmemory", "0")
         await store.close()
+
+
+def test_turn_entries_stored_before_pictures_and_before_tools_still_read() -> None:
+    """A turn entry had four fields, then tools added the steps as a fifth; pictures came sixth, so
+    the entries a running bridge already holds read the same after an upgrade."""
+    old = '["user","q",1,1.0]'
+    with_steps = '["assistant","a",2,2.0,[{"role":"tool","content":"r","tool_call_id":"c"}]]'
+    with_picture = '["user","look",3,3.0,[],[["image/png","iVBORw==",85]]]'
+    assert redis_store_module._turns_from_json(",".join([old, with_steps, with_picture])) == [
+        Turn("user", "q", 1, 1.0),
+        Turn("assistant", "a", 2, 2.0, steps=({"role": "tool", "content": "r", "tool_call_id": "c"},)),
+        Turn("user", "look", 3, 3.0, images=(StoredImage("image/png", b"\x89PNG", 85),)),
+    ]
