@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Sequence
@@ -44,3 +45,16 @@ async def store_turns(
     """Append ``turns`` to the session the way the engine does: a message queued, claimed, answered."""
     claim = await claimed(store, session_key)
     await store.finish(session_key, claim.fence, TurnResult(turns, len(claim.queued), usage, ttl_s))
+
+
+async def stored_pairs(store: Store, key: str, *, at_least: int = 0, timeout_s: float = 5.0) -> list[tuple[str, str]]:
+    """A session's turns as (role, content). With ``at_least``, waits until that many are stored: a
+    turn is stored just after its reply is delivered, so a test that has just seen the reply may
+    look a moment too early."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = await store.load_session(key, 100)
+        pairs: list[tuple[str, str]] = [(turn.role, turn.content) for turn in state.turns] if state else []
+        if len(pairs) >= at_least or time.monotonic() > deadline:
+            return pairs
+        await asyncio.sleep(0.02)

@@ -40,6 +40,7 @@ from core.stores.memory import MemoryStore
 from tests.fakes.dingtalk_api import CLIENT_ID, CLIENT_SECRET, ROBOT_USER, FakeDingTalk
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.kit.engine import make_engine, model_settings
+from tests.kit.stores import stored_pairs
 
 PRIVATE = "cidPrivate1+p/q=="
 GROUP = "cidGroup1+x/y=="
@@ -71,9 +72,8 @@ class Bridge:
         ):
             return response.status
 
-    async def session(self, key: str) -> list[tuple[str, str]]:
-        state = await self.store.load_session(key, 100)
-        return [(turn.role, turn.content) for turn in state.turns] if state else []
+    async def session(self, key: str, at_least: int = 0) -> list[tuple[str, str]]:
+        return await stored_pairs(self.store, key, at_least=at_least)
 
 
 def settings(fake: FakeDingTalk, mode: str = "stream", **overrides: Any) -> DingTalkSettings:
@@ -151,7 +151,10 @@ async def test_a_private_message_is_answered_through_its_session_webhook(fake_mo
         assert ack["code"] == 200
         assert [sent.via for sent in b.dingtalk.sent] == ["webhook"]
         assert b.dingtalk.sent[0].title == "echo: hello there"
-        assert await b.session("dingtalk:manager4220") == [("user", "hello there"), ("assistant", "echo: hello there")]
+        assert await b.session("dingtalk:manager4220", at_least=2) == [
+            ("user", "hello there"),
+            ("assistant", "echo: hello there"),
+        ]
 
 
 async def test_a_group_message_that_ats_the_robot_is_answered_with_the_mention_gone(fake_model: FakeModel) -> None:
@@ -161,7 +164,7 @@ async def test_a_group_message_that_ats_the_robot_is_answered_with_the_mention_g
         await until(lambda: b.dingtalk.in_conversation(GROUP) == ["echo: [Ann] what is 2+2?"])
 
         assert fake_model.user_texts() == ["[Ann] what is 2+2?"]
-        assert await b.session(f"dingtalk:{safe_id(GROUP)}") == [
+        assert await b.session(f"dingtalk:{safe_id(GROUP)}", at_least=2) == [
             ("user", "[Ann] what is 2+2?"),
             ("assistant", "echo: [Ann] what is 2+2?"),
         ]

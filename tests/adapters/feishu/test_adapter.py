@@ -50,6 +50,7 @@ from tests.fakes.feishu_api import (
     signed_headers,
 )
 from tests.kit.engine import make_engine, model_settings
+from tests.kit.stores import stored_pairs
 
 
 @dataclass
@@ -82,9 +83,8 @@ class Bridge:
         status, _ = await self.post(payload)
         assert status == 200
 
-    async def session(self, key: str) -> list[tuple[str, str]]:
-        state = await self.store.load_session(key, 100)
-        return [(turn.role, turn.content) for turn in state.turns] if state else []
+    async def session(self, key: str, at_least: int = 0) -> list[tuple[str, str]]:
+        return await stored_pairs(self.store, key, at_least=at_least)
 
 
 def settings(fake: FakeFeishu, *, encrypt: bool = False, **overrides: Any) -> FeishuSettings:
@@ -160,7 +160,7 @@ async def test_a_private_message_is_answered_with_a_card_reply(encrypt: bool, fa
         await until(lambda: b.feishu.in_chat(P2P_CHAT) == ["echo: hello there"])
 
         assert b.feishu.messages[0].reply_to == event["event"]["message"]["message_id"]
-        assert await b.session(f"feishu:{USER_OPEN_ID}") == [
+        assert await b.session(f"feishu:{USER_OPEN_ID}", at_least=2) == [
             ("user", "hello there"),
             ("assistant", "echo: hello there"),
         ]
@@ -177,7 +177,7 @@ async def test_a_group_message_mentioning_the_bot_is_answered_with_the_placehold
         await until(lambda: b.feishu.in_chat(GROUP_CHAT) == [f"echo: {speaker} ask @Bea about it"])
 
         assert fake_model.user_texts() == [f"{speaker} ask @Bea about it"]
-        assert await b.session(f"feishu:{GROUP_CHAT}") != []
+        assert await b.session(f"feishu:{GROUP_CHAT}", at_least=2) != []
 
 
 async def test_group_messages_without_the_bot_in_mentions_are_not_answered(fake_model: FakeModel) -> None:

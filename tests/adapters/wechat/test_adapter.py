@@ -42,6 +42,7 @@ from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.wechat_api import APP_ID, APP_SECRET, FakeWeChatApi
 from tests.fakes.weixin_callbacks import CallbackClient, Delivered, encrypt, sign, xml
 from tests.kit.engine import make_engine, model_settings
+from tests.kit.stores import stored_pairs
 
 TOKEN = "callback-token-42"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -70,9 +71,8 @@ class Bridge:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.bound_port}/wechat/callback"
 
-    async def session(self, openid: str = OPENID) -> list[tuple[str, str]]:
-        state = await self.store.load_session(f"wechat:{openid}", 100)
-        return [(turn.role, turn.content) for turn in state.turns] if state else []
+    async def session(self, openid: str = OPENID, at_least: int = 0) -> list[tuple[str, str]]:
+        return await stored_pairs(self.store, f"wechat:{openid}", at_least=at_least)
 
 
 @asynccontextmanager
@@ -173,7 +173,7 @@ async def test_a_fast_answer_is_the_passive_reply(fake_model: FakeModel) -> None
         assert delivered.reply is not None and delivered.reply["FromUserName"] == ACCOUNT
         assert b.api.sent == []
         assert fake_model.user_texts() == ["hello"]
-        assert await b.session() == [("user", "hello"), ("assistant", "echo: hello")]
+        assert await b.session(at_least=2) == [("user", "hello"), ("assistant", "echo: hello")]
 
 
 async def test_safe_mode_decrypts_the_callback_and_encrypts_the_reply(fake_model: FakeModel) -> None:

@@ -37,6 +37,7 @@ from tests.fakes.fake_model import FakeModel, Reply
 from tests.fakes.wecom_api import AGENT_ID, AGENT_NAME, CORP_ID, CORP_SECRET, FakeWeComApi
 from tests.fakes.weixin_callbacks import CallbackClient, encrypt, xml
 from tests.kit.engine import make_engine, model_settings
+from tests.kit.stores import stored_pairs
 
 TOKEN = "wecom-callback-token"
 AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"
@@ -54,9 +55,8 @@ class Bridge:
     server: HttpServer
     client: CallbackClient
 
-    async def session(self, user: str = USER) -> list[tuple[str, str]]:
-        state = await self.store.load_session(f"wecom:{user}", 100)
-        return [(turn.role, turn.content) for turn in state.turns] if state else []
+    async def session(self, user: str = USER, at_least: int = 0) -> list[tuple[str, str]]:
+        return await stored_pairs(self.store, f"wecom:{user}", at_least=at_least)
 
 
 def settings_for(api: FakeWeComApi, **overrides: Any) -> WeComSettings:
@@ -146,7 +146,7 @@ async def test_a_message_is_acked_at_once_and_answered_through_message_send(fake
         assert delivered.statuses == [200] and delivered.bodies == [""]
         assert answered_before_the_ack == []  # acknowledged before the model had answered
         assert b.api.sent[0].msgtype == "markdown"
-        assert await b.session() == [("user", "你好"), ("assistant", "echo: 你好")]
+        assert await b.session(at_least=2) == [("user", "你好"), ("assistant", "echo: 你好")]
 
 
 async def test_redeliveries_of_one_message_are_answered_once(fake_model: FakeModel) -> None:
