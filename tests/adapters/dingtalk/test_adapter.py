@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from tests.fakes.dingtalk_api import CLIENT_ID, CLIENT_SECRET, ROBOT_USER, FakeD
 from tests.fakes.fake_model import FakeModel, Reply
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.stores import stored_pairs
+from tests.kit.waiting import settled, until
 
 PRIVATE = "cidPrivate1+p/q=="
 GROUP = "cidGroup1+x/y=="
@@ -125,19 +126,6 @@ async def bridge(
 def signed(*, secret: str = CLIENT_SECRET, age_s: float = 0.0) -> dict[str, str]:
     timestamp = str(int((time.time() - age_s) * 1000))
     return {"timestamp": timestamp, "sign": signature(timestamp, secret)}
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def settled() -> None:
-    """Let anything that might still (wrongly) answer do so before asserting it did not."""
-    await asyncio.sleep(0.3)
 
 
 # --- conversations and triggers -------------------------------------------------------------------

@@ -13,8 +13,7 @@ import json
 import logging
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from tests.fakes.feishu_api import (
 )
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.stores import stored_pairs
+from tests.kit.waiting import settled, until
 
 
 @dataclass
@@ -132,18 +132,6 @@ async def bridge(
         await model.aclose()
         await store.close()
         await fake.stop()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def settled() -> None:
-    await asyncio.sleep(0.3)
 
 
 BOT_MENTION = ("@_user_1", BOT_OPEN_ID, "chatbridge")

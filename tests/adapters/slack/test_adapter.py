@@ -43,6 +43,7 @@ from core.stores.memory import MemoryStore
 from tests.fakes.fake_model import FakeModel, Hang, Reply
 from tests.fakes.slack_api import BOT_USER, FakeSlack
 from tests.kit.engine import make_engine, model_settings
+from tests.kit.waiting import settled, until
 
 SECRET = "test-signing-secret"
 _ts = itertools.count(1)
@@ -191,19 +192,6 @@ def signed(
         "Content-Type": "application/json",
         **(extra or {}),
     }
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def settled() -> None:
-    """Let anything that might still (wrongly) answer do so before asserting it did not."""
-    await asyncio.sleep(0.3)
 
 
 # --- triggers and conversations -------------------------------------------------------------------

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from tests.fakes.wechat_api import APP_ID, APP_SECRET, FakeWeChatApi
 from tests.fakes.weixin_callbacks import CallbackClient, Delivered, encrypt, sign, xml
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.stores import stored_pairs
+from tests.kit.waiting import settled, until
 
 TOKEN = "callback-token-42"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -130,17 +131,8 @@ def event(name: str, *, openid: str = OPENID, created: int | None = None) -> dic
     }
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def settled() -> None:
-    """Long enough for anything that might still (wrongly) answer, retries included."""
-    await asyncio.sleep(0.5)
+RETRIES_SETTLED_S = 0.5
+"""Long enough for anything that might still (wrongly) answer, retries included."""
 
 
 def answered_passively(delivered: Delivered, text: str) -> bool:
@@ -185,7 +177,7 @@ async def test_safe_mode_decrypts_the_callback_and_encrypts_the_reply(fake_model
         # In safe mode a plaintext callback is refused, even one signed with the right token.
         query, body = b.client.body(text_message("plaintext sneaks in"), encrypted=False)
         assert (await b.client.post(query, body))[0] == 401
-        await settled()
+        await settled(RETRIES_SETTLED_S)
         assert fake_model.user_texts() == ["你好, encrypted"]
 
 
@@ -243,7 +235,7 @@ async def test_three_deliveries_of_one_message_are_answered_once(fake_model: Fak
         message = text_message("only once")
         first = await b.client.deliver(message)
         again = [await b.client.deliver(message) for _ in range(2)]  # as if the first reply was lost
-        await settled()
+        await settled(RETRIES_SETTLED_S)
 
         assert answered_passively(first, "echo: only once")
         assert [d.bodies for d in again] == [["success"], ["success"]]
@@ -291,7 +283,7 @@ async def test_a_denied_user_never_reaches_the_model(fake_model: FakeModel) -> N
     async with bridge(fake_model, access=access) as b:
         told = await b.client.deliver(text_message("let me in", openid=OTHER))
         again = await b.client.deliver(text_message("please", openid=OTHER))
-        await settled()
+        await settled(RETRIES_SETTLED_S)
 
         assert told.text == texts.DENIED
         assert again.bodies == ["success"]
@@ -315,7 +307,7 @@ async def test_a_long_answer_is_split_in_bytes_the_first_part_passive_the_rest_b
         delivered = await b.client.deliver(text_message("a long one"))
         assert delivered.text is not None
         await until(lambda: len(b.api.sent) >= 3)
-        await settled()
+        await settled(RETRIES_SETTLED_S)
 
         parts = [delivered.text, *b.api.to(OPENID)]
         assert all(len(part.encode()) <= 2048 for part in parts)
@@ -414,7 +406,7 @@ async def test_bad_callbacks_are_refused_and_nothing_is_processed(fake_model: Fa
         assert (await b.client.post(b.client.query(), "<xml><Encrypt>unclosed"))[0] == 400
         assert (await b.client.post(b.client.query(), bomb))[0] == 400
         assert (await b.client.post(b.client.query(), external))[0] == 400
-        await settled()
+        await settled(RETRIES_SETTLED_S)
 
         assert fake_model.requests == []
         assert b.api.sent == []

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from tests.fakes.wecom_api import AGENT_ID, AGENT_NAME, CORP_ID, CORP_SECRET, Fa
 from tests.fakes.weixin_callbacks import CallbackClient, encrypt, xml
 from tests.kit.engine import make_engine, model_settings
 from tests.kit.stores import stored_pairs
+from tests.kit.waiting import settled, until
 
 TOKEN = "wecom-callback-token"
 AES_KEY = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"
@@ -112,18 +113,6 @@ def text_message(content: str, *, user: str = USER, msg_id: int | None = None, a
         "MsgId": msg_id if msg_id is not None else next(_ids),
         "AgentID": agent,
     }
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def settled() -> None:
-    await asyncio.sleep(0.3)
 
 
 async def test_the_url_check_answers_the_decrypted_echostr(fake_model: FakeModel) -> None:
