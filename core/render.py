@@ -107,6 +107,8 @@ class StreamRenderer:
     platform call each time, so every send or edit of the reply is ``min_edit_interval_s`` apart.
     ``finish`` waits for its turn and insists, because the complete text must land.
     Both keep message *i* showing chunk *i* of the split text and skip edits that change nothing.
+    A stream faster than the pace gets each message after the first once, complete, rather than
+    half-full and then again; at most one call is then left when the model is done.
     """
 
     def __init__(
@@ -129,9 +131,14 @@ class StreamRenderer:
         self._handles: list[object] = []
         self._shown: list[str] = []
         self._ready_at = float("-inf")
+        self._first_text_at: float | None = None
         self._first_show_at: float | None = None
         """When the first-show delay ends: counted from the first text, not from the question, so
         that a model slow to start (or a busy bridge) does not use it up before there is anything."""
+        self._held_until_chars = 0
+        self._held_until = float("-inf")
+        """A message about to fill is not shown half-full (``_fills_before_next_call``) until this
+        much text has streamed or this time has come, whichever is first; then it is looked at again."""
         self._streamed_chars = 0
         self._edits = 0
         self._sent_whole = 0
@@ -151,13 +158,16 @@ class StreamRenderer:
         ``finish`` brings the platform up to date anyway and is the call that must succeed."""
         self._pending.append(delta)
         self._streamed_chars += len(delta)
-        if self._first_show_at is None:
-            self._first_show_at = self._clock() + self._limits.first_show_delay_s
+        if self._first_text_at is None:
+            self._first_text_at = self._clock()
+            self._first_show_at = self._first_text_at + self._limits.first_show_delay_s
         if not self._limits.can_edit or self._clock() < self._ready_at or self._holding_first_show():
+            return
+        if self._streamed_chars < self._held_until_chars and self._clock() < self._held_until:
             return
         chunks = self._streamed_chunks()
         index = self._first_stale(chunks)
-        if index is None:
+        if index is None or (index == len(chunks) - 1 and self._fills_before_next_call(chunks[index])):
             return
         try:
             await self._show(index, chunks[index])
@@ -216,6 +226,26 @@ class StreamRenderer:
             and self._first_show_at is not None
             and self._clock() < self._first_show_at
         )
+
+    def _fills_before_next_call(self, growing: str) -> bool:
+        """Whether the message still being streamed will be full before another call is allowed, at
+        the pace the text has come so far. Showing it half-full now would spend the call its
+        complete text needs: a stream faster than the platform's pace would then fall one message
+        behind for the rest of the reply, each message costing two calls, and the last one would
+        land two intervals after the model is done instead of at most one. The first message is
+        shown regardless (a reader wants to start), and so is every message once the stream slows."""
+        if not self._handles or self._first_text_at is None:
+            return False
+        elapsed = self._clock() - self._first_text_at
+        if elapsed <= 0:
+            return False
+        chars_per_s = self._streamed_chars / elapsed
+        missing = self._max_chars - self._limits.length_unit.measure(growing)
+        if missing >= chars_per_s * self._limits.min_edit_interval_s:
+            return False
+        self._held_until_chars = self._streamed_chars + missing
+        self._held_until = self._clock() + self._limits.min_edit_interval_s
+        return True
 
     def _streamed_chunks(self) -> list[str]:
         """The split of the text so far, re-cutting only from the first chunk that may still change."""

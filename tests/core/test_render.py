@@ -192,6 +192,37 @@ async def test_a_message_is_complete_before_the_next_one_starts_and_never_touche
         assert chan.calls[max(calls_on_message)].text == final[index]
 
 
+async def test_a_stream_faster_than_the_pace_sends_each_later_message_once_complete() -> None:
+    """A model filling a message in about 1.2 intervals: half-full edits would take the calls the
+    complete messages need, and the last one would land two intervals after the model is done."""
+    chan = channel(max_chars=400, interval=1.0)
+    renderer = renderer_for(chan)
+    text = " ".join(f"word{n}" for n in range(300))
+    await stream(renderer, chan, text, step=4, tick=0.012)
+    done_at = chan.clock.now
+    await renderer.finish(text)
+    final = split_message(text, 400)
+    assert chan.messages == final and len(final) >= 4
+    assert [(call.kind, call.index) for call in chan.calls[:2]] == [("send", 0), ("edit", 0)]
+    later = [(call.kind, call.text) for call in chan.calls[2:]]
+    assert later == [("send", chunk) for chunk in final[1:]]  # one call each, complete
+    assert chan.calls[-1].at - done_at <= 1.0
+    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in itertools.pairwise(chan.calls))
+
+
+async def test_a_held_message_is_shown_half_full_once_the_stream_slows() -> None:
+    chan = channel(max_chars=400, interval=1.0)
+    renderer = renderer_for(chan)
+    await stream(renderer, chan, "a" * 1000, step=10, tick=0.02)  # a message fills in 0.8 s: held
+    assert [(call.kind, len(call.text)) for call in chan.calls] == [("send", 10), ("edit", 400)]
+    chan.clock.now += 5.0  # the model pauses, then trickles on
+    await renderer.push("b")
+    chan.clock.now += 1.0
+    await renderer.push("c")
+    assert [call.kind for call in chan.calls[2:]] == ["send", "send"]
+    assert chan.messages[1:] == ["a" * 400, "a" * 200 + "bc"]
+
+
 async def test_finish_with_an_appended_note_lands_the_whole_text() -> None:
     chan = channel(max_chars=100, interval=1.0)
     renderer = renderer_for(chan)
