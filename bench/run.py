@@ -686,35 +686,46 @@ async def overhead_section(folder: Path) -> list[Row]:
 
 async def burst_section(folder: Path) -> list[Row]:
     """Issue 15's bursts (200 chats on a 0.2 s model, 1,000 on a 1 s model, target 1.5x the floor)
-    and issue 14's 5,000 on a 0.1 s model, with memory through a full expiry."""
+    and issue 14's 5,000 on a 0.1 s model, with memory through a full expiry: first, so that its
+    start-up reading is of a fresh process."""
     rows: list[Row] = []
-    for chats, latency_s, target in ((200, 0.2, 1.5), (1_000, 1.0, 1.5), (5_000, 0.1, None)):
+    for chats, latency_s, target in ((5_000, 0.1, None), (200, 0.2, 1.5), (1_000, 1.0, 1.5)):
         async with fake_model_process(latency_s) as model_url:
             f = await burst(folder, model_url, chats, until_expired=target is None)
-        ratio = f.wall_s / f.floor_wall_s
-        rows += [
-            Row(
-                "9 burst",
-                f"floor: {chats:,} completions + sendMessage, {latency_s:g} s model, as many at once as the bridge",
-                f"{f.floor_wall_s:.2f} s, {f.floor_cpu_s:.2f} CPU s",
-            ),
-            Row(
-                "9 burst",
-                f"{chats:,} private chats at once through the Telegram adapter, SQLite, defaults: wall / CPU",
-                f"{f.wall_s:.2f} s ({ratio:.2f}x), {f.cpu_s:.2f} CPU s, {f.cpu_s / chats * 1000:.2f} ms each",
-                f"<= {target}x" if target is not None else "",
-                ratio <= target if target is not None else None,
-            ),
-            Row("9 burst", f"{chats:,} chats: answered", f"{f.answered:,}", f"all {chats:,}", f.answered == chats),
-        ]
+        if target is None:
+            memory = f
+        for label, floor, bridge, judged in (
+            ("new connections", f.floor_cold, f.cold, target),
+            ("connections kept alive", f.floor_warm, f.warm, target),
+        ):
+            ratio = bridge.wall_s / floor.wall_s
+            rows += [
+                Row(
+                    "9 burst",
+                    f"floor: a bare bot, {chats:,} chats (getUpdates, typing, completion, sendMessage), {latency_s:g} s model, {label}",
+                    f"{floor.wall_s:.2f} s, {floor.cpu_s:.2f} CPU s",
+                ),
+                Row(
+                    "9 burst",
+                    f"{chats:,} private chats at once through the Telegram adapter, {label}: wall / CPU",
+                    f"{bridge.wall_s:.2f} s ({ratio:.2f}x), {bridge.cpu_s:.2f} CPU s, "
+                    f"{bridge.cpu_s / chats * 1000:.2f} ms each",
+                    f"<= {judged}x" if judged is not None else "",
+                    ratio <= judged if judged is not None else None,
+                ),
+            ]
+        rows.append(
+            Row("9 burst", f"{chats:,} chats: answered", f"{f.answered:,}", f"all {chats:,}", f.answered == chats)
+        )
     mib = 2**20
     rows.append(
         Row(
             "9 burst",
             "5,000 chats: RSS at start-up / peak / after the burst / after every session expired",
-            f"{f.rss_start / mib:.0f} / {f.rss_peak / mib:.0f} / {f.rss_after / mib:.0f} / {f.rss_expired / mib:.0f} MiB",
+            f"{memory.rss_start / mib:.0f} / {memory.rss_peak / mib:.0f} / {memory.rss_after / mib:.0f} / "
+            f"{memory.rss_expired / mib:.0f} MiB",
             "after expiry <= 1.5x start-up",
-            f.rss_expired <= 1.5 * f.rss_start,
+            memory.rss_expired <= 1.5 * memory.rss_start,
         )
     )
     return rows
