@@ -276,3 +276,45 @@ async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list
                     answer = await client.post(f"{control}/ask", params=asked)
                     bridged.append(float(answer.json()["elapsed_s"]))
     return floors, bridged
+
+
+@dataclass(frozen=True, slots=True)
+class LongAnswer:
+    floor_s: float
+    added_s: float
+    calls: int
+
+
+async def long_answer(
+    folder: Path, chars: int = 2_000, chars_per_chunk: int = 4, chunk_delay_s: float = 0.001
+) -> LongAnswer:
+    """One private chat's answer of ``chars`` characters, streamed by the fake model (4 characters a
+    millisecond by default), through the Telegram adapter: the time from the model's ``[DONE]`` to
+    the complete text on the fake Bot API, and the sendMessage and editMessageText calls it took.
+    The floor is a bare sendMessage of the same text to the same fake, timed the same way."""
+    from tests.fakes.fake_model import FakeModel, Reply
+    from tests.fakes.telegram_api import FakeTelegram
+
+    words = " ".join(f"word{n}" for n in range(chars))[:chars].rstrip()
+    async with FakeModel() as model:
+        model.script(Reply(text=words, chunk_chars=chars_per_chunk, chunk_delay_s=chunk_delay_s))
+        telegram = FakeTelegram()
+        await telegram.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                started = time.monotonic()
+                async with session.post(f"{telegram.base_url}{TOKEN}/sendMessage", json={"chat_id": 9, "text": words}):
+                    await telegram.wait_for(lambda: words in telegram.texts(9))
+                floor_s = time.monotonic() - started
+            telegram.sent.clear()
+            telegram.forget_calls()
+            async with _running_bridge(
+                _config(model.base_url, telegram.base_url), SqliteStore(str(folder / f"long-{time.monotonic_ns()}.db"))
+            ):
+                telegram.user_message("a long one", user=7)
+                await telegram.wait_for(lambda: telegram.texts(7) == [words], timeout=30)
+                shown_at = time.monotonic()
+                calls = len(telegram.calls_of("sendMessage")) + len(telegram.calls_of("editMessageText"))
+        finally:
+            await telegram.stop()
+    return LongAnswer(floor_s, shown_at - model.finished_at[-1], calls)

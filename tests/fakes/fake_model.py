@@ -152,6 +152,8 @@ class FakeModel:
         self.speech_failures: deque[Status] = deque()
         self.first_content_at: list[float] = []
         """``time.monotonic()`` when each stream wrote its first piece of text (for benchmarks)."""
+        self.finished_at: list[float] = []
+        """``time.monotonic()`` when each stream of text wrote its ``[DONE]``."""
         self._steps: deque[Step] = deque()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -287,6 +289,7 @@ class FakeModel:
                 self.first_content_at.append(time.monotonic())
             await _send(response, json.dumps(event))
         await _send(response, "[DONE]")
+        self.finished_at.append(time.monotonic())
         return response
 
     async def _stream_calls(self, request: web.Request, reply: _Completion, step: ToolCalls) -> web.StreamResponse:
