@@ -35,7 +35,7 @@ class Notes:
 
 def build_server(notes: Notes | None = None) -> MCPServer:
     notes = notes if notes is not None else Notes()
-    server = MCPServer("chatbridge-test")
+    server = MCPServer("chatbridge-test", log_level="WARNING")  # its INFO lines flooded the benchmark table
 
     @server.tool(annotations=READ_ONLY)
     def lookup(query: str) -> str:
