@@ -43,7 +43,10 @@ class PlatformLimits:
     gets the reply only once it is complete. ``first_show_delay_s`` is how long the first message of
     a streamed reply waits for more text (unless there is already enough to be worth showing), so
     that a short answer lands once, complete, instead of its first words followed by an edit one
-    ``min_edit_interval_s`` later; the typing signal shows meanwhile.
+    ``min_edit_interval_s`` later; the typing signal shows meanwhile. ``final_burst`` is how many
+    calls the complete text may make back to back, without the interval between them, where the
+    platform takes short bursts: streaming keeps to the interval, so that a reply makes at most
+    ``final_burst - 1`` calls more than the interval allows, once, at its end.
     """
 
     max_message_chars: int
@@ -51,6 +54,7 @@ class PlatformLimits:
     can_edit: bool = True
     first_show_delay_s: float = 0.0
     length_unit: LengthUnit = LengthUnit.CHARACTERS
+    final_burst: int = 1
 
 
 FIRST_SHOW_DELAY_S = 0.3

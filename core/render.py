@@ -105,7 +105,8 @@ class StreamRenderer:
     ``push`` never waits: it updates the platform only when the edit interval has passed and
     otherwise just buffers, since the next push or ``finish`` catches up. It makes at most one
     platform call each time, so every send or edit of the reply is ``min_edit_interval_s`` apart.
-    ``finish`` waits for its turn and insists, because the complete text must land.
+    ``finish`` waits for its turn and insists, because the complete text must land; where the
+    platform takes a short burst (``final_burst``), its first calls go at once.
     Both keep message *i* showing chunk *i* of the split text and skip edits that change nothing.
     A stream faster than the pace gets each message after the first once, complete, rather than
     half-full and then again; at most one call is then left when the model is done.
@@ -199,9 +200,13 @@ class StreamRenderer:
             return
         deadline = self._clock() + self._budget_s
         chunks = self._final_chunks(final_text)
+        spare_calls = self._limits.final_burst - 1
         while (index := self._first_stale(chunks)) is not None:
+            early = spare_calls > 0 and self._clock() < self._ready_at
+            if early:
+                spare_calls -= 1
             try:
-                show = functools.partial(self._show_in_turn, index, chunks[index])
+                show = functools.partial(self._show if early else self._show_in_turn, index, chunks[index])
                 await _patiently(show, self._sleep, self._clock, deadline)
             except PlatformTooLong:
                 self._cut_smaller()

@@ -223,6 +223,21 @@ async def test_a_held_message_is_shown_half_full_once_the_stream_slows() -> None
     assert chan.messages[1:] == ["a" * 400, "a" * 200 + "bc"]
 
 
+async def test_where_the_platform_takes_a_burst_the_complete_text_lands_at_once() -> None:
+    chan = FakeChannel(PlatformLimits(100, 1.0, final_burst=3))
+    renderer = renderer_for(chan)
+    text = " ".join(["streamed words"] * 30)  # about 450 characters: five messages
+    await stream(renderer, chan, text, step=50, tick=0.05)
+    streamed_calls = len(chan.calls)
+    done_at = chan.clock.now
+    await renderer.finish(text)
+    assert chan.messages == split_message(text, 100)
+    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in itertools.pairwise(chan.calls[:streamed_calls]))
+    finishing = chan.calls[streamed_calls:]
+    assert [call.at for call in finishing[:2]] == [done_at, done_at]  # the two spare calls, at once
+    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in itertools.pairwise(finishing[1:]))  # then the pace
+
+
 async def test_finish_with_an_appended_note_lands_the_whole_text() -> None:
     chan = channel(max_chars=100, interval=1.0)
     renderer = renderer_for(chan)
