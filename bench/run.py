@@ -27,6 +27,7 @@ from typing import Any, Self
 import httpx
 from redis.asyncio.connection import Connection
 
+from adapters.telegram.adapter import TelegramLimits
 from bench.burst import burst, long_answer, sequential
 from bench.clients import client_costs
 from bench.media import media_costs
@@ -564,14 +565,13 @@ async def streaming(tokens: int = 2_000) -> list[Row]:
     ]
 
 
-async def short_answer(
-    first_show_delay_s: float, words: int = 10, interval_s: float = 1.0, chunk_delay_s: float = 0.001
-) -> tuple[float, int]:
+async def short_answer(limits: PlatformLimits, words: int = 10, chunk_delay_s: float = 0.001) -> tuple[float, int]:
     """Time from the end of a streamed answer to its complete text on the platform (seconds), and the
-    platform calls it took, at a platform's pace (Telegram: one edit a second in private chats, one
-    every 3 s in groups). The floor, a bare send of the final text, costs nothing on this channel."""
+    platform calls it took, within ``limits`` (Telegram's: a call a second in private chats and one
+    every 4 s in groups while streaming, then a short burst). The floor, a bare send of the final
+    text, costs nothing on this channel."""
     text = " ".join(f"word{n}" for n in range(words))
-    channel = NullChannel(PlatformLimits(4000, interval_s, first_show_delay_s=first_show_delay_s))
+    channel = NullChannel(limits)
     streamed = await _stream_through_renderer(text, channel, chunk_delay_s)
     return channel.last_call_at - streamed.model_done, len(channel.sends) + channel.edits
 
@@ -581,23 +581,24 @@ async def short_answers(questions: int = 5) -> list[Row]:
     then longer answers, private and group, whose final edit waits for the platform's pace at most."""
     rows = []
     for label, delay_s in (("no first-show delay (before)", 0.0), ("first-show delay 0.3 s", FIRST_SHOW_DELAY_S)):
-        results = [await short_answer(delay_s) for _ in range(questions)]
+        limits = PlatformLimits(4000, 1.0, first_show_delay_s=delay_s)
+        results = [await short_answer(limits) for _ in range(questions)]
         target_ms = 50.0 if delay_s else None
         rows.append(
             _answer_row(f"10-word answer, model done to complete text, 1 s edit interval, {label}", results, target_ms)
         )
+    telegram = TelegramLimits()
     for words in (10, 200, 2_000):
-        for chat, interval_s in (("private", 1.0), ("group", 3.0)):
-            results = [await short_answer(FIRST_SHOW_DELAY_S, words, interval_s) for _ in range(3)]
-            label = f"{words:,}-word answer, {chat} pace ({interval_s:g} s): model done to complete text"
-            rows.append(_answer_row(label, results, 50.0 if words == 10 else interval_s * 1e3))
-    # At 1,000 tokens a second a group cannot keep up (see bench/RESULTS.md); at a fast real model's
-    # 100 it can, and the renderer's holding of nearly full messages is what has to make it so.
-    result = await short_answer(FIRST_SHOW_DELAY_S, 2_000, 3.0, chunk_delay_s=0.01)
+        for chat, limits in (("private", telegram.private), ("group", telegram.group)):
+            results = [await short_answer(limits, words) for _ in range(3)]
+            pace = f"{limits.min_edit_interval_s:g} s, bursts of {limits.final_burst}"
+            label = f"{words:,}-word answer, Telegram {chat} pace ({pace}): model done to complete text"
+            rows.append(_answer_row(label, results, 50.0 if words == 10 else limits.min_edit_interval_s * 1e3))
+    result = await short_answer(telegram.group, 2_000, chunk_delay_s=0.01)
     label = (
-        "2,000-word answer at 100 tokens a second (one run, about 45 s), group pace (3 s): model done to complete text"
+        "2,000-word answer at 100 tokens a second (one run, about 45 s), Telegram group: model done to complete text"
     )
-    rows.append(_answer_row(label, [result], 3_000.0))
+    rows.append(_answer_row(label, [result], telegram.group.min_edit_interval_s * 1e3))
     return rows
 
 
