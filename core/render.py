@@ -133,12 +133,12 @@ class StreamRenderer:
         self._shown: list[str] = []
         self._ready_at = float("-inf")
         self._first_text_at: float | None = None
-        self._first_show_at: float | None = None
-        """When the first-show delay ends: counted from the first text, not from the question, so
-        that a model slow to start (or a busy bridge) does not use it up before there is anything."""
+        """When the first text came: the first-show delay counts from it, not from the question, so
+        that a model slow to start (or a busy bridge) does not use it up before there is anything;
+        and the stream's pace is measured from it."""
         self._held_until_chars = 0
         self._held_until = float("-inf")
-        """A message about to fill is not shown half-full (``_fills_before_next_call``) until this
+        """A message about to fill is not shown half-full (``_held_until_full``) until this
         much text has streamed or this time has come, whichever is first; then it is looked at again."""
         self._streamed_chars = 0
         self._edits = 0
@@ -161,14 +161,13 @@ class StreamRenderer:
         self._streamed_chars += len(delta)
         if self._first_text_at is None:
             self._first_text_at = self._clock()
-            self._first_show_at = self._first_text_at + self._limits.first_show_delay_s
         if not self._limits.can_edit or self._clock() < self._ready_at or self._holding_first_show():
             return
         if self._streamed_chars < self._held_until_chars and self._clock() < self._held_until:
             return
         chunks = self._streamed_chunks()
         index = self._first_stale(chunks)
-        if index is None or (index == len(chunks) - 1 and self._fills_before_next_call(chunks[index])):
+        if index is None or (index == len(chunks) - 1 and self._held_until_full(chunks[index])):
             return
         try:
             await self._show(index, chunks[index])
@@ -228,17 +227,18 @@ class StreamRenderer:
         return (
             not self._handles
             and self._streamed_chars < WORTH_SHOWING_CHARS
-            and self._first_show_at is not None
-            and self._clock() < self._first_show_at
+            and self._first_text_at is not None
+            and self._clock() < self._first_text_at + self._limits.first_show_delay_s
         )
 
-    def _fills_before_next_call(self, growing: str) -> bool:
-        """Whether the message still being streamed will be full before another call is allowed, at
-        the pace the text has come so far. Showing it half-full now would spend the call its
-        complete text needs: a stream faster than the platform's pace would then fall one message
-        behind for the rest of the reply, each message costing two calls, and the last one would
-        land two intervals after the model is done instead of at most one. The first message is
-        shown regardless (a reader wants to start), and so is every message once the stream slows."""
+    def _held_until_full(self, growing: str) -> bool:
+        """Holds the message still being streamed, and says so, when it will be full before another
+        call is allowed, at the pace the text has come so far. Showing it half-full now would spend
+        the call its complete text needs: a stream faster than the platform's pace would then fall
+        one message behind for the rest of the reply, each message costing two calls, and the last
+        one would land two intervals after the model is done instead of at most one. The first
+        message is shown regardless (a reader wants to start), and so is every message once the
+        stream slows."""
         if not self._handles or self._first_text_at is None:
             return False
         elapsed = self._clock() - self._first_text_at
