@@ -16,19 +16,20 @@ longer) valid.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
-from telegram._utils.types import ODVInput  # the type of do_request's timeouts; PTB exports it nowhere else
+from telegram._utils.types import (
+    ODVInput,
+    UploadFileDict,
+)  # do_request's and multipart_data's types; PTB exports them nowhere else
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
 UNAUTHORIZED = 401
 DEFAULT_TIMEOUT_S = 5.0
 CONNECTIONS = 256
-_JSON = {"Content-Type": "application/json"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -81,10 +82,12 @@ class AiohttpRequest(BaseRequest):
         if files and isinstance(write_timeout, DefaultValue):
             read = max(read or 0.0, self._media_write_timeout)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+        # JSON (the Bot API takes it for every call but uploads) costs aiohttp a fraction of
+        # encoding a form: about 20 us less per call (``--only clients``).
+        form = _multipart(request_data, files) if request_data and files else None
+        fields = request_data.parameters if request_data and not files else None
         try:
-            sent = _body(request_data)
-            headers = _JSON if isinstance(sent, bytes) else None
-            async with self._session.request(method, url, data=sent, headers=headers, timeout=timeout) as response:
+            async with self._session.request(method, url, data=form, json=fields, timeout=timeout) as response:
                 status, body = response.status, await response.read()
         except TimeoutError as error:
             raise TimedOut from error
@@ -95,15 +98,8 @@ class AiohttpRequest(BaseRequest):
         return status, body
 
 
-def _body(request_data: RequestData | None) -> aiohttp.FormData | bytes | None:
-    """A JSON body (the Bot API takes ``application/json`` for every call but uploads), which aiohttp
-    sends as it is instead of encoding a form: about 20 us less per call (``--only clients``); with
-    files, a multipart form."""
-    if request_data is None:
-        return None
-    files = request_data.multipart_data
-    if not files:
-        return json.dumps(request_data.parameters).encode()
+def _multipart(request_data: RequestData, files: UploadFileDict) -> aiohttp.FormData:
+    """The form fields as the Bot API takes them beside files."""
     form = aiohttp.FormData()
     for name, value in request_data.json_parameters.items():
         form.add_field(name, value)
