@@ -64,16 +64,6 @@ class Bridge:
 StartBridge = Callable[..., Awaitable[Bridge]]
 
 
-@pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
 def settings_for(fake: FakeDiscord, **options: Any) -> DiscordSettings:
     values: dict[str, Any] = {
         "enabled": True,

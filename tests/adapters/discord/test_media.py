@@ -25,16 +25,6 @@ Start = Callable[[], Awaitable[tuple[DiscordAdapter, Recorder]]]
 
 
 @pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest_asyncio.fixture
 async def bridge(discord_fake: FakeDiscord, store: MemoryStore, model: OpenAIChatModel) -> AsyncIterator[Start]:
     running: list[tuple[asyncio.Task[None], DiscordAdapter, Recorder]] = []
 

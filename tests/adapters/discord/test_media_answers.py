@@ -30,16 +30,6 @@ DM = wire.DM_CHANNEL_ID
 
 
 @pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest_asyncio.fixture
 async def bridge(
     discord_fake: FakeDiscord, store: MemoryStore, model: OpenAIChatModel, fake_model: FakeModel
 ) -> AsyncIterator[Start]:

@@ -30,16 +30,6 @@ Start = Callable[..., Awaitable[HttpMcpServer]]
 
 
 @pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest_asyncio.fixture
 async def bridge(discord_fake: FakeDiscord, fake_model: FakeModel) -> AsyncIterator[Start]:
     stops: list[Callable[[], Awaitable[None]]] = []
 

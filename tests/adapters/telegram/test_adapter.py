@@ -69,16 +69,6 @@ class Bridge:
 Start = Callable[..., Awaitable[Bridge]]
 
 
-@pytest_asyncio.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    api = FakeTelegram()
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
-
-
 def settings(telegram: FakeTelegram, **overrides: Any) -> TelegramSettings:
     values: dict[str, Any] = {"enabled": True, "token": TOKEN, "base_url": telegram.base_url}
     values.update(overrides)

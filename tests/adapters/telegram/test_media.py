@@ -29,16 +29,6 @@ Start = Callable[..., Awaitable[tuple[TelegramAdapter, Recorder]]]
 
 
 @pytest_asyncio.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    api = FakeTelegram()
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
-
-
-@pytest_asyncio.fixture
 async def bridge(telegram: FakeTelegram, store: MemoryStore, model: OpenAIChatModel) -> AsyncIterator[Start]:
     running: list[tuple[asyncio.Task[None], TelegramAdapter, Recorder]] = []
 

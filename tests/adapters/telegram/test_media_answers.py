@@ -31,16 +31,6 @@ MENTION = "@ChatBridgeBot"
 
 
 @pytest_asyncio.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    api = FakeTelegram()
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
-
-
-@pytest_asyncio.fixture
 async def audio(fake_model: FakeModel) -> AsyncIterator[AudioClient]:
     client = AudioClient(AudioSettings(), model_settings(fake_model.base_url, max_retries=1))
     yield client

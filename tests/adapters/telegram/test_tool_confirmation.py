@@ -37,16 +37,6 @@ Start = Callable[..., Awaitable[None]]
 
 
 @pytest_asyncio.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    api = FakeTelegram()
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
-
-
-@pytest_asyncio.fixture
 async def mcp() -> AsyncIterator[HttpMcpServer]:
     async with HttpMcpServer() as server:
         yield server
