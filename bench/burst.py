@@ -5,9 +5,12 @@ bridge on its default settings (SQLite store, polling), with the fake model and 
 each in a process of their own, so that only the bridge's CPU is counted here. The floor, measured
 in the same run, is a bare bot doing the same platform calls (``_floor``): what the hardware allows
 for the same work without a bridge. Each side runs the burst twice, on new connections and then on
-the connections the first left open, and is compared like with like. (Until 2026-12-02 the floor
-was completions and sendMessage only, on connections opened before, and the bridge's first burst
-was judged against it.)
+the connections the first left open, and is compared like with like. Both sides are timed by the
+fake Bot API, from the queueing of the burst to the last answer it receives. (Until 2026-12-02 the
+floor was completions and sendMessage only, on connections opened before, and the bridge's first
+burst was judged against it. Later that day the floor's completion became streamed, as the
+bridge's is, and both sides came to be timed by the fake: the bridge had been timed by polling the
+fake every 50 ms, which added 25 ms on average to its side only.)
 
 Memory is read from ``/proc/self/statm`` (RSS) at start-up, every 50 ms during the burst (the peak),
 after the burst, and after every session has expired and been swept, which is what the issue asks
@@ -46,6 +49,8 @@ from tests.fakes.telegram_api import TOKEN
 SESSION_TIMEOUT_S = 5.0
 """Shorter than the default hour, so that a full expiry fits in the run; nothing else is changed."""
 SWEEP_EVERY_S = 1.0
+CONTROL_TIMEOUT_S = 310.0
+"""Longer than the fake's 300 s wait for a burst's last answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +107,15 @@ async def _floor(
     """A bare bot doing the platform calls of the bridge's burst, on new connections and then again
     on the connections kept alive: the fake's burst is fetched with getUpdates (100 at a time, as
     the bridge gets them), and each chat gets a typing signal, one completion and one sendMessage
-    with its text, ``at_once`` at a time. Bot API calls are bare aiohttp; the completion goes
-    through the bridge's HTTP stack, the cheapest way we have to make it."""
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": "question"}], "stream": False}
+    with its text, ``at_once`` at a time. Bot API calls are bare aiohttp. The completion is streamed,
+    as the bridge asks for it, so that the model server does the same work for both sides; it goes
+    through the bridge's HTTP stack, read line by line, the cheapest way we have to make it."""
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "question"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     slots = asyncio.Semaphore(at_once)
     bot = f"{telegram_url}{TOKEN}"
     connector = aiohttp.TCPConnector(limit=at_once)
@@ -117,8 +128,7 @@ async def _floor(
             async with slots:
                 async with telegram.post(f"{bot}/sendChatAction", json={"chat_id": chat, "action": "typing"}) as sent:
                     await sent.read()
-                reply = await http.post(f"{model_url}/chat/completions", json=body)
-                text = reply.json()["choices"][0]["message"]["content"]
+                text = await _streamed_text(http, f"{model_url}/chat/completions", body)
                 async with telegram.post(f"{bot}/sendMessage", json={"chat_id": chat, "text": text}) as sent:
                     await sent.read()
 
@@ -132,13 +142,29 @@ async def _floor(
             await asyncio.gather(*answers)
 
         timings = []
-        async with httpx.AsyncClient(timeout=30) as controller:
+        async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as controller:
             for _ in range(1 + warm_runs):
-                cpu, wall = time.process_time(), time.perf_counter()
+                cpu = time.process_time()
                 await controller.post(f"{control}/burst", params={"chats": chats})
                 await bare_bot()
-                timings.append(Timing(time.perf_counter() - wall, time.process_time() - cpu))
+                cpu_s = time.process_time() - cpu
+                timings.append(Timing((await _all_answered(controller, control)).wall_s, cpu_s))
         return timings[0], _median(timings[1:])
+
+
+async def _streamed_text(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> str:
+    """The text of a streamed completion: the content of each SSE data line up to ``[DONE]``."""
+    parts = []
+    async with http.stream("POST", url, json=body) as reply:
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                break
+            choices = json.loads(line[len("data: ") :])["choices"]
+            if choices:
+                parts.append(choices[0]["delta"].get("content") or "")
+    return "".join(parts)
 
 
 def _config(model_url: str, telegram_url: str, **sections: object) -> Config:
@@ -178,8 +204,18 @@ async def _running_bridge(config: Config, store: SqliteStore) -> AsyncIterator[N
         await store.close()
 
 
-async def _answered(http: httpx.AsyncClient, control: str) -> int:
-    return int((await http.get(f"{control}/answered")).json()["answered"])
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    chats: int
+    wall_s: float
+    """From the queueing of the burst to its last answer, as the fake saw them (300 s if some chat
+    never got one)."""
+
+
+async def _all_answered(http: httpx.AsyncClient, control: str) -> _Answered:
+    """Once every chat of the fake's burst has an answer (or 300 s have passed)."""
+    figures = (await http.get(f"{control}/all_answered")).json()
+    return _Answered(int(figures["answered"]), figures["elapsed_s"] or 300.0)
 
 
 def warm_runs_of(chats: int) -> int:
@@ -195,15 +231,21 @@ async def _one_burst(http: httpx.AsyncClient, control: str, chats: int) -> tuple
     """The fake's burst of ``chats`` new chats until every one is answered (or 300 s): the timing,
     how many were answered and the peak RSS read meanwhile."""
     peak = _rss_bytes()
-    cpu, wall = time.process_time(), time.perf_counter()
+
+    async def read_peak() -> None:
+        nonlocal peak
+        while True:
+            await asyncio.sleep(0.05)
+            peak = max(peak, _rss_bytes())
+
+    cpu = time.process_time()
     await http.post(f"{control}/burst", params={"chats": chats})
-    answered = 0
-    deadline = time.monotonic() + 300
-    while answered < chats and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        peak = max(peak, _rss_bytes())
-        answered = await _answered(http, control)
-    return Timing(time.perf_counter() - wall, time.process_time() - cpu), answered, peak
+    reading = asyncio.create_task(read_peak())
+    try:
+        answered = await _all_answered(http, control)
+    finally:
+        reading.cancel()
+    return Timing(answered.wall_s, time.process_time() - cpu), answered.chats, max(peak, _rss_bytes())
 
 
 async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool = True) -> BurstFigures:
@@ -219,7 +261,7 @@ async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool
         async with _running_bridge(config, store):
             gc.collect()
             rss_start = _rss_bytes()
-            async with httpx.AsyncClient(timeout=30) as http:
+            async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as http:
                 cold, answered, peak = await _one_burst(http, control, chats)
                 warm_runs = []
                 for _ in range(warm_runs_of(chats)):
