@@ -20,10 +20,7 @@ from collections.abc import Callable
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
-from telegram._utils.types import (
-    ODVInput,
-    UploadFileDict,
-)  # do_request's and multipart_data's types; PTB exports them nowhere else
+from telegram._utils.types import ODVInput, UploadFileDict  # PTB's own types, exported nowhere else
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
