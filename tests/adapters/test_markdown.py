@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import string
+
 import pytest
 
 from adapters.markdown import (
@@ -22,6 +25,7 @@ from adapters.markdown import (
     parse,
     prefix_lines,
 )
+from adapters.markdown import _parse_fully as parse_with_markdown_it
 
 
 def paragraph(*children: Text | Code | Style | Link, gap: bool = False) -> Paragraph:
@@ -260,3 +264,63 @@ def test_join_items_puts_each_body_after_its_marker() -> None:
 
 def test_prefix_lines_marks_every_line_including_blank_ones() -> None:
     assert prefix_lines("a\n\nb", "> ") == "> a\n> \n> b"
+
+
+PLAIN_LINES = [
+    "echo: hello 17",
+    "Sure! It is 4 (2+2), see https://e.org/a-b?c=d#e.",
+    "Ja, gern. Héllo 😀 — 100% sure; a|b {c} \"quoted\" 'too'",
+    "a-b +c =d #e >f 1. 2) g",
+    "tab\tinside",
+]
+"""One plain line each: its own paragraph, however much punctuation it has."""
+
+NEAR_MISSES = [
+    "# heading",
+    "> quote",
+    "- item",
+    "+ item",
+    "1. item",
+    "2) item",
+    "---",
+    "===",
+    " lead",
+    "trail ",
+    "a\nb",
+    "a\rb",
+    "*em*",
+    "_em_",
+    "`c`",
+    "~~s~~",
+    "[l](https://e.org)",
+    "<https://e.org>",
+    "&amp;",
+    "a\\*b",
+    "\u00a0nbsp",
+    "nbsp\u00a0",
+    "a\x00b",
+    "\u3000wide",
+]
+"""Lines that markdown-it reads as something else than themselves, or alters."""
+
+
+@pytest.mark.parametrize("line", PLAIN_LINES + NEAR_MISSES)
+def test_a_plain_line_parses_as_markdown_it_reads_it(line: str) -> None:
+    assert parse(line) == parse_with_markdown_it(line)
+
+
+@pytest.mark.parametrize("line", PLAIN_LINES)
+def test_a_plain_line_is_one_paragraph_of_itself(line: str) -> None:
+    assert parse(line) == (paragraph(Text(line)),)
+
+
+def test_short_lines_parse_as_markdown_it_reads_them() -> None:
+    """Random short lines, mostly words, with every ASCII punctuation mark, whitespace of several
+    kinds and a few non-ASCII letters: whatever shortcut ``parse`` takes, the blocks are the same."""
+    alphabet = string.ascii_letters * 4 + string.digits + string.punctuation + " \t\n\r\x0b\x0c\x00\u00a0\u2028éß😀"
+    rng = random.Random(15)
+    lines = ["".join(rng.choices(alphabet, k=rng.randint(1, 14))) for _ in range(4_000)]
+    differing = [line for line in lines if parse(line) != parse_with_markdown_it(line)]
+    assert differing == []
+    one_paragraph = [line for line in lines if parse(line) == (paragraph(Text(line)),)]
+    assert len(one_paragraph) > 1_000, "the lines must include many plain ones, or the shortcut goes untested"
