@@ -1,9 +1,13 @@
-"""The model's HTTP client: what it leaves behind after a streamed reply."""
+"""The model's HTTP client: what it leaves behind after a streamed reply, and the cookies it keeps."""
 
 from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiohttp import web
 
 from bots.http_client import model_http_client
 from tests.fakes.fake_model import FakeModel
@@ -26,3 +30,38 @@ async def test_a_closed_streamed_reply_is_freed_without_the_cyclic_collector(fak
             assert gone() is None
     finally:
         gc.enable()
+
+
+@pytest_asyncio.fixture
+async def sticky_server() -> AsyncIterator[str]:
+    """A server behind a load balancer that pins clients with a cookie: /pin sets it (and only
+    /pin does), /seen tells which Cookie header came with the request."""
+
+    async def pin(_: web.Request) -> web.Response:
+        response = web.Response(text="pinned")
+        response.set_cookie("backend", "b7")
+        return response
+
+    async def seen(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Cookie", "none"))
+
+    app = web.Application()
+    app.router.add_get("/pin", pin)
+    app.router.add_get("/seen", seen)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_cookie_the_server_sets_comes_back_with_the_next_requests(sticky_server: str) -> None:
+    async with model_http_client(timeout_s=5, max_connections=1) as http:
+        assert (await http.get(f"{sticky_server}/seen")).text == "none"
+        await http.get(f"{sticky_server}/pin")
+        assert (await http.get(f"{sticky_server}/seen")).text == "backend=b7"
+        assert (await http.get(f"{sticky_server}/seen")).text == "backend=b7"
