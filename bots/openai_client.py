@@ -194,7 +194,7 @@ class OpenAIChatModel:
 
     def _stream_chunk(self, data: str) -> dict[str, Any]:
         """Some servers (vLLM, llama.cpp, OpenAI itself) report a failure as an SSE ``error`` event."""
-        chunk = self._json_object(data.encode(), "stream chunk")
+        chunk = self._json_object(data, "stream chunk")
         if "error" not in chunk:
             return chunk
         error = _ServerError.from_payload(chunk)
@@ -252,11 +252,14 @@ class OpenAIChatModel:
         encoded forms), and only then cut to ``limit``, so that no part of the key survives a cut."""
         return self._redact(" ".join(message.split()))[:limit]
 
-    def _json_object(self, raw: bytes, what: str) -> dict[str, Any]:
+    def _json_object(self, raw: bytes | str, what: str) -> dict[str, Any]:
+        """``raw`` as it came: a body as bytes, an event's data as the text httpx-sse decoded (which
+        json would otherwise detect the encoding of and decode again)."""
         try:
             payload = json.loads(raw)
         except ValueError as exc:
-            snippet = self._clean(raw.decode(errors="replace"), 60)
+            text = raw if isinstance(raw, str) else raw.decode(errors="replace")
+            snippet = self._clean(text, 60)
             raise _Transient(ModelUnavailable(f"malformed {what}: not JSON ({snippet!r})")) from exc
         if not isinstance(payload, dict):
             raise _Transient(ModelUnavailable(f"malformed {what}: not a JSON object"))
