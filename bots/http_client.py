@@ -51,10 +51,18 @@ class _ModelHttpClient(HttpxAiohttpClient):
     def cookies(self, cookies: httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]) -> None:
         self._set_cookies = _Cookies(cookies)
 
-    async def send(self, request: httpx.Request, **options: Any) -> httpx.Response:
-        response = await super().send(request, **options)
-        if not response.is_closed and isinstance(response.stream, httpx.AsyncByteStream):
+    async def send(self, request: httpx.Request, *, stream: bool = False, **options: Any) -> httpx.Response:
+        """httpx's ``send``, the body read here when not streamed (as httpx reads it), so that a
+        non-streamed response is unbound too."""
+        response = await super().send(request, stream=True, **options)
+        if isinstance(response.stream, httpx.AsyncByteStream):
             response.stream = _UnboundOnClose(response.stream)
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
         return response
 
 

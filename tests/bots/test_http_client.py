@@ -13,21 +13,25 @@ from bots.http_client import model_http_client
 from tests.fakes.fake_model import FakeModel
 
 
-async def test_a_closed_streamed_reply_is_freed_without_the_cyclic_collector(fake_model: FakeModel) -> None:
-    """httpx binds a streamed response and its stream to each other; in a burst that made every
-    reply garbage for the cyclic collector to find. Once closed, the reply goes as soon as it is
-    dropped, with the collector off."""
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+async def test_a_closed_reply_is_freed_without_the_cyclic_collector(fake_model: FakeModel) -> None:
+    """httpx binds a response and its stream to each other; in a burst that made every reply
+    garbage for the cyclic collector to find. Once closed, a reply, streamed or not, goes as soon
+    as it is dropped, with the collector off."""
+    url = f"{fake_model.base_url}/chat/completions"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     gc.disable()
     try:
         async with model_http_client(timeout_s=5, max_connections=1) as http:
-            async with http.stream("POST", f"{fake_model.base_url}/chat/completions", json=body) as reply:
-                streamed = b"".join([chunk async for chunk in reply.aiter_bytes()])
-            assert b"data: [DONE]" in streamed
-            assert reply.is_closed
-            gone = weakref.ref(reply)
-            del reply
-            assert gone() is None
+            async with http.stream("POST", url, json={**body, "stream": True}) as streamed:
+                text = b"".join([chunk async for chunk in streamed.aiter_bytes()])
+            assert b"data: [DONE]" in text
+            assert streamed.is_closed
+            whole = await http.post(url, json=body)
+            assert whole.json()["choices"][0]["message"]["content"]
+            assert whole.is_closed
+            gone = weakref.ref(streamed), weakref.ref(whole)
+            del streamed, whole
+            assert [ref() for ref in gone] == [None, None]
     finally:
         gc.enable()
 
