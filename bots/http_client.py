@@ -11,8 +11,8 @@ One thing it gets wrong for us: it maps every aiohttp connection error to ``http
 a refused connection and a server that hung up mid-reply included. Users are told different things
 for a timeout and for an unreachable server, so ``is_timeout`` looks at what was actually raised.
 
-Two things httpx does cost a burst, and ``_ModelHttpClient`` undoes them. A streamed response and
-its stream refer to each other (``BoundAsyncStream``), so every streamed reply, with the aiohttp
+Two things httpx does cost a burst, and ``_ModelHttpClient`` undoes them. A response and its
+stream refer to each other (``BoundAsyncStream``), so every reply, streamed or not, with the aiohttp
 response and headers it holds, was garbage only the cyclic collector could free; ``_UnboundOnClose``
 lets go when the response closes. And every response went through urllib's cookie jar, Set-Cookie
 or not: about 50 us of a streamed model call's 1 ms of CPU in ``bench/``; ``_Cookies`` asks the jar
@@ -68,8 +68,8 @@ class _ModelHttpClient(HttpxAiohttpClient):
 
 class _UnboundOnClose(httpx.AsyncByteStream):
     """A response's stream that drops httpx's own once closed, and with it the reference back to the
-    response: a burst of 1,000 streamed replies then leaves no cyclic garbage, where it left some
-    20 objects per reply before."""
+    response: a burst of 1,000 replies then leaves no cyclic garbage, where it left some 20 objects
+    per reply before."""
 
     def __init__(self, stream: httpx.AsyncByteStream) -> None:
         self._stream: httpx.AsyncByteStream | None = stream
