@@ -24,8 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -46,10 +45,11 @@ from core.channel import PlatformTrouble, Receipt, Reopen, ReplyChannel
 from core.choices import Choices, TurnChoice
 from core.commands import CommandContext, Commands, CommandSpec, command_list
 from core.events import Attachment, IncomingMessage, Refetch
+from core.lease import LeaseKept
 from core.media import Media
 from core.media_settings import MediaSettings
 from core.observe import NULL_OBSERVER, MessageRecord, Observer
-from core.render import StreamRenderer, send_text, typing_indicator
+from core.render import StreamRenderer, TypingIndicator, send_text
 from core.sessions import session_key, spoken_by
 from core.settings import (
     AccessSettings,
@@ -501,7 +501,7 @@ class Engine:
                         if channel is None:
                             await self._store.release(key, claim.fence)
                             return handled  # its platform is not connected (yet); the queue waits for it
-                        async with self._lease_kept(key, claim.fence):
+                        async with LeaseKept(self._store, key, claim.fence, self._settings.lease_s):
                             result, turn = await self._answer(key, claim, channel, recovered=recovered)
                             stored = await self._finish(key, claim, result, channel)
                         if stored.outcome is _Stored.NOT_STORED:
@@ -548,39 +548,6 @@ class Engine:
         if reopen is not None:
             return reopen(newest.route), asker is None
         return (asker.channel if asker is not None else None), False
-
-    @asynccontextmanager
-    async def _lease_kept(self, key: str, fence: int) -> AsyncIterator[None]:
-        """Renew the lease every third of its length while the turn runs, so that only a holder that
-        died lets it lapse, however long the model takes.
-
-        Most turns end before the first renewal is due, so the renewing task is only started then,
-        by a timer: a task per turn cost 35-55 us more than a timer in a burst of short turns."""
-        every_s = self._settings.lease_s / 3
-        renewing: asyncio.Task[None] | None = None
-
-        async def renew() -> None:
-            while True:
-                try:
-                    if not await self._store.renew(key, fence, self._settings.lease_s):
-                        log.error("lost the lease of session %s while answering", key)
-                        return
-                except StoreUnavailable as exc:
-                    log.warning("could not renew the lease of %s: %s", key, exc)
-                await asyncio.sleep(every_s)
-
-        def start_renewing() -> None:
-            nonlocal renewing
-            renewing = asyncio.create_task(renew())
-
-        first_renewal = asyncio.get_running_loop().call_later(every_s, start_renewing)
-        try:
-            yield
-        finally:
-            first_renewal.cancel()
-            if renewing is not None:
-                renewing.cancel()
-                await asyncio.wait({renewing})
 
     async def _finish(self, key: str, claim: Claim, result: TurnResult, channel: ReplyChannel) -> _Finished:
         """Store the turn; a store that is briefly down is retried (holding the session) for up to
@@ -694,7 +661,7 @@ class Engine:
 
         tool_turn = self._tool_turn(card, newest, channel, renderer, recovered)
         try:
-            async with typing_indicator(channel):
+            async with TypingIndicator(channel):
                 reply, window, steps = await self._call_model(
                     choice, window, preamble, history, user_turn, budget, on_text, tool_turn
                 )

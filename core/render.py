@@ -8,11 +8,10 @@ a long reply is cut into messages is ``core.splitter``'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from core import texts
@@ -289,27 +288,48 @@ class StreamRenderer:
 # --- typing ---------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def typing_indicator(channel: ReplyChannel, interval_s: float = 4.0) -> AsyncIterator[None]:
-    """Keep the platform's "typing…" signal on while the body runs (platforms expire it after ~5 s).
+class TypingIndicator:
+    """Keeps the platform's "typing…" signal on while the body runs (platforms expire it after ~5 s).
 
     A failing signal is logged and ignored: it is cosmetic and must never break the reply.
+
+    Each signal is a task of its own and the next one waits on a timer, rather than one task
+    looping for the whole turn: a signal is over long before the model answers, so the turn ends
+    with only a timer to cancel, and a burst of turns does not keep a sleeping task (and what it
+    holds) alive for each of them while the models think.
     """
-    task = asyncio.create_task(_keep_typing(channel, interval_s))
-    try:
+
+    __slots__ = ("_channel", "_interval_s", "_signal", "_next", "_level", "_stopped")
+
+    def __init__(self, channel: ReplyChannel, interval_s: float = 4.0) -> None:
+        self._channel = channel
+        self._interval_s = interval_s
+        self._signal: asyncio.Task[None] | None = None
+        self._next: asyncio.TimerHandle | None = None
+        self._level = logging.WARNING
+        self._stopped = False
+
+    async def __aenter__(self) -> None:
+        self._signal_now()
         await asyncio.sleep(0)  # let the first signal go out before the body starts its work
-        yield
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
 
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stopped = True
+        if self._next is not None:
+            self._next.cancel()
+        signal = self._signal
+        if signal is not None and not signal.done():
+            signal.cancel()  # a signal sent after the reply would show "typing…" under it
+            await asyncio.wait({signal})
 
-async def _keep_typing(channel: ReplyChannel, interval_s: float) -> None:
-    level = logging.WARNING
-    while True:
+    def _signal_now(self) -> None:
+        self._signal = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
         try:
-            await channel.typing()
+            await self._channel.typing()
         except Exception as error:  # noqa: BLE001 - any adapter error; typing is best effort
-            log.log(level, "typing indicator failed: %r", error)
-            level = logging.DEBUG
-        await asyncio.sleep(interval_s)
+            log.log(self._level, "typing indicator failed: %r", error)
+            self._level = logging.DEBUG
+        if not self._stopped:
+            self._next = asyncio.get_running_loop().call_later(self._interval_s, self._signal_now)

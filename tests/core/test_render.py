@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.channel import PlatformLimits, PlatformRateLimited, PlatformTooLong, PlatformUnavailable
-from core.render import WORTH_SHOWING_CHARS, StreamRenderer, send_text, typing_indicator
+from core.render import WORTH_SHOWING_CHARS, StreamRenderer, TypingIndicator, send_text
 from core.splitter import split_message
 from tests.kit.replies import long_reply
 
@@ -378,12 +378,12 @@ async def test_send_text_splits_and_waits_out_a_429() -> None:
     assert chan.clock.sleeps == [3.0]
 
 
-# --- typing_indicator -----------------------------------------------------------------------------
+# --- TypingIndicator ------------------------------------------------------------------------------
 
 
 async def test_typing_is_signalled_at_once_repeatedly_and_stops_on_exit() -> None:
     chan = channel()
-    async with typing_indicator(chan, interval_s=0.01):
+    async with TypingIndicator(chan, interval_s=0.01):
         assert chan.typing_calls == 1
         await asyncio.sleep(0.1)
     seen = chan.typing_calls
@@ -400,7 +400,7 @@ async def test_a_failing_typing_signal_never_breaks_the_reply(caplog: pytest.Log
 
     chan = BrokenTyping(PlatformLimits(100, 0.0))
     with caplog.at_level(logging.DEBUG, logger="chatbridge.render"):
-        async with typing_indicator(chan, interval_s=0.01):
+        async with TypingIndicator(chan, interval_s=0.01):
             await asyncio.sleep(0.05)
     assert chan.typing_calls >= 2
     warnings = [r for r in caplog.records if r.name == "chatbridge.render" and r.levelno == logging.WARNING]
@@ -410,7 +410,7 @@ async def test_a_failing_typing_signal_never_breaks_the_reply(caplog: pytest.Log
 async def test_typing_stops_when_the_body_raises() -> None:
     chan = channel()
     with pytest.raises(RuntimeError):
-        async with typing_indicator(chan, interval_s=0.01):
+        async with TypingIndicator(chan, interval_s=0.01):
             raise RuntimeError("model failed")
     seen = chan.typing_calls
     await asyncio.sleep(0.03)
