@@ -828,13 +828,15 @@ class Engine:
         if self._settings.log_content:
             fields["text"] = message.text
             fields["reply"] = handled.reply
-        line = " ".join(
-            f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}" for name, value in fields.items()
-        )
         # Chatter that is not for the bot, and the bot's own messages echoed back, are most of a
         # busy group's traffic; they stay countable in the metrics without flooding the log.
         level = logging.DEBUG if handled.outcome in _QUIET_OUTCOMES else logging.INFO
-        log.log(level, "handled %s", line, extra=fields)
+        if log.isEnabledFor(level):
+            line = " ".join(
+                f"{name}={value!r}" if name in ("text", "reply") else f"{name}={value}"
+                for name, value in fields.items()
+            )
+            log.log(level, "handled %s", line, extra=fields)
         try:
             self._observer.message_handled(
                 MessageRecord(

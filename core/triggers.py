@@ -6,6 +6,7 @@ them (and a configured prefix) so the model sees only what the person wrote to i
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -65,15 +66,21 @@ def address(message: IncomingMessage, bot: BotSettings) -> Addressed | None:
 
 
 def parse_command(text: str, bot: BotSettings) -> Command | None:
-    words = text.split()
-    if not words:
+    # Only the first word decides, and most messages are prompts: the rest is split only for a command.
+    parts = text.split(None, 1)
+    if not parts:
         return None
-    head = words[0].lower()
-    rest = text.strip()[len(words[0]) :].strip()
-    if head in (c.lower() for c in reset_commands(bot)):
-        return Command(CommandName.RESET, tuple(words[1:]), rest)
-    name = _FIXED_COMMANDS.get(head)
-    return Command(name, tuple(words[1:]), rest) if name else None
+    head = parts[0].lower()
+    name = CommandName.RESET if head in _reset_heads(tuple(bot.reset_commands)) else _FIXED_COMMANDS.get(head)
+    if name is None:
+        return None
+    rest = parts[1].strip() if len(parts) > 1 else ""
+    return Command(name, tuple(rest.split()), rest)
+
+
+@functools.lru_cache(maxsize=8)
+def _reset_heads(configured: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(command.lower() for command in [*BUILTIN_RESET_COMMANDS, *configured])
 
 
 def _strip_mentions(text: str, mentions: tuple[str, ...]) -> str:
