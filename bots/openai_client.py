@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,7 +57,7 @@ class OpenAIChatModel:
         self._base_url = settings.base_url.rstrip("/")
         self._api_key = settings.api_key.get_secret_value()
         self._redact = Redactor([self._api_key])
-        # Per-phase timeouts are only a backstop; the whole attempt is bounded by _deadline.
+        # Per-phase timeouts are only a backstop; the whole attempt is bounded by _Deadline.
         self._own_http = http_client is None
         self._http = http_client or model_http_client(
             timeout_s=settings.timeout_s, max_connections=settings.max_connections
@@ -113,7 +113,7 @@ class OpenAIChatModel:
     async def check(self) -> ServerCheck:
         """One attempt, no retries: ``chatbridge check`` should report a problem, not wait it out."""
         try:
-            async with self._deadline():
+            async with _Deadline(self._settings.timeout_s):
                 return await self._check_once()
         except _Transient as exc:
             raise exc.error from exc.__cause__
@@ -128,7 +128,7 @@ class OpenAIChatModel:
         """Once text has reached ``on_text`` a failure is final, whatever its kind."""
         sink = _Sink(on_text)
         try:
-            async with self._deadline() as deadline:
+            async with _Deadline(self._settings.timeout_s) as deadline:
                 sink.deadline = deadline
                 if body["stream"]:
                     return await self._stream(body, sink)
@@ -137,20 +137,6 @@ class OpenAIChatModel:
             if sink.shown:
                 raise exc.error from exc.__cause__
             raise
-
-    @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[asyncio.Timeout]:
-        """httpx's read timeout restarts with every chunk, so a server trickling tokens could hold
-        an attempt open forever; this bounds the attempt as a whole, streaming included (but not
-        the time the caller's ``on_text`` takes, see ``_Sink``)."""
-        deadline = asyncio.timeout(self._settings.timeout_s)
-        try:
-            async with deadline:
-                yield deadline
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            raise _Transient(ModelTimeout(f"no complete answer within {self._settings.timeout_s:g} s")) from exc
 
     async def _complete(self, body: dict[str, Any], sink: _Sink) -> ModelReply:
         with _network_failures():
@@ -305,6 +291,28 @@ class OpenAIChatModel:
 
     def _url(self, path: str) -> str:
         return f"{self._base_url}/{path}"
+
+
+class _Deadline:
+    """httpx's read timeout restarts with every chunk, so a server trickling tokens could hold an
+    attempt open forever; this bounds the attempt as a whole, streaming included (but not the time
+    the caller's ``on_text`` takes, see ``_Sink``). A class around ``asyncio.timeout`` rather than
+    a generator: it wraps every model call (see ``network_failures``)."""
+
+    __slots__ = ("_timeout", "_timeout_s")
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout = asyncio.timeout(timeout_s)
+        self._timeout_s = timeout_s
+
+    async def __aenter__(self) -> asyncio.Timeout:
+        return await self._timeout.__aenter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+        except TimeoutError as expired:
+            raise _Transient(ModelTimeout(f"no complete answer within {self._timeout_s:g} s")) from expired
 
 
 class _Sink:

@@ -5,12 +5,10 @@ and transport errors, with transient failures marked for a retry.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -135,20 +133,31 @@ def retry_after_s(headers: httpx.Headers) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-@contextlib.contextmanager
-def network_failures(url_key: str = "model.base_url") -> Iterator[None]:
+class network_failures:  # noqa: N801 - used as a ``with`` statement, like contextlib's
     """Turn httpx's transport errors into retryable model errors, without their request objects;
-    ``url_key`` is the setting a URL that httpx cannot use came from."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        if not is_timeout(exc):
+    ``url_key`` is the setting a URL that httpx cannot use came from.
+
+    A class rather than a generator: it wraps every model request, and a generator-based context
+    manager is three objects more per request, each walked by the garbage collector while a burst of
+    requests waits for the model (``bench/``)."""
+
+    __slots__ = ("_url_key",)
+
+    def __init__(self, url_key: str = "model.base_url") -> None:
+        self._url_key = url_key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
+        if isinstance(exc, httpx.TimeoutException):
+            if not is_timeout(exc):
+                raise unreachable(exc) from exc
+            raise Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            raise ModelUnavailable(f"bad {self._url_key}: {exc}") from exc
+        if isinstance(exc, httpx.TransportError):
             raise unreachable(exc) from exc
-        raise Transient(ModelTimeout(f"network timeout ({type(exc).__name__})")) from exc
-    except httpx.UnsupportedProtocol as exc:
-        raise ModelUnavailable(f"bad {url_key}: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise unreachable(exc) from exc
 
 
 def unreachable(error: httpx.TransportError) -> Transient:

@@ -10,8 +10,6 @@ queued, or when its handling ended without queueing. The checks themselves still
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 
 class Arrivals:
@@ -85,14 +83,42 @@ class TurnLine:
         entry = self._locks.get(session_key)
         return entry is not None and entry[1][0] > 1
 
-    @contextlib.asynccontextmanager
-    async def turn(self, session_key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(session_key, (asyncio.Lock(), [0]))
-        users[0] += 1
+    def turn(self, session_key: str) -> _Turn:
+        """``async with line.turn(key):`` holds the session's turn in this process."""
+        return _Turn(self._locks, session_key)
+
+
+class _Turn:
+    """A class rather than a generator-based context manager: every message takes one, and while a
+    burst waits for the model its objects are walked by the garbage collector (``bench/``)."""
+
+    __slots__ = ("_locks", "_session_key", "_entry")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, list[int]]], session_key: str) -> None:
+        self._locks = locks
+        self._session_key = session_key
+        self._entry: tuple[asyncio.Lock, list[int]] | None = None
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._session_key)
+        if entry is None:
+            entry = self._locks[self._session_key] = (asyncio.Lock(), [0])
+        self._entry = entry
+        entry[1][0] += 1
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[session_key]
+            await entry[0].acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._entry is not None
+        self._entry[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        assert self._entry is not None
+        users = self._entry[1]
+        users[0] -= 1
+        if users[0] == 0:
+            del self._locks[self._session_key]

@@ -331,5 +331,6 @@ class TypingIndicator:
         except Exception as error:  # noqa: BLE001 - any adapter error; typing is best effort
             log.log(self._level, "typing indicator failed: %r", error)
             self._level = logging.DEBUG
+        self._signal = None  # a finished task holds its coroutine: let both go while the model thinks
         if not self._stopped:
             self._next = asyncio.get_running_loop().call_later(self._interval_s, self._signal_now)
