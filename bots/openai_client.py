@@ -315,6 +315,12 @@ class _Deadline:
             raise _Transient(ModelTimeout(f"no complete answer within {self._timeout_s:g} s")) from expired
 
 
+DEADLINE_SLACK_S = 0.01
+"""Time spent showing text is given back to the deadline once it adds up to this much: most pieces
+are taken at once (the renderer only buffers them), and moving the deadline's timer for each piece
+of a stream was a few per cent of a burst's CPU (``bench/``)."""
+
+
 class _Sink:
     """Passes text to the caller's callback and remembers whether the user has seen any.
 
@@ -322,10 +328,13 @@ class _Sink:
     attempt's ``deadline``: it is not the model's time, and must not make the model look slow.
     """
 
+    __slots__ = ("_on_text", "shown", "deadline", "_owed_s")
+
     def __init__(self, on_text: TextSink | None) -> None:
         self._on_text = on_text
         self.shown = False
         self.deadline: asyncio.Timeout | None = None
+        self._owed_s = 0.0
 
     async def __call__(self, text: str) -> None:
         if text and self._on_text is not None:
@@ -333,9 +342,11 @@ class _Sink:
             loop = asyncio.get_running_loop()
             started = loop.time()
             await self._on_text(text)
+            self._owed_s += loop.time() - started
             when = self.deadline.when() if self.deadline is not None else None
-            if self.deadline is not None and when is not None:
-                self.deadline.reschedule(when + loop.time() - started)
+            if self.deadline is not None and when is not None and self._owed_s >= DEADLINE_SLACK_S:
+                self.deadline.reschedule(when + self._owed_s)
+                self._owed_s = 0.0
 
 
 @dataclass(slots=True)
