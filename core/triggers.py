@@ -51,7 +51,11 @@ class Addressed:
 
 def reset_commands(bot: BotSettings) -> list[str]:
     """The built-in reset commands plus the configured ones, without repeats, in a stable order."""
-    return list(dict.fromkeys([*BUILTIN_RESET_COMMANDS, *bot.reset_commands]))
+    return list(_reset_commands(tuple(bot.reset_commands)))
+
+
+def _reset_commands(configured: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*BUILTIN_RESET_COMMANDS, *configured]))
 
 
 def address(message: IncomingMessage, bot: BotSettings) -> Addressed | None:
@@ -80,7 +84,8 @@ def parse_command(text: str, bot: BotSettings) -> Command | None:
 
 @functools.lru_cache(maxsize=8)
 def _reset_heads(configured: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(command.lower() for command in [*BUILTIN_RESET_COMMANDS, *configured])
+    """What a message's first word is looked up in: made once per configuration, not per message."""
+    return frozenset(command.lower() for command in _reset_commands(configured))
 
 
 def _strip_mentions(text: str, mentions: tuple[str, ...]) -> str:
