@@ -2,33 +2,33 @@
 
 New private chats write one message each at the same moment (200, 1,000 and 5,000 of them), to a
 bridge on its default settings (SQLite store, polling), with the fake model and the fake Bot API
-each in a process of their own, so that only the bridge's CPU is counted here. The floor, measured
-in the same run, is a bare bot doing the same platform calls (``_floor``): what the hardware allows
-for the same work without a bridge. Each side runs the burst twice, on new connections and then on
-the connections the first left open, and is compared like with like. Both sides are timed by the
-fake Bot API, from the queueing of the burst to the last answer it receives. (Until 2026-12-02 the
-floor was completions and sendMessage only, on connections opened before, and the bridge's first
-burst was judged against it. Later that day the floor's completion became streamed, as the
-bridge's is, and both sides came to be timed by the fake: the bridge had been timed by polling the
-fake every 50 ms, which added 25 ms on average to its side only.)
+each in a process of their own. The floor, measured in the same run, is a bare bot doing the same
+platform calls: what the hardware allows for the same work without a bridge. Both sides are timed
+by the fake Bot API, from the queueing of a burst to the last answer it receives.
 
-Memory is read from ``/proc/self/statm`` (RSS) at start-up, every 50 ms during the burst (the peak),
-after the burst, and after every session has expired and been swept, which is what the issue asks
-to come back within 1.5x of start-up.
+Each side runs in a process of its own (``bench/burst_side.py``), started afresh for each of a few
+rounds. In a round the two take turns: a burst each on new connections (cold), then a few more each,
+to new chats, on the connections the first left open (warm, what a running bridge has). The rows
+compare the medians of each kind, like with like; the range shows the ratio of each round. Until
+2026-12-03 the bridge ran in the driver's process and the floor after it, once each: a single cold
+burst varied by a third here and the machine's speed drifted between the two sides' turns.
+
+Memory is read from ``/proc/self/statm`` (RSS) of the first round's bridge: at start-up, every 50 ms
+during its bursts (the peak), after them, and after every session has expired and been swept, which
+is what issue 14 asks to come back within 1.5x of start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -51,6 +51,8 @@ SESSION_TIMEOUT_S = 5.0
 SWEEP_EVERY_S = 1.0
 CONTROL_TIMEOUT_S = 310.0
 """Longer than the fake's 300 s wait for a burst's last answer."""
+ROUNDS = 3
+WARM_PER_ROUND = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +62,31 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
-class BurstFigures:
-    """``cold`` is a fresh process on new connections, each side; ``warm`` the same burst again, to
-    new chats, on the connections the first one left open (what a running bridge has): the median
-    of a few, since a burst of under a second varies by a third from one run to the next here."""
+class Judged:
+    """The medians of one kind of burst (cold or warm) on each side, and each round's own ratio."""
 
+    floor: Timing
+    bridge: Timing
+    round_ratios: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        return self.bridge.wall_s / self.floor.wall_s
+
+
+@dataclass(frozen=True, slots=True)
+class BurstFigures:
     chats: int
     answered: int
-    floor_cold: Timing
-    floor_warm: Timing
-    cold: Timing
-    warm: Timing
+    cold: Judged
+    warm: Judged
     rss_start: int
     rss_peak: int
     rss_after: int
     rss_expired: int
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -101,58 +110,111 @@ async def fake_telegram_process() -> AsyncIterator[tuple[str, str]]:
         await process.wait()
 
 
-async def _floor(
-    model_url: str, telegram_url: str, control: str, chats: int, at_once: int, warm_runs: int
-) -> tuple[Timing, Timing]:
-    """A bare bot doing the platform calls of the bridge's burst, on new connections and then again
-    on the connections kept alive: the fake's burst is fetched with getUpdates (100 at a time, as
-    the bridge gets them), and each chat gets a typing signal, one completion and one sendMessage
-    with its text, ``at_once`` at a time. Bot API calls are bare aiohttp. The completion is streamed,
-    as the bridge asks for it, so that the model server does the same work for both sides; it goes
-    through the bridge's HTTP stack, read line by line, the cheapest way we have to make it."""
-    body = {
-        "model": "fake-model",
-        "messages": [{"role": "user", "content": "question"}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    slots = asyncio.Semaphore(at_once)
-    bot = f"{telegram_url}{TOKEN}"
-    connector = aiohttp.TCPConnector(limit=at_once)
-    async with (
-        model_http_client(timeout_s=60, max_connections=at_once) as http,
-        aiohttp.ClientSession(connector=connector) as telegram,
-    ):
+@dataclass
+class _Side:
+    """One side's process, and what its bursts measured: a command on its stdin, one JSON line back."""
 
-        async def answer(chat: int) -> None:
-            async with slots:
-                async with telegram.post(f"{bot}/sendChatAction", json={"chat_id": chat, "action": "typing"}) as sent:
-                    await sent.read()
-                text = await _streamed_text(http, f"{model_url}/chat/completions", body)
-                async with telegram.post(f"{bot}/sendMessage", json={"chat_id": chat, "text": text}) as sent:
-                    await sent.read()
+    name: str
+    process: asyncio.subprocess.Process
+    rss_start: int = 0
+    bursts: list[dict[str, float]] = field(default_factory=list)
 
-        async def bare_bot() -> None:
-            offset, answers = 0, list[asyncio.Task[None]]()
-            while len(answers) < chats:
-                async with telegram.post(f"{bot}/getUpdates", json={"offset": offset, "timeout": 10}) as polled:
-                    updates = (await polled.json())["result"]
-                offset = updates[-1]["update_id"] + 1
-                answers += [asyncio.create_task(answer(update["message"]["chat"]["id"])) for update in updates]
-            await asyncio.gather(*answers)
+    async def ask(self, command: str) -> dict[str, float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{command}\n".encode())
+        await self.process.stdin.drain()
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} side of the burst ended (exit {await self.process.wait()})")
+        figures: dict[str, float] = json.loads(line)
+        return figures
 
-        timings = []
-        async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as controller:
-            for _ in range(1 + warm_runs):
-                cpu = time.process_time()
-                await controller.post(f"{control}/burst", params={"chats": chats})
-                await bare_bot()
-                cpu_s = time.process_time() - cpu
-                timings.append(Timing((await _all_answered(controller, control)).wall_s, cpu_s))
-        return timings[0], _median(timings[1:])
+    async def burst(self) -> None:
+        self.bursts.append(await self.ask("burst"))
+
+    def timing(self, warm: bool) -> Timing:
+        """The median of the cold burst (the first) or of the warm ones (the rest)."""
+        bursts = self.bursts[1:] if warm else self.bursts[:1]
+        return Timing(statistics.median(b["wall_s"] for b in bursts), statistics.median(b["cpu_s"] for b in bursts))
 
 
-async def _streamed_text(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> str:
+@contextlib.asynccontextmanager
+async def _side_process(
+    name: str, model_url: str, folder: Path, chats: int, until_expired: bool
+) -> AsyncIterator[_Side]:
+    extra = ["--until-expired"] if until_expired else []
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bench.burst_side", name, model_url, str(folder), str(chats), *extra),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    side = _Side(name, process)
+    try:
+        ready = await process.stdout.readline()
+        if not ready:
+            raise RuntimeError(f"the {name} side of the burst did not start (exit {await process.wait()})")
+        side.rss_start = int(json.loads(ready)["rss_start"])
+        yield side
+    finally:
+        process.stdin.close()
+        await process.wait()
+
+
+def _judged(rounds: list[tuple[_Side, _Side]], warm: bool) -> Judged:
+    floors = [floor.timing(warm) for floor, _ in rounds]
+    bridges = [bridge.timing(warm) for _, bridge in rounds]
+    return Judged(
+        _median(floors),
+        _median(bridges),
+        tuple(bridge.wall_s / floor.wall_s for floor, bridge in zip(floors, bridges, strict=True)),
+    )
+
+
+def _median(timings: list[Timing]) -> Timing:
+    return Timing(statistics.median(t.wall_s for t in timings), statistics.median(t.cpu_s for t in timings))
+
+
+async def burst(
+    folder: Path,
+    model_url: str,
+    chats: int,
+    *,
+    rounds: int = ROUNDS,
+    warm_per_round: int = WARM_PER_ROUND,
+    until_expired: bool = False,
+) -> BurstFigures:
+    """``rounds`` fresh pairs of processes, each side taking ``1 + warm_per_round`` bursts in turn
+    with the other, the order swapped every round. ``until_expired`` makes the first round's bridge
+    wait for every session to expire and be swept before its last RSS reading; only then are the
+    session timeout and the sweeps shortened, to fit into the run."""
+    done: list[tuple[_Side, _Side]] = []
+    memory: dict[str, float] = {}
+    for n in range(rounds):
+        async with (
+            _side_process("floor", model_url, folder, chats, until_expired=False) as floor,
+            _side_process("bridge", model_url, folder, chats, until_expired=until_expired and n == 0) as bridge,
+        ):
+            for _ in range(1 + warm_per_round):
+                for side in (floor, bridge) if n % 2 == 0 else (bridge, floor):
+                    await side.burst()
+            if n == 0:
+                memory = await bridge.ask("memory")
+        done.append((floor, bridge))
+    bridges = [bridge for _, bridge in done]
+    return BurstFigures(
+        chats,
+        answered=int(min(b["answered"] for side in bridges for b in side.bursts)),
+        cold=_judged(done, warm=False),
+        warm=_judged(done, warm=True),
+        rss_start=bridges[0].rss_start,
+        rss_peak=int(max(b["peak"] for b in bridges[0].bursts)),
+        rss_after=int(memory["rss_after"]),
+        rss_expired=int(memory["rss_expired"]),
+    )
+
+
+async def streamed_text(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> str:
     """The text of a streamed completion: the content of each SSE data line up to ``[DONE]``."""
     parts = []
     async with http.stream("POST", url, json=body) as reply:
@@ -167,7 +229,7 @@ async def _streamed_text(http: httpx.AsyncClient, url: str, body: dict[str, obje
     return "".join(parts)
 
 
-def _config(model_url: str, telegram_url: str, **sections: object) -> Config:
+def bridge_config(model_url: str, telegram_url: str, **sections: object) -> Config:
     """The defaults, pointed at the fakes."""
     return Config.model_validate(
         {
@@ -180,7 +242,7 @@ def _config(model_url: str, telegram_url: str, **sections: object) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def _running_bridge(config: Config, store: SqliteStore) -> AsyncIterator[None]:
+async def running_bridge(config: Config, store: SqliteStore) -> AsyncIterator[None]:
     """The Telegram adapter and the engine on ``store``, running and taking updates until the end."""
     await store.open()
     model = OpenAIChatModel(config.model)
@@ -212,86 +274,10 @@ class _Answered:
     never got one)."""
 
 
-async def _all_answered(http: httpx.AsyncClient, control: str) -> _Answered:
+async def all_answered(http: httpx.AsyncClient, control: str) -> _Answered:
     """Once every chat of the fake's burst has an answer (or 300 s have passed)."""
     figures = (await http.get(f"{control}/all_answered")).json()
     return _Answered(int(figures["answered"]), figures["elapsed_s"] or 300.0)
-
-
-def warm_runs_of(chats: int) -> int:
-    """Five warm runs of the short bursts, one of the 5,000-chat burst (ten seconds each)."""
-    return 5 if chats <= 1_000 else 1
-
-
-def _median(timings: list[Timing]) -> Timing:
-    return Timing(statistics.median(t.wall_s for t in timings), statistics.median(t.cpu_s for t in timings))
-
-
-async def _one_burst(http: httpx.AsyncClient, control: str, chats: int) -> tuple[Timing, int, int]:
-    """The fake's burst of ``chats`` new chats until every one is answered (or 300 s): the timing,
-    how many were answered and the peak RSS read meanwhile."""
-    peak = _rss_bytes()
-
-    async def read_peak() -> None:
-        nonlocal peak
-        while True:
-            await asyncio.sleep(0.05)
-            peak = max(peak, _rss_bytes())
-
-    cpu = time.process_time()
-    await http.post(f"{control}/burst", params={"chats": chats})
-    reading = asyncio.create_task(read_peak())
-    try:
-        answered = await _all_answered(http, control)
-    finally:
-        reading.cancel()
-    return Timing(answered.wall_s, time.process_time() - cpu), answered.chats, max(peak, _rss_bytes())
-
-
-async def burst(folder: Path, model_url: str, chats: int, *, until_expired: bool = True) -> BurstFigures:
-    """``until_expired`` waits for every session to expire and be swept before the last RSS reading;
-    only then are the session timeout and the sweeps shortened, to fit into the run."""
-    async with fake_telegram_process() as (telegram_url, control):
-        path = str(folder / f"burst-{chats}.db")
-        if until_expired:
-            config = _config(model_url, telegram_url, session={"timeout_s": SESSION_TIMEOUT_S})
-            store = SqliteStore(path, prune_interval_s=SWEEP_EVERY_S, housekeeping_interval_s=SWEEP_EVERY_S)
-        else:
-            config, store = _config(model_url, telegram_url), SqliteStore(path)
-        async with _running_bridge(config, store):
-            gc.collect()
-            rss_start = _rss_bytes()
-            async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT_S) as http:
-                cold, answered, peak = await _one_burst(http, control, chats)
-                warm_runs = []
-                for _ in range(warm_runs_of(chats)):
-                    await asyncio.sleep(1.0)  # the last turns are stored
-                    timing, answered_warm, peak_warm = await _one_burst(http, control, chats)
-                    answered, peak = min(answered, answered_warm), max(peak, peak_warm)
-                    warm_runs.append(timing)
-                warm = _median(warm_runs)
-            await asyncio.sleep(1.0)
-            gc.collect()
-            rss_after = _rss_bytes()
-            if until_expired:
-                await asyncio.sleep(SESSION_TIMEOUT_S + 3 * SWEEP_EVERY_S)
-                gc.collect()
-            rss_expired = _rss_bytes()
-        # After the bridge, so that the start-up reading is not of a heap the floor has grown.
-        at_once = config.server.max_concurrent_messages
-        floor_cold, floor_warm = await _floor(model_url, telegram_url, control, chats, at_once, warm_runs_of(chats))
-    return BurstFigures(
-        chats,
-        answered,
-        floor_cold,
-        floor_warm,
-        cold,
-        warm,
-        rss_start,
-        peak,
-        rss_after,
-        rss_expired,
-    )
 
 
 async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list[float], list[float]]:
@@ -300,7 +286,7 @@ async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list
     fake, from the moment it queues the update), and for the floor (measured here: the same fake
     model's completion, then one sendMessage with its text)."""
     async with fake_telegram_process() as (telegram_url, control):
-        config = _config(model_url, telegram_url)
+        config = bridge_config(model_url, telegram_url)
         floors = []
         body = {"model": "fake-model", "messages": [{"role": "user", "content": "question"}], "stream": False}
         async with model_http_client(timeout_s=60, max_connections=4) as http:
@@ -311,7 +297,7 @@ async def sequential(folder: Path, model_url: str, questions: int) -> tuple[list
                 await http.post(f"{telegram_url}{TOKEN}/sendMessage", data={"chat_id": 42, "text": text})
                 floors.append(time.perf_counter() - started)
         bridged = []
-        async with _running_bridge(config, SqliteStore(str(folder / "sequential.db"))):
+        async with running_bridge(config, SqliteStore(str(folder / "sequential.db"))):
             async with httpx.AsyncClient(timeout=60) as client:
                 for n in range(questions):
                     asked: dict[str, str | int] = {"chat": 7, "text": f"question {n}", "expect": f"echo: question {n}"}
@@ -350,8 +336,9 @@ async def long_answer(
                 floor_s = time.monotonic() - started
             telegram.sent.clear()
             telegram.forget_calls()
-            async with _running_bridge(
-                _config(model.base_url, telegram.base_url), SqliteStore(str(folder / f"long-{time.monotonic_ns()}.db"))
+            async with running_bridge(
+                bridge_config(model.base_url, telegram.base_url),
+                SqliteStore(str(folder / f"long-{time.monotonic_ns()}.db")),
             ):
                 telegram.user_message("a long one", user=7)
                 await telegram.wait_for(lambda: telegram.texts(7) == [words], timeout=30)
