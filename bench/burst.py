@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import aiohttp
 import httpx
 
 from adapters.telegram.adapter import TelegramAdapter
+from bench.process import module_process
 from bots.http_client import model_http_client
 from bots.openai_client import OpenAIChatModel
 from bots.registry import ModelRegistry
@@ -86,28 +85,12 @@ class BurstFigures:
     rss_expired: int
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 @contextlib.asynccontextmanager
 async def fake_telegram_process() -> AsyncIterator[tuple[str, str]]:
     """The fake Bot API in a process of its own: its base URL and its control URL."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fakes.telegram_api",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    try:
-        urls = json.loads(await process.stdout.readline())
+    async with module_process("tests.fakes.telegram_api") as (_, ready):
+        urls = json.loads(ready)
         yield urls["base_url"], urls["control"]
-    finally:
-        process.stdin.close()
-        await process.wait()
 
 
 @dataclass
@@ -116,7 +99,7 @@ class _Side:
 
     name: str
     process: asyncio.subprocess.Process
-    rss_start: int = 0
+    rss_start: int
     bursts: list[dict[str, float]] = field(default_factory=list)
 
     async def ask(self, command: str) -> dict[str, float]:
@@ -143,22 +126,10 @@ async def _side_process(
     name: str, model_url: str, folder: Path, chats: int, until_expired: bool
 ) -> AsyncIterator[_Side]:
     extra = ["--until-expired"] if until_expired else []
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench.burst_side", name, model_url, str(folder), str(chats), *extra),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    side = _Side(name, process)
-    try:
-        ready = await process.stdout.readline()
+    async with module_process("bench.burst_side", name, model_url, str(folder), str(chats), *extra) as (process, ready):
         if not ready:
             raise RuntimeError(f"the {name} side of the burst did not start (exit {await process.wait()})")
-        side.rss_start = int(json.loads(ready)["rss_start"])
-        yield side
-    finally:
-        process.stdin.close()
-        await process.wait()
+        yield _Side(name, process, rss_start=int(json.loads(ready)["rss_start"]))
 
 
 def _judged(rounds: list[tuple[_Side, _Side]], warm: bool) -> Judged:

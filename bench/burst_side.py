@@ -36,10 +36,10 @@ from bench.burst import (
     all_answered,
     bridge_config,
     fake_telegram_process,
-    rss_bytes,
     running_bridge,
     streamed_text,
 )
+from bench.process import rss_bytes
 from bots.http_client import model_http_client
 from chatbridge.config import ServerSettings
 from chatbridge.process import run, tune_garbage_collector
@@ -47,7 +47,8 @@ from core.stores.sqlite import SqliteStore
 from tests.fakes.telegram_api import TOKEN
 
 SETTLE_S = 1.0
-"""After each burst, before the next command: the bridge stores its last turns after the answers."""
+"""After each burst, before the next command: the bridge stores its last turns after the answers, and
+the bare bot waits as long, so that every burst of either side starts from the same quiet."""
 
 Burst = Callable[[], Awaitable[dict[str, float | int]]]
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.process import rss_bytes
 from bots.images import JPEG_QUALITY
 from bots.model import ModelCard
 from bots.openai_client import OpenAIChatModel
@@ -46,11 +47,6 @@ def camera_jpeg(path: Path) -> int:
     blue = Image.radial_gradient("L").resize((WIDTH, HEIGHT))
     Image.merge("RGB", (red, green, blue)).save(path, format="JPEG", quality=92)
     return path.stat().st_size
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def _peak_rss_bytes() -> int:
@@ -91,7 +87,7 @@ async def bridge(data: bytes, max_side: int) -> bytes:
 def child(side: str, path: str, max_side: int) -> None:
     """One side, measured: median seconds of ``RUNS`` and the peak RSS above the start."""
     data = Path(path).read_bytes()
-    before = _rss_bytes()
+    before = rss_bytes()
     times = []
     for _ in range(RUNS):
         started = time.perf_counter()

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from adapters.telegram.adapter import TelegramLimits
 from bench.burst import burst, long_answer, sequential
 from bench.clients import client_costs
 from bench.media import media_costs
+from bench.process import module_process, rss_bytes
 from bench.tools import tool_round
 from bots.http_client import model_http_client
 from bots.model import ChatMessage
@@ -287,21 +287,8 @@ async def _fill(store: Store, key: str, turns: int) -> None:
 @asynccontextmanager
 async def fake_model_process(latency_s: float) -> AsyncIterator[str]:
     """The fake model in a process of its own, so its CPU time is not billed to the bridge."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.fakes.fake_model",
-        "--delay",
-        str(latency_s),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    try:
-        yield (await process.stdout.readline()).decode().strip()
-    finally:
-        process.stdin.close()
-        await process.wait()
+    async with module_process("tests.fakes.fake_model", "--delay", str(latency_s)) as (_, url):
+        yield url.decode().strip()
 
 
 CONCURRENCY_ROUNDS = 3
@@ -327,7 +314,7 @@ async def concurrency(sessions: int = 1_000, latency_s: float = 1.0) -> list[Row
             await model.aclose()
             bridges.append((cold, warm))
             answered += answered_cold + answered_warm
-    peak_mib = _peak_rss_bytes() / 2**20
+    peak_mib = _peakrss_bytes() / 2**20
     bare_cold, bare_warm = (statistics.median(floor[i] for floor in floors) for i in (0, 1))
     cold, warm = (statistics.median(bridge[i] for bridge in bridges) for i in (0, 1))
     everyone = answered == 2 * CONCURRENCY_ROUNDS * sessions
@@ -496,7 +483,7 @@ async def redis_section(folder: Path) -> list[Row]:
 # --- 5. memory per idle session -----------------------------------------------------------------
 
 
-def _peak_rss_bytes() -> int:
+def _peakrss_bytes() -> int:
     """This process's high-water mark (``VmHWM``). Not ``ru_maxrss``: Linux carries that over
     ``exec`` from the forked parent, so an isolated section would report the parent's peak."""
     with open("/proc/self/status") as status:
@@ -506,16 +493,11 @@ def _peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 async def memory_per_session(sessions: int = 10_000) -> list[Row]:
     store = MemoryStore()
     await store.open()
     gc.collect()
-    before = _rss_bytes()
+    before = rss_bytes()
     now = time.time()
     for n in range(sessions):
         key = f"telegram:{1_000_000 + n}"
@@ -525,7 +507,7 @@ async def memory_per_session(sessions: int = 10_000) -> list[Row]:
         ]
         await store_turns(store, key, pair)
     gc.collect()
-    grown = _rss_bytes() - before
+    grown = rss_bytes() - before
     await store.close()
     return [
         Row(
